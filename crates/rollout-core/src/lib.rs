@@ -1,0 +1,1 @@
+//! rollout-core: plans and runs deployments.

@@ -1,0 +1,1 @@
+//! rollout-lab: simulated Nix hosts for tests.
