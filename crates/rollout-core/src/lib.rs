@@ -1,1 +1,17 @@
-//! rollout-core: plans and runs deployments.
+//! rollout-core: turns targets, flags and flake data into a validated plan, then executes it.
+//!
+//! The flow runs one way: targets → evaluation → validation → [`plan::Plan`] → build → per node
+//! (connect, copy, activate through the agent, confirm). Every external command is an [`cmd::Argv`]
+//! value built by a small function, and every stage reports through one [`events`] stream.
+
+pub mod cmd;
+pub mod config;
+pub mod deploy;
+pub mod evalexpr;
+pub mod events;
+pub mod exec;
+pub mod nix;
+pub mod plan;
+pub mod settings;
+pub mod ssh;
+pub mod target;

@@ -1,0 +1,231 @@
+//! Argv builders for every `nix`, `nix-build`, `nix-instantiate` and `nix-store` call rollout makes.
+
+use crate::cmd::{quote, Argv};
+
+/// What we know about the local Nix: decided once per run, then used by every builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixContext {
+    /// `(major, minor)` of the local Nix (Lix reports a Nix-compatible version too).
+    pub version: (u32, u32),
+    /// Arguments after `--` on the command line: passed to check, eval and build calls.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for NixContext {
+    fn default() -> Self {
+        NixContext { version: (2, 18), extra_args: Vec::new() }
+    }
+}
+
+/// `nix` with the experimental features rollout needs, whatever the user's nix.conf says.
+pub fn nix() -> Argv {
+    Argv::new("nix").args(["--extra-experimental-features", "nix-command flakes"])
+}
+
+pub fn version() -> Argv {
+    Argv::new("nix").arg("--version")
+}
+
+/// Parses `nix (Nix) 2.8.0`, `nix (Lix, like Nix) 2.91.1`, `nix (Nix) 2.24.0pre2024…`.
+pub fn parse_version(out: &str) -> Option<(u32, u32)> {
+    let last = out.split_whitespace().last()?;
+    let mut it = last.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Succeeds only when this Nix can evaluate flakes (the probe deploy-rs uses).
+pub fn flake_probe() -> Argv {
+    nix().args(["eval", "--expr", "builtins.getFlake"])
+}
+
+impl NixContext {
+    pub fn flake_check(&self, flake: &str) -> Argv {
+        nix().args(["flake", "check", flake]).args(self.extra_args.iter().cloned())
+    }
+
+    /// Non-flake checks: build `checks.<currentSystem>` of the file's value if it has any.
+    pub fn file_check(&self, file: &str) -> Argv {
+        let expr = format!(
+            "let r = import {}; x = if builtins.isFunction r then r {{}} else r; in \
+             if x ? checks && x.checks ? ${{builtins.currentSystem}} then x.checks.${{builtins.currentSystem}} else {{}}",
+            nix_path_literal(file)
+        );
+        Argv::new("nix-build").args(["--no-out-link", "-E", &expr]).args(self.extra_args.iter().cloned())
+    }
+
+    /// One evaluation of a flake's `deploy` output through a selecting `--apply` lambda.
+    pub fn eval_flake(&self, flake: &str, apply: &str) -> Argv {
+        nix()
+            .args(["eval", "--json", &format!("{flake}#deploy"), "--apply", apply])
+            .args(self.extra_args.iter().cloned())
+    }
+
+    pub fn eval_file(&self, expr: &str) -> Argv {
+        Argv::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", expr])
+            .args(self.extra_args.iter().cloned())
+    }
+
+    /// One local build of every listed installable (`flake#deploy.nodes."n".profiles."p".path`).
+    pub fn build_flake(&self, installables: &[String]) -> Argv {
+        nix()
+            .args(["build", "--no-link"])
+            .args(installables.iter().cloned())
+            .args(self.extra_args.iter().cloned())
+    }
+
+    /// Non-flake local build: one `nix-build` with an `-A` per profile.
+    pub fn build_file(&self, file: &str, attrs: &[String]) -> Argv {
+        let mut a = Argv::new("nix-build").arg(file).arg("--no-out-link");
+        for attr in attrs {
+            a = a.arg("-A").arg(attr.clone());
+        }
+        a.args(self.extra_args.iter().cloned())
+    }
+
+    /// Build on the target: the derivation closure goes to the target's store over `ssh-ng` and
+    /// is realised there; nothing is built locally.
+    pub fn build_remote(&self, store_uri: &str, installable: &[String], ssh_opts: &str) -> Argv {
+        nix()
+            .args(["build", "--no-link", "--eval-store", "auto", "--store", store_uri])
+            .args(installable.iter().cloned())
+            .args(self.extra_args.iter().cloned())
+            .env("NIX_SSHOPTS", ssh_opts)
+    }
+
+    /// Join ssh options for `NIX_SSHOPTS`. Nix before 2.26 splits that variable on whitespace
+    /// only, so an option that contains a space cannot be passed there; newer Nix splits it the
+    /// way a shell would, so quoting is safe.
+    pub fn sshopts_env(&self, opts: &[String]) -> Result<String, String> {
+        if self.version >= (2, 26) {
+            return Ok(opts.iter().map(|o| quote(o)).collect::<Vec<_>>().join(" "));
+        }
+        if let Some(bad) = opts.iter().find(|o| o.chars().any(char::is_whitespace)) {
+            return Err(format!(
+                "ssh option `{bad}` contains whitespace, which Nix {}.{} cannot pass through NIX_SSHOPTS \
+                 (Nix 2.26 or newer can); put it in ~/.ssh/config instead",
+                self.version.0, self.version.1
+            ));
+        }
+        Ok(opts.join(" "))
+    }
+}
+
+/// `nix copy` of closures to a target over the legacy `ssh://` store.
+pub fn copy_to(store_uri: &str, paths: &[String], substitute: bool, check_sigs: bool, ssh_opts: &str) -> Argv {
+    let mut a = nix().arg("copy");
+    if substitute {
+        a = a.arg("--substitute-on-destination");
+    }
+    if !check_sigs {
+        a = a.arg("--no-check-sigs");
+    }
+    a.arg("--to").arg(store_uri).args(paths.iter().cloned()).env("NIX_SSHOPTS", ssh_opts)
+}
+
+/// Add a local directory (the agent package) to the local store.
+pub fn store_add(dir: &str) -> Argv {
+    Argv::new("nix-store").args(["--add", dir])
+}
+
+/// A GC root for `--keep-result`, one per node and profile.
+pub fn add_root(path: &str, root: &str) -> Argv {
+    Argv::new("nix-store").args(["--realise", path, "--add-root", root])
+}
+
+/// `ssh://user@host` (legacy store, used for copies) or `ssh-ng://user@host` (remote builds).
+pub fn store_uri(scheme: &str, user: &str, host: &str) -> String {
+    format!("{scheme}://{user}@{host}")
+}
+
+/// The installable of one profile's `path` inside a flake's `deploy` output.
+pub fn profile_installable(flake: &str, node: &str, profile: &str) -> String {
+    format!("{flake}#{}", profile_attr(node, profile))
+}
+
+/// `deploy.nodes."n".profiles."p".path`, quoting names so that dots in them are kept.
+pub fn profile_attr(node: &str, profile: &str) -> String {
+    format!("deploy.nodes.{}.profiles.{}.path", attr_name(node), attr_name(profile))
+}
+
+fn attr_name(name: &str) -> String {
+    let ident = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c));
+    if ident {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// A file path as a Nix path expression that cannot inject code.
+pub fn nix_path_literal(file: &str) -> String {
+    let abs = if file.starts_with('/') {
+        file.to_string()
+    } else {
+        let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_else(|_| ".".into());
+        format!("{cwd}/{file}")
+    };
+    // `/. + "/rest"` builds a path from a string literal, so no character in the name is special.
+    format!("(/. + \"{}\")", abs.replace('\\', "\\\\").replace('"', "\\\"").replace("${", "\\${"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nix_and_lix_versions() {
+        assert_eq!(parse_version("nix (Nix) 2.8.0\n"), Some((2, 8)));
+        assert_eq!(parse_version("nix (Lix, like Nix) 2.91.1"), Some((2, 91)));
+        assert_eq!(parse_version("nix (Nix) 2.24.0pre20240101_dirty"), Some((2, 24)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn eval_passes_apply_lambda_and_extra_args() {
+        let ctx = NixContext { version: (2, 8), extra_args: vec!["--impure".into()] };
+        let a = ctx.eval_flake("./f", "d: d");
+        assert_eq!(
+            a.words(),
+            vec!["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--json", "./f#deploy", "--apply", "d: d", "--impure"]
+        );
+    }
+
+    #[test]
+    fn build_is_one_call_for_many_profiles() {
+        let ctx = NixContext::default();
+        let a = ctx.build_flake(&[profile_installable(".", "a", "system"), profile_installable(".", "b.c", "x y")]);
+        assert_eq!(&a.args[2..], &["build", "--no-link", ".#deploy.nodes.a.profiles.system.path", ".#deploy.nodes.\"b.c\".profiles.\"x y\".path"]);
+    }
+
+    #[test]
+    fn copy_flags_follow_fast_connection_and_checksigs() {
+        let a = copy_to("ssh://d@h", &["/nix/store/a".into()], true, false, "-p 22");
+        assert!(a.args.contains(&"--substitute-on-destination".to_string()));
+        assert!(a.args.contains(&"--no-check-sigs".to_string()));
+        assert_eq!(a.env, vec![("NIX_SSHOPTS".to_string(), "-p 22".to_string())]);
+        let b = copy_to("ssh://d@h", &["/nix/store/a".into()], false, true, "");
+        assert!(!b.args.iter().any(|x| x.starts_with("--substitute") || x == "--no-check-sigs"));
+    }
+
+    #[test]
+    fn sshopts_with_spaces_are_refused_on_old_nix_and_quoted_on_new() {
+        let opts = vec!["-o".to_string(), "ProxyCommand=nc %h %p".to_string()];
+        let old = NixContext { version: (2, 8), ..Default::default() };
+        assert!(old.sshopts_env(&opts).unwrap_err().contains("ProxyCommand"));
+        let new = NixContext { version: (2, 28), ..Default::default() };
+        assert_eq!(new.sshopts_env(&opts).unwrap(), "-o 'ProxyCommand=nc %h %p'");
+    }
+
+    #[test]
+    fn file_paths_cannot_inject_nix_code() {
+        let lit = nix_path_literal("/tmp/a\"${x}");
+        assert_eq!(lit, "(/. + \"/tmp/a\\\"\\${x}\")");
+    }
+}
