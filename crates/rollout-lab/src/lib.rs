@@ -1,1 +1,19 @@
-//! rollout-lab: simulated Nix hosts for tests.
+//! rollout-lab: a local fleet of simulated Nix hosts (own mount/UTS namespace, own `/nix`, own sshd and
+//! nix-daemon), plus test profiles (flakes without nixpkgs) for testing the rollout deployer.
+//!
+//! ```no_run
+//! let fleet = rollout_lab::Fleet::temp(2)?;
+//! let out = fleet.exec("host1", &["hostname"])?;
+//! assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "host1");
+//! # Ok::<(), rollout_lab::LabError>(())
+//! ```
+
+pub mod error;
+pub mod fleet;
+mod net;
+mod procs;
+pub mod profiles;
+mod setup;
+
+pub use error::{LabError, Result};
+pub use fleet::{Fleet, HostInfo, HostStatus, LabOptions};
