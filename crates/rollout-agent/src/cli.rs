@@ -1,0 +1,406 @@
+//! Command-line parsing: a small hand-written parser so every mistake becomes one clear line (exit 2).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_TEMP_PATH: &str = "/tmp";
+pub const DEFAULT_CONFIRM_TIMEOUT: u64 = 30;
+pub const DEFAULT_ACTIVATION_TIMEOUT: u64 = 240;
+pub const DEFAULT_CONFIRM_WAIT: u64 = 10;
+pub const DEFAULT_ABORT_WAIT: u64 = 300;
+
+pub const USAGE: &str = "\
+usage:
+  rollout-agent activate --id ID --closure /nix/store/…
+      (--profile-path P | --profile-user U --profile-name N)
+      [--temp-path T] [--confirm-timeout 30] [--activation-timeout 240]
+      [--magic-rollback] [--auto-rollback] [--dry-activate] [--boot] [--debug]
+  rollout-agent confirm --id ID [--id ID2 …] [--temp-path T] [--wait 10]
+  rollout-agent extend --id ID [--id …] [--temp-path T]
+  rollout-agent abort --id ID [--id …] [--temp-path T] [--wait 300]
+  rollout-agent status --id ID [--temp-path T]
+  rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
+      --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
+See docs/agent-protocol.md for the protocol.";
+
+/// Which profile to act on, as the deployer named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileSpec {
+    Path(PathBuf),
+    User { user: String, name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivateArgs {
+    pub id: String,
+    pub closure: PathBuf,
+    pub profile: ProfileSpec,
+    pub temp_path: PathBuf,
+    pub confirm_timeout: u64,
+    pub activation_timeout: u64,
+    pub magic_rollback: bool,
+    pub auto_rollback: bool,
+    pub dry_activate: bool,
+    pub boot: bool,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeArgs {
+    pub profile: ProfileSpec,
+    pub generation: u64,
+    pub previous: Option<u64>,
+    pub temp_path: PathBuf,
+    pub activation_timeout: u64,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Activate(ActivateArgs),
+    Revoke(RevokeArgs),
+    /// Internal: the detached worker, started by `activate`/`revoke` themselves.
+    Worker { dir: PathBuf },
+    Confirm { ids: Vec<String>, temp_path: PathBuf, wait: u64 },
+    Extend { ids: Vec<String>, temp_path: PathBuf },
+    Abort { ids: Vec<String>, temp_path: PathBuf, wait: u64 },
+    Status { id: String, temp_path: PathBuf },
+    Help,
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Options of one subcommand after the generic split into `--name value` pairs and flags.
+struct Opts {
+    cmd: &'static str,
+    values: Vec<(String, String)>,
+    flags: Vec<String>,
+}
+
+impl Opts {
+    fn parse(
+        cmd: &'static str,
+        args: &[String],
+        valued: &[&str],
+        flag_names: &[&str],
+    ) -> Result<Opts, UsageError> {
+        let mut values = Vec::new();
+        let mut flags = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(body) = arg.strip_prefix("--") else {
+                return usage(format!("{cmd}: unexpected argument '{arg}' (every value needs its --option)"));
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            if valued.contains(&name) {
+                let value = match inline {
+                    Some(v) => v,
+                    None => match it.next() {
+                        Some(v) => v.clone(),
+                        None => return usage(format!("{cmd}: --{name} needs a value")),
+                    },
+                };
+                values.push((name.to_string(), value));
+            } else if flag_names.contains(&name) {
+                if inline.is_some() {
+                    return usage(format!("{cmd}: --{name} is a flag and takes no value"));
+                }
+                if !flags.iter().any(|f| f == name) {
+                    flags.push(name.to_string());
+                }
+            } else {
+                return usage(format!("{cmd}: unknown option --{name}"));
+            }
+        }
+        Ok(Opts { cmd, values, flags })
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.values.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// A single-valued option; giving it twice is an error rather than "last one wins".
+    fn one(&self, name: &str) -> Result<Option<&str>, UsageError> {
+        let all = self.all(name);
+        match all.len() {
+            0 => Ok(None),
+            1 => Ok(Some(all[0])),
+            _ => usage(format!("{}: --{name} given more than once", self.cmd)),
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<&str, UsageError> {
+        match self.one(name)? {
+            Some(v) => Ok(v),
+            None => usage(format!("{}: --{name} is required", self.cmd)),
+        }
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+
+    fn number(&self, name: &str, default: u64, min: u64) -> Result<u64, UsageError> {
+        match self.one(name)? {
+            None => Ok(default),
+            Some(v) => parse_number(self.cmd, name, v, min),
+        }
+    }
+
+    fn temp_path(&self) -> Result<PathBuf, UsageError> {
+        let t = self.one("temp-path")?.unwrap_or(DEFAULT_TEMP_PATH);
+        absolute_path(self.cmd, "temp-path", t)
+    }
+
+    fn ids(&self) -> Result<Vec<String>, UsageError> {
+        let ids = self.all("id");
+        if ids.is_empty() {
+            return usage(format!("{}: --id is required", self.cmd));
+        }
+        ids.into_iter().map(|i| validate_id(self.cmd, i)).collect()
+    }
+
+    fn profile(&self) -> Result<ProfileSpec, UsageError> {
+        let path = self.one("profile-path")?;
+        let user = self.one("profile-user")?;
+        let name = self.one("profile-name")?;
+        match (path, user, name) {
+            (Some(p), None, None) => {
+                let p = absolute_path(self.cmd, "profile-path", p)?;
+                match p.file_name() {
+                    Some(_) => Ok(ProfileSpec::Path(p)),
+                    None => usage(format!("{}: --profile-path '{}' names no file", self.cmd, p.display())),
+                }
+            }
+            (None, Some(u), Some(n)) => {
+                if u.is_empty() || u.contains('/') || u.contains('\0') {
+                    return usage(format!("{}: --profile-user '{u}' is not a user name", self.cmd));
+                }
+                if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
+                    return usage(format!("{}: --profile-name '{n}' is not a profile name", self.cmd));
+                }
+                Ok(ProfileSpec::User { user: u.to_string(), name: n.to_string() })
+            }
+            _ => usage(format!(
+                "{}: give either --profile-path or both --profile-user and --profile-name",
+                self.cmd
+            )),
+        }
+    }
+}
+
+fn parse_number(cmd: &str, name: &str, v: &str, min: u64) -> Result<u64, UsageError> {
+    match v.parse::<u64>() {
+        // Upper bound keeps deadline arithmetic far from overflow (≈136 years is plenty).
+        Ok(n) if n >= min && n <= u64::from(u32::MAX) => Ok(n),
+        _ => usage(format!("{cmd}: --{name} '{v}' is not a whole number of seconds ≥ {min}")),
+    }
+}
+
+fn absolute_path(cmd: &str, name: &str, v: &str) -> Result<PathBuf, UsageError> {
+    if v.contains('\0') || !Path::new(v).is_absolute() {
+        return usage(format!("{cmd}: --{name} '{v}' must be an absolute path"));
+    }
+    Ok(PathBuf::from(v))
+}
+
+/// Deploy IDs become directory names, so they are restricted to a safe alphabet.
+pub fn validate_id(cmd: &str, id: &str) -> Result<String, UsageError> {
+    let ok_len = (8..=64).contains(&id.len());
+    let ok_chars = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok_len && ok_chars {
+        Ok(id.to_string())
+    } else {
+        usage(format!("{cmd}: --id '{id}' must be 8–64 characters of A–Z a–z 0–9 _ -"))
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+    let Some((sub, rest)) = args.split_first() else {
+        return usage("missing command (activate, confirm, extend, abort, status, revoke); try --help");
+    };
+    match sub.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "-V" | "--version" => Ok(Command::Version),
+        "activate" => {
+            let o = Opts::parse(
+                "activate",
+                rest,
+                &["id", "closure", "profile-path", "profile-user", "profile-name", "temp-path",
+                  "confirm-timeout", "activation-timeout"],
+                &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
+            )?;
+            let id = validate_id("activate", o.required("id")?)?;
+            let closure = absolute_path("activate", "closure", o.required("closure")?)?;
+            let (dry_activate, boot) = (o.flag("dry-activate"), o.flag("boot"));
+            if dry_activate && boot {
+                return usage("activate: --dry-activate and --boot exclude each other");
+            }
+            Ok(Command::Activate(ActivateArgs {
+                id,
+                closure,
+                profile: o.profile()?,
+                temp_path: o.temp_path()?,
+                confirm_timeout: o.number("confirm-timeout", DEFAULT_CONFIRM_TIMEOUT, 1)?,
+                activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
+                magic_rollback: o.flag("magic-rollback"),
+                auto_rollback: o.flag("auto-rollback"),
+                dry_activate,
+                boot,
+                debug: o.flag("debug"),
+            }))
+        }
+        "revoke" => {
+            let o = Opts::parse(
+                "revoke",
+                rest,
+                &["profile-path", "profile-user", "profile-name", "generation", "previous",
+                  "temp-path", "activation-timeout"],
+                &["debug"],
+            )?;
+            let generation = parse_number("revoke", "generation", o.required("generation")?, 1)?;
+            let previous = match o.one("previous")? {
+                Some(v) => Some(parse_number("revoke", "previous", v, 1)?),
+                None => None,
+            };
+            Ok(Command::Revoke(RevokeArgs {
+                profile: o.profile()?,
+                generation,
+                previous,
+                temp_path: o.temp_path()?,
+                activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
+                debug: o.flag("debug"),
+            }))
+        }
+        "worker" => {
+            let o = Opts::parse("worker", rest, &["dir"], &[])?;
+            Ok(Command::Worker { dir: absolute_path("worker", "dir", o.required("dir")?)? })
+        }
+        "confirm" => {
+            let o = Opts::parse("confirm", rest, &["id", "temp-path", "wait"], &[])?;
+            Ok(Command::Confirm {
+                ids: o.ids()?,
+                temp_path: o.temp_path()?,
+                wait: o.number("wait", DEFAULT_CONFIRM_WAIT, 0)?,
+            })
+        }
+        "extend" => {
+            let o = Opts::parse("extend", rest, &["id", "temp-path"], &[])?;
+            Ok(Command::Extend { ids: o.ids()?, temp_path: o.temp_path()? })
+        }
+        "abort" => {
+            let o = Opts::parse("abort", rest, &["id", "temp-path", "wait"], &[])?;
+            Ok(Command::Abort {
+                ids: o.ids()?,
+                temp_path: o.temp_path()?,
+                wait: o.number("wait", DEFAULT_ABORT_WAIT, 0)?,
+            })
+        }
+        "status" => {
+            let o = Opts::parse("status", rest, &["id", "temp-path"], &[])?;
+            let ids = o.ids()?;
+            if ids.len() != 1 {
+                return usage("status: give exactly one --id");
+            }
+            Ok(Command::Status { id: ids.into_iter().next().unwrap_or_default(), temp_path: o.temp_path()? })
+        }
+        other => usage(format!(
+            "unknown command '{other}' (expected activate, confirm, extend, abort, status or revoke)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, UsageError> {
+        let v: Vec<String> = s.split_whitespace().map(String::from).collect();
+        parse(&v)
+    }
+
+    #[test]
+    fn activate_full() {
+        let c = p("activate --id abcdefgh --closure /nix/store/x --profile-user root --profile-name system \
+                   --temp-path /var/t --confirm-timeout 5 --activation-timeout=7 --magic-rollback --auto-rollback --debug")
+            .unwrap();
+        let Command::Activate(a) = c else { panic!() };
+        assert_eq!(a.profile, ProfileSpec::User { user: "root".into(), name: "system".into() });
+        assert_eq!((a.confirm_timeout, a.activation_timeout), (5, 7));
+        assert!(a.magic_rollback && a.auto_rollback && a.debug && !a.boot && !a.dry_activate);
+        assert_eq!(a.temp_path, PathBuf::from("/var/t"));
+    }
+
+    #[test]
+    fn activate_defaults() {
+        let Command::Activate(a) = p("activate --id abcdefgh --closure /nix/store/x --profile-path /p/q").unwrap()
+        else { panic!() };
+        assert_eq!(a.temp_path, PathBuf::from("/tmp"));
+        assert_eq!((a.confirm_timeout, a.activation_timeout), (30, 240));
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        let e = |s| p(s).unwrap_err().0;
+        assert!(e("activate --id short --closure /x --profile-path /p").contains("--id 'short'"));
+        assert!(e("activate --id abcdefgh --closure x --profile-path /p").contains("--closure 'x'"));
+        assert!(e("activate --id abcdefgh --closure /x").contains("--profile-path"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --profile-user u").contains("either"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout 0").contains("--confirm-timeout"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout x").contains("--confirm-timeout"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --bogus").contains("--bogus"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --boot --dry-activate").contains("exclude"));
+        assert!(e("activate --id abcdefgh --id abcdefgi --closure /x --profile-path /p").contains("more than once"));
+        assert!(e("activate --id abcdefgh --closure").contains("needs a value"));
+        assert!(e("activate stray").contains("stray"));
+        assert!(e("frobnicate").contains("frobnicate"));
+        assert!(e("revoke --profile-path /p").contains("--generation"));
+        assert!(e("status --id abcdefgh --id abcdefgi").contains("exactly one"));
+        assert!(e("activate --id abcdefgh --closure /x --profile-user u --profile-name ../x").contains("profile-name"));
+        assert!(p("").is_err());
+    }
+
+    #[test]
+    fn multi_id_commands() {
+        let c = p("confirm --id abcdefgh --id ABC_def-9 --wait 0").unwrap();
+        assert_eq!(
+            c,
+            Command::Confirm { ids: vec!["abcdefgh".into(), "ABC_def-9".into()], temp_path: "/tmp".into(), wait: 0 }
+        );
+        let Command::Abort { wait, .. } = p("abort --id abcdefgh").unwrap() else { panic!() };
+        assert_eq!(wait, 300);
+    }
+
+    #[test]
+    fn revoke_parses() {
+        let Command::Revoke(r) = p("revoke --profile-path /p/x --generation 4 --previous 3").unwrap() else { panic!() };
+        assert_eq!((r.generation, r.previous), (4, Some(3)));
+        let Command::Revoke(r) = p("revoke --profile-path /p/x --generation 1").unwrap() else { panic!() };
+        assert_eq!(r.previous, None);
+    }
+
+    #[test]
+    fn id_alphabet() {
+        assert!(validate_id("x", "abc-DEF_123").is_ok());
+        assert!(validate_id("x", "abc/defgh").is_err());
+        assert!(validate_id("x", "..........").is_err());
+        assert!(validate_id("x", &"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The subcommands: each returns its exit code and prints `ROLLOUT-STATUS` lines where the protocol says.
+
+use crate::cli::{ActivateArgs, ProfileSpec, RevokeArgs};
+use crate::follow::{follow, out, spawn_worker};
+use crate::profile::{resolve, ProfileEnv};
+use crate::request::{Kind, Request};
+use crate::statedir::{self, ABORT, CONFIRM};
+use crate::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn print_status(st: &Status) {
+    out(format!("{}\n", st.line()).as_bytes());
+}
+
+fn resolve_profile(spec: &ProfileSpec) -> Result<PathBuf, String> {
+    resolve(spec, &ProfileEnv::from_process(), |p| p.is_dir())
+}
+
+/// Common foreground of `activate` and `revoke`: deploy dir, request, worker, follow.
+fn start_and_follow(temp_path: &Path, id: &str, spec: &ProfileSpec, build: impl Fn(PathBuf) -> Request) -> Result<Status, String> {
+    let root = statedir::state_root(temp_path, true)?;
+    statedir::cleanup_old(&root);
+    let dir = statedir::create_deploy_dir(&root, id)?;
+    let closure = build(PathBuf::new()).closure;
+    let mut st = Status::new(id, None, closure, "deploy started");
+    let fail = |st: &mut Status, msg: String| {
+        let _ = st.advance(State::Failed, msg);
+        let _ = statedir::write_status(&dir, st);
+        st.clone()
+    };
+    let profile_path = match resolve_profile(spec) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(&mut st, e)),
+    };
+    st.profile_path = Some(profile_path.clone());
+    let req = build(profile_path);
+    if let Err(e) = statedir::write_json(&dir.join(statedir::REQUEST), &req) {
+        return Ok(fail(&mut st, e));
+    }
+    if let Err(e) = statedir::write_status(&dir, &mut st) {
+        return Ok(fail(&mut st, e));
+    }
+    match spawn_worker(&dir) {
+        Ok(child) => Ok(follow(&dir, child)),
+        Err(e) => Ok(fail(&mut st, e)),
+    }
+}
+
+pub fn activate(a: &ActivateArgs) -> i32 {
+    let res = start_and_follow(&a.temp_path, &a.id, &a.profile, |profile_path| Request {
+        kind: Kind::Activate,
+        id: a.id.clone(),
+        profile: a.profile.clone(),
+        profile_path,
+        temp_path: a.temp_path.clone(),
+        closure: Some(a.closure.clone()),
+        confirm_timeout: a.confirm_timeout,
+        activation_timeout: a.activation_timeout,
+        magic_rollback: a.magic_rollback,
+        auto_rollback: a.auto_rollback,
+        dry_activate: a.dry_activate,
+        boot: a.boot,
+        debug: a.debug,
+        generation: None,
+        previous: None,
+    });
+    match res {
+        Ok(st) => {
+            print_status(&st);
+            activate_exit(st.state)
+        }
+        Err(e) => crate::fatal(&e),
+    }
+}
+
+pub fn revoke(r: &RevokeArgs) -> i32 {
+    let id = format!("revoke-{}-{}", r.generation, statedir::random_hex());
+    let res = start_and_follow(&r.temp_path, &id, &r.profile, |profile_path| Request {
+        kind: Kind::Revoke,
+        id: id.clone(),
+        profile: r.profile.clone(),
+        profile_path,
+        temp_path: r.temp_path.clone(),
+        closure: None,
+        confirm_timeout: 0,
+        activation_timeout: r.activation_timeout,
+        magic_rollback: false,
+        auto_rollback: true,
+        dry_activate: false,
+        boot: false,
+        debug: r.debug,
+        generation: Some(r.generation),
+        previous: r.previous,
+    });
+    match res {
+        Ok(st) => {
+            print_status(&st);
+            revoke_exit(st.state)
+        }
+        Err(e) => crate::fatal(&e),
+    }
+}
+
+/// Deploy dirs of the named IDs; unknown ones are reported on stderr and come back as `None`.
+fn deploy_dirs(temp_path: &Path, ids: &[String]) -> Result<Vec<Option<PathBuf>>, String> {
+    let root = statedir::state_root(temp_path, false)?;
+    Ok(ids
+        .iter()
+        .map(|id| match statedir::existing_deploy_dir(&root, id) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                crate::error(&e);
+                None
+            }
+        })
+        .collect())
+}
+
+/// Drops `marker` into every named deploy that `may_mark` accepts, waits up to `wait` for all to be
+/// terminal, prints their status lines and returns the final states.
+fn mark_and_wait(
+    temp_path: &Path,
+    ids: &[String],
+    marker: &str,
+    wait: u64,
+    may_mark: impl Fn(&Status) -> Result<(), String>,
+) -> Result<Vec<Option<State>>, String> {
+    let dirs = deploy_dirs(temp_path, ids)?;
+    let mut usable: Vec<Option<PathBuf>> = Vec::new();
+    for d in dirs {
+        let Some(dir) = d else {
+            usable.push(None);
+            continue;
+        };
+        let st = match statedir::read_status(&dir) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::error(&e);
+                usable.push(None);
+                continue;
+            }
+        };
+        // Never drop a canary into a finished deploy: it could only ever be stale.
+        if !st.state.is_terminal() {
+            match may_mark(&st) {
+                Ok(()) => statedir::touch_marker(&dir, marker)?,
+                Err(e) => crate::error(&e),
+            }
+        }
+        usable.push(Some(dir));
+    }
+    let end = Instant::now() + Duration::from_secs(wait);
+    let mut states = Vec::new();
+    for dir in &usable {
+        let Some(dir) = dir else {
+            states.push(None);
+            continue;
+        };
+        let mut st = statedir::read_status(dir).ok();
+        while st.as_ref().is_some_and(|s| !s.state.is_terminal()) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+            st = statedir::read_status(dir).ok();
+        }
+        if let Some(s) = &st {
+            if s.state.is_terminal() {
+                // The worker may have finished between our check and our marker; clean up after it.
+                statedir::remove_markers(dir);
+            }
+            print_status(s);
+        }
+        states.push(st.map(|s| s.state));
+    }
+    Ok(states)
+}
+
+pub fn confirm(temp_path: &Path, ids: &[String], wait: u64) -> i32 {
+    let res = mark_and_wait(temp_path, ids, CONFIRM, wait, |st| {
+        if st.state == State::AwaitingConfirmation {
+            Ok(())
+        } else {
+            // Confirming before activation finished would pre-approve an unseen result.
+            Err(format!("deploy {} is {}, not awaiting confirmation; not confirming it", st.id, st.state.as_str()))
+        }
+    });
+    match res {
+        Ok(states) => confirm_exit(&states),
+        Err(e) => crate::fatal(&e),
+    }
+}
+
+pub fn abort(temp_path: &Path, ids: &[String], wait: u64) -> i32 {
+    match mark_and_wait(temp_path, ids, ABORT, wait, |_| Ok(())) {
+        Ok(states) => abort_exit(&states),
+        Err(e) => crate::fatal(&e),
+    }
+}
+
+pub fn extend(temp_path: &Path, ids: &[String]) -> i32 {
+    let dirs = match deploy_dirs(temp_path, ids) {
+        Ok(d) => d,
+        Err(e) => return crate::fatal(&e),
+    };
+    let mut code = 0;
+    for dir in dirs {
+        let Some(dir) = dir else {
+            code = 1;
+            continue;
+        };
+        let terminal = |d: &Path| statedir::read_status(d).map(|s| s.state.is_terminal()).unwrap_or(false);
+        if terminal(&dir) {
+            continue;
+        }
+        if let Err(e) = statedir::touch_heartbeat(&dir) {
+            crate::error(&e);
+            code = 1;
+        }
+        if terminal(&dir) {
+            statedir::remove_markers(&dir);
+        }
+    }
+    code
+}
+
+pub fn status(temp_path: &Path, id: &str) -> i32 {
+    let res = statedir::state_root(temp_path, false)
+        .and_then(|root| statedir::existing_deploy_dir(&root, id))
+        .and_then(|dir| statedir::read_status(&dir));
+    match res {
+        Ok(st) => {
+            print_status(&st);
+            0
+        }
+        Err(e) => crate::fatal(&e),
+    }
+}

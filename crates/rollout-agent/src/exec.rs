@@ -1,0 +1,145 @@
+//! Running child programs: `nix-env` on the profile and activation scripts in their own process group.
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directories tried after PATH: under `sudo`, `secure_path` often drops the Nix profile directories.
+pub const NIX_FALLBACK_DIRS: &[&str] = &["/nix/var/nix/profiles/default/bin", "/run/current-system/sw/bin"];
+
+/// Finds an executable `name` on `path_var`, then in the fallback directories.
+pub fn find_program(name: &str, path_var: Option<OsString>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs: Vec<PathBuf> = path_var.map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.extend(NIX_FALLBACK_DIRS.iter().map(PathBuf::from));
+    dirs.into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+}
+
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// `nix-env` on one profile. Output goes to the worker's stdout/stderr, i.e. the deploy log.
+pub struct NixEnv {
+    exe: PathBuf,
+    debug: bool,
+}
+
+impl NixEnv {
+    pub fn find(debug: bool) -> Result<NixEnv, String> {
+        find_program("nix-env", std::env::var_os("PATH"))
+            .map(|exe| NixEnv { exe, debug })
+            .ok_or_else(|| format!("nix-env not found on PATH nor in {}", NIX_FALLBACK_DIRS.join(", ")))
+    }
+
+    fn run(&self, profile: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("-p").arg(profile).args(args).stdin(Stdio::null());
+        let shown = format!("{} -p {} {}", self.exe.display(), profile.display(),
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        if self.debug {
+            crate::log(&format!("running {shown}"));
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("`{shown}` failed ({})", describe_exit(s))),
+            Err(e) => Err(format!("cannot run `{shown}`: {e}")),
+        }
+    }
+
+    pub fn set(&self, profile: &Path, closure: &Path) -> Result<(), String> {
+        self.run(profile, &["--set".as_ref(), closure.as_os_str()])
+    }
+
+    pub fn switch_generation(&self, profile: &Path, generation: u64) -> Result<(), String> {
+        self.run(profile, &["--switch-generation".as_ref(), generation.to_string().as_ref()])
+    }
+
+    pub fn delete_generation(&self, profile: &Path, generation: u64) -> Result<(), String> {
+        self.run(profile, &["--delete-generations".as_ref(), generation.to_string().as_ref()])
+    }
+}
+
+/// How an activation script run ended, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptError {
+    Missing(PathBuf),
+    Spawn(PathBuf, String),
+    Failed(String),
+    TimedOut(u64),
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScriptError::Missing(p) => write!(f, "{} does not exist", p.display()),
+            ScriptError::Spawn(p, e) => write!(f, "cannot run {}: {e}", p.display()),
+            ScriptError::Failed(how) => write!(f, "the activation script failed ({how})"),
+            ScriptError::TimedOut(s) => write!(f, "the activation script did not finish within {s} s and was killed"),
+        }
+    }
+}
+
+/// After the timeout, SIGTERM to the group; SIGKILL if it is still there after this grace.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+fn kill_group(pgid: i32, sig: i32) {
+    // SAFETY: plain syscall; a stale group id only yields ESRCH.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// Runs `<dir>/deploy-rs-activate` with deploy-rs's environment, cwd `dir`, in a new process group
+/// that is killed as a whole on timeout. stdout/stderr are inherited (the deploy log).
+pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> Result<(), ScriptError> {
+    let script = dir.join("deploy-rs-activate");
+    if std::fs::symlink_metadata(&script).is_err() {
+        return Err(ScriptError::Missing(script));
+    }
+    let flag = |b: bool| if b { "1" } else { "0" };
+    let mut child = Command::new(&script)
+        .current_dir(dir)
+        .env("PROFILE", dir)
+        .env("DRY_ACTIVATE", flag(dry))
+        .env("BOOT", flag(boot))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| ScriptError::Spawn(script.clone(), e.to_string()))?;
+    let pgid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(ScriptError::Failed(describe_exit(s))),
+            Ok(None) => {}
+            Err(e) => return Err(ScriptError::Spawn(script, e.to_string())),
+        }
+        if Instant::now() >= deadline {
+            crate::log(&format!("activation timed out after {timeout_secs} s; terminating its process group {pgid}"));
+            kill_group(pgid, libc::SIGTERM);
+            let grace_end = Instant::now() + KILL_GRACE;
+            while Instant::now() < grace_end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Also catches grandchildren that ignored SIGTERM after the leader exited.
+            kill_group(pgid, libc::SIGKILL);
+            let _ = child.wait();
+            return Err(ScriptError::TimedOut(timeout_secs));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

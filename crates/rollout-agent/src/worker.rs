@@ -1,0 +1,322 @@
+//! The detached worker: sets the profile, activates, awaits confirmation and rolls back.
+//!
+//! It runs in its own session with stdout/stderr on the deploy log, so nothing that happens to the
+//! SSH connection or the foreground process can interrupt it. Every path ends in a terminal state.
+
+use crate::exec::{run_activation, NixEnv, ScriptError};
+use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecision, RollbackPlan};
+use crate::profile::{current_generation, existing_generations, generation_link};
+use crate::request::{Kind, Request};
+use crate::statedir::{self, ABORT, CONFIRM, HEARTBEAT};
+use crate::status::{State, Status};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Entry point of `rollout-agent worker --dir D`; returns the process exit code.
+pub fn run(dir: &Path) -> i32 {
+    ignore_hangup();
+    let req: Request = match statedir::read_json(&dir.join(statedir::REQUEST)) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log(&e);
+            // Without a request we cannot know more than the directory name.
+            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut st = Status::new(&id, None, None, "");
+            let _ = st.advance(State::Failed, format!("worker cannot start: {e}"));
+            let _ = statedir::write_status(dir, &mut st);
+            return 1;
+        }
+    };
+    let status = statedir::read_status(dir).unwrap_or_else(|_| {
+        Status::new(&req.id, Some(req.profile_path.clone()), req.closure.clone(), "worker started")
+    });
+    let mut w = Worker { dir: dir.to_path_buf(), req, status };
+    match w.req.kind {
+        Kind::Activate => w.activate(),
+        Kind::Revoke => w.revoke(),
+    }
+    // Terminal status is on disk; clean canaries once more in case a `confirm` raced the final write.
+    statedir::remove_markers(dir);
+    0
+}
+
+/// Belt and braces: the foreground already set SIG_IGN before exec, but the worker must never die
+/// of SIGHUP (old deploy-rs lost half-done switches that way). SIGPIPE is ignored by Rust already.
+fn ignore_hangup() {
+    // SAFETY: installing SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+struct Worker {
+    dir: PathBuf,
+    req: Request,
+    status: Status,
+}
+
+/// What the profile looked like before this deploy touched it.
+struct Before {
+    current: Option<u64>,
+    existing: std::collections::BTreeSet<u64>,
+}
+
+impl Worker {
+    fn profile(&self) -> &Path {
+        &self.req.profile_path
+    }
+
+    /// Moves to `state`, writes status.json and logs the message.
+    fn set(&mut self, state: State, message: impl Into<String>) {
+        let message = message.into();
+        crate::log(&format!("{}: {message}", state.as_str()));
+        if let Err(e) = self.status.advance(state, message) {
+            crate::log(&e);
+            // A bug in the state machine must still end in a terminal state.
+            self.status.state = State::Failed;
+            self.status.message = e;
+        }
+        if let Err(e) = statedir::write_status(&self.dir, &mut self.status) {
+            crate::log(&e);
+        }
+        if self.status.state.is_terminal() {
+            statedir::remove_markers(&self.dir);
+        }
+    }
+
+    fn fail(&mut self, message: impl Into<String>) {
+        self.set(State::Failed, message);
+    }
+
+    /// Parent dir, lock and the pre-deploy view of the profile; `None` after reporting a failure.
+    fn prepare(&mut self) -> Option<(statedir::ProfileLock, Before)> {
+        let profile = self.profile().to_path_buf();
+        if let Some(parent) = profile.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                self.fail(format!("cannot create profile directory {}: {e}", parent.display()));
+                return None;
+            }
+        }
+        let root = self.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let lock = match statedir::lock_profile(&root, &profile, statedir::LOCK_WAIT) {
+            Ok(l) => l,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        let current = match current_generation(&profile) {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        let existing = match existing_generations(&profile) {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        self.status.previous_generation = current;
+        Some((lock, Before { current, existing }))
+    }
+
+    fn activate(&mut self) {
+        let Some(closure) = self.req.closure.clone() else {
+            return self.fail("request has no closure");
+        };
+        let Some((_lock, before)) = self.prepare() else { return };
+        let profile = self.profile().to_path_buf();
+        let timeout = self.req.activation_timeout;
+        if std::fs::symlink_metadata(&closure).is_err() {
+            return self.fail(format!("closure {} does not exist on this machine", closure.display()));
+        }
+
+        if self.req.dry_activate {
+            self.set(State::Activating, format!("dry-activating {}", closure.display()));
+            return match run_activation(&closure, true, false, timeout) {
+                Ok(()) => self.set(State::Activated, "dry activation succeeded (profile unchanged)"),
+                Err(e) => self.fail(format!("dry activation failed: {e} (profile unchanged)")),
+            };
+        }
+
+        self.set(State::Activating, format!("setting {} to {}", profile.display(), closure.display()));
+        let nix = match NixEnv::find(self.req.debug) {
+            Ok(n) => n,
+            Err(e) => return self.fail(e),
+        };
+        let set_result = nix.set(&profile, &closure);
+        let now = current_generation(&profile);
+        let new = match &now {
+            Ok(n) => *n,
+            Err(_) => None,
+        };
+        self.status.new_generation = new;
+        let new_created = new.is_some_and(|n| !before.existing.contains(&n));
+        if let Err(e) = set_result {
+            if new == before.current {
+                return self.fail(format!("{e}; profile unchanged"));
+            }
+            // nix-env failed after moving the link: undo that if allowed.
+            return self.after_failure(&nix, &before, new, new_created, e);
+        }
+        if let Err(e) = now {
+            return self.fail(format!("profile set, but {e}"));
+        }
+
+        let what = if self.req.boot { "activating for next boot" } else { "activating" };
+        let gen_txt = new.map(|n| format!(" (generation {n})")).unwrap_or_default();
+        self.set(State::Activating, format!("{what} {}{gen_txt}", profile.display()));
+        if let Err(e) = run_activation(&profile, false, self.req.boot, timeout) {
+            return self.after_failure(&nix, &before, new, new_created, e.to_string());
+        }
+        if statedir::exists(&self.dir, ABORT) {
+            return self.rollback(&nix, &before, new, new_created, "deploy aborted during activation".into());
+        }
+        if self.req.magic_rollback && !self.req.boot {
+            self.await_confirmation(&nix, &before, new, new_created);
+        } else {
+            let how = if self.req.boot { "profile set; activation for next boot succeeded" } else { "activation succeeded" };
+            self.set(State::Activated, how);
+        }
+    }
+
+    fn after_failure(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool, why: String) {
+        if self.req.auto_rollback || statedir::exists(&self.dir, ABORT) {
+            self.rollback(nix, before, new, new_created, why);
+        } else {
+            let at = new.map(|n| format!("generation {n}")).unwrap_or_else(|| "the new closure".into());
+            self.fail(format!("{why}; no auto-rollback, so {} stays at {at}", self.profile().display()));
+        }
+    }
+
+    fn await_confirmation(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool) {
+        let timeout = Duration::from_secs(self.req.confirm_timeout);
+        let since = SystemTime::now();
+        self.set(
+            State::AwaitingConfirmation,
+            format!("activation succeeded; waiting up to {} s for confirmation", self.req.confirm_timeout),
+        );
+        loop {
+            let now = SystemTime::now();
+            let deadline = confirm_deadline(since, statedir::mtime(&self.dir.join(HEARTBEAT)), now, timeout);
+            let decision = await_decision(
+                statedir::exists(&self.dir, ABORT),
+                statedir::exists(&self.dir, CONFIRM),
+                now,
+                deadline,
+            );
+            match decision {
+                AwaitDecision::KeepWaiting => std::thread::sleep(POLL),
+                AwaitDecision::Confirmed => return self.set(State::Confirmed, "deployment confirmed"),
+                AwaitDecision::Abort => {
+                    return self.rollback(nix, before, new, new_created, "deploy aborted by the deployer".into())
+                }
+                AwaitDecision::TimedOut => {
+                    let why = format!("no confirmation within {} s", self.req.confirm_timeout);
+                    return self.rollback(nix, before, new, new_created, why);
+                }
+            }
+        }
+    }
+
+    /// Undo this deploy: back to the previous generation (or no profile at all), re-activate it.
+    fn rollback(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool, why: String) {
+        let profile = self.profile().to_path_buf();
+        self.set(State::RollingBack, format!("{why}; rolling back"));
+        match plan_rollback(before.current, new, new_created) {
+            RollbackPlan::Nothing => self.fail(format!("{why}; nothing to roll back")),
+            RollbackPlan::RemoveProfile { delete_link } => {
+                let mut problems = Vec::new();
+                for path in std::iter::once(profile.clone()).chain(delete_link.map(|n| generation_link(&profile, n))) {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            problems.push(format!("cannot remove {}: {e}", path.display()));
+                        }
+                    }
+                }
+                if problems.is_empty() {
+                    self.set(
+                        State::RolledBack,
+                        format!("{why}; first deploy of {}: removed the profile again (nothing to re-activate)", profile.display()),
+                    );
+                } else {
+                    self.fail(format!("{why}; rollback failed: {}", problems.join("; ")));
+                }
+            }
+            RollbackPlan::Restore { previous, delete } => {
+                if let Err(e) = nix.switch_generation(&profile, previous) {
+                    return self.fail(format!("{why}; rollback failed: {e}"));
+                }
+                let mut notes = String::new();
+                if let Some(n) = delete {
+                    if let Err(e) = nix.delete_generation(&profile, n) {
+                        // The switch already happened; a leftover generation link is only clutter.
+                        crate::log(&format!("warning: {e}"));
+                        notes = format!(" (could not delete generation {n}: {e})");
+                    }
+                }
+                let timeout = self.req.activation_timeout;
+                match run_activation(&profile, false, false, timeout) {
+                    Ok(()) => self.set(
+                        State::RolledBack,
+                        format!("{why}; rolled back to generation {previous} and re-activated it{notes}"),
+                    ),
+                    Err(ScriptError::Missing(p)) => self.set(
+                        State::RolledBack,
+                        format!(
+                            "{why}; rolled back the profile to generation {previous}, but it could not be \
+                             re-activated: {} does not exist{notes}",
+                            p.display()
+                        ),
+                    ),
+                    Err(e) => self.fail(format!(
+                        "{why}; profile rolled back to generation {previous}, but re-activating it failed: {e}{notes}"
+                    )),
+                }
+            }
+        }
+    }
+
+    fn revoke(&mut self) {
+        let Some(generation) = self.req.generation else {
+            return self.fail("request has no generation to revoke");
+        };
+        let Some((_lock, before)) = self.prepare() else { return };
+        let profile = self.profile().to_path_buf();
+        if before.current != Some(generation) {
+            let now = before.current.map(|n| format!("generation {n}")).unwrap_or_else(|| "nothing (absent)".into());
+            return self.fail(format!(
+                "refusing to revoke: {} points at {now}, not generation {generation}; it was deployed again since",
+                profile.display()
+            ));
+        }
+        let nix = match NixEnv::find(self.req.debug) {
+            Ok(n) => n,
+            Err(e) => return self.fail(e),
+        };
+        // Roll back relative to the generation the original deploy started from, not today's.
+        let before = Before { current: self.req.previous, existing: before.existing };
+        self.status.previous_generation = self.req.previous;
+        self.status.new_generation = Some(generation);
+        if self.req.previous == Some(generation) {
+            self.set(State::RollingBack, format!("revoking generation {generation}"));
+            return self.set(
+                State::RolledBack,
+                format!("generation {generation} was already active before that deploy; nothing to undo"),
+            );
+        }
+        if let Some(p) = self.req.previous {
+            if !before.existing.contains(&p) {
+                self.set(State::RollingBack, format!("revoking generation {generation}"));
+                return self.fail(format!("cannot revoke: previous generation {p} of {} no longer exists", profile.display()));
+            }
+        }
+        self.rollback(&nix, &before, Some(generation), true, format!("revoking generation {generation}"));
+    }
+}
