@@ -1,0 +1,843 @@
+//! Typed `deploy` configuration, parsed from the evaluation output with strict validation.
+//!
+//! The input is the JSON produced by the `--apply` lambda of [`crate::evalexpr`]: every
+//! attribute set is wrapped as `{"$type": "set", ...}` and anything Nix cannot turn into JSON
+//! (functions, paths, nested sets where a scalar is expected) is replaced by `{"$type": "<typeOf>"}`,
+//! so a wrong value reaches this module and gets a precise message instead of crashing Nix.
+//! Unlike deploy-rs (which silently ignores unknown keys), a typo such as `magicRolback` is an
+//! error that names the full attribute path and the nearest valid key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::target::quote_attr;
+
+/// Settings that may appear at the top level, on a node or on a profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenericSettings {
+    pub ssh_user: Option<String>,
+    pub user: Option<String>,
+    pub ssh_opts: Vec<String>,
+    pub fast_connection: Option<bool>,
+    pub auto_rollback: Option<bool>,
+    pub magic_rollback: Option<bool>,
+    pub confirm_timeout: Option<u64>,
+    pub activation_timeout: Option<u64>,
+    pub temp_path: Option<String>,
+    pub remote_build: Option<bool>,
+    pub interactive_sudo: Option<bool>,
+    pub sudo: Option<String>,
+}
+
+/// One profile of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileConfig {
+    pub settings: GenericSettings,
+    /// Store path of the activatable closure.
+    pub path: String,
+    pub profile_path: Option<String>,
+}
+
+/// One node. `profiles` holds only the profiles that were selected for evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfig {
+    pub settings: GenericSettings,
+    pub hostname: String,
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    pub profiles_order: Vec<String>,
+    /// rollout extension: free-form labels for selecting nodes.
+    pub tags: Vec<String>,
+}
+
+/// The whole `deploy` attribute set, restricted to what was evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployConfig {
+    pub settings: GenericSettings,
+    /// Evaluated (selected) nodes only.
+    pub nodes: BTreeMap<String, NodeConfig>,
+    /// Every node name of the flake, sorted, including unselected ones.
+    pub all_node_names: Vec<String>,
+    /// For every evaluated node, all its profile names (sorted), including unselected ones.
+    pub all_profile_names: BTreeMap<String, Vec<String>>,
+}
+
+/// One validation problem at one attribute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// Attribute path such as `deploy.nodes.web.profiles.system.path`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// All validation problems found in one evaluated `deploy` value. Displayed as one
+/// self-contained line per issue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Where the configuration came from (flake reference or file), for messages.
+    pub origin: String,
+    pub issues: Vec<Issue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+            if !self.origin.is_empty() {
+                write!(f, " (in `{}`)", self.origin)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// Key sets per level. Node-only and profile-only keys are listed so that a key at the wrong
+// level gets a "belongs on a node/profile" hint rather than a bare "unknown".
+const GENERIC_KEYS: &[&str] = &[
+    "sshUser",
+    "user",
+    "sshOpts",
+    "fastConnection",
+    "autoRollback",
+    "magicRollback",
+    "confirmTimeout",
+    "activationTimeout",
+    "tempPath",
+    "remoteBuild",
+    "interactiveSudo",
+    "sudo",
+];
+const NODE_KEYS: &[&str] = &["hostname", "profiles", "profilesOrder", "tags"];
+const PROFILE_KEYS: &[&str] = &["path", "profilePath"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Top,
+    Node,
+    Profile,
+}
+
+impl Level {
+    fn own_keys(self) -> &'static [&'static str] {
+        match self {
+            Level::Top => &["nodes"],
+            Level::Node => NODE_KEYS,
+            Level::Profile => PROFILE_KEYS,
+        }
+    }
+}
+
+/// Parses the evaluation output (see [`crate::evalexpr`] for its shape). `source` names the
+/// flake or file in messages.
+pub fn parse_deploy(v: &Value, source: &str) -> Result<DeployConfig, ConfigError> {
+    let mut cx = Cx { issues: Vec::new() };
+    let cfg = cx.top(v);
+    match cfg {
+        Some(cfg) if cx.issues.is_empty() => Ok(cfg),
+        _ => {
+            if cx.issues.is_empty() {
+                cx.push("deploy", "evaluation output has an unexpected shape (internal error)".into());
+            }
+            Err(ConfigError { origin: source.to_string(), issues: cx.issues })
+        }
+    }
+}
+
+/// Parses a plain `deploy` value as `nix eval --json .#deploy` would print it (no wrapping),
+/// treating every node and profile as selected. Handy for tests and for tools that already hold
+/// the raw JSON.
+pub fn parse_raw_deploy(raw: &Value, source: &str) -> Result<DeployConfig, ConfigError> {
+    parse_deploy(&wrap_raw(raw), source)
+}
+
+/// Converts a raw `deploy` JSON value into the shape the evaluation lambda produces with
+/// everything selected.
+pub fn wrap_raw(raw: &Value) -> Value {
+    fn set_or_type(v: &Value, f: impl FnOnce(&Map<String, Value>) -> Value) -> Value {
+        match v {
+            Value::Object(m) => f(m),
+            other => serde_json::json!({ "$type": json_type(other) }),
+        }
+    }
+    fn attrs(m: &Map<String, Value>, skip: &str) -> Value {
+        let mut out = Map::new();
+        for (k, v) in m {
+            if k != skip {
+                // Nested objects in settings are attribute sets in Nix: mark them like the lambda does.
+                let v = match v {
+                    // Already a type marker (lets tests stand in for functions and paths).
+                    Value::Object(m) if m.contains_key("$type") => v.clone(),
+                    Value::Object(_) => serde_json::json!({ "$type": "set" }),
+                    Value::Array(items) => Value::Array(
+                        items
+                            .iter()
+                            .map(|i| match i {
+                                Value::Object(_) => serde_json::json!({ "$type": "set" }),
+                                Value::Array(_) => serde_json::json!({ "$type": "list" }),
+                                x => x.clone(),
+                            })
+                            .collect(),
+                    ),
+                    x => x.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
+        }
+        Value::Object(out)
+    }
+    set_or_type(raw, |top| {
+        let nodes = top.get("nodes").map(|ns| {
+            set_or_type(ns, |ns| {
+                let selected: Map<String, Value> = ns
+                    .iter()
+                    .map(|(name, node)| {
+                        let wrapped = set_or_type(node, |node| {
+                            let profiles = node.get("profiles").map(|ps| {
+                                set_or_type(ps, |ps| {
+                                    let sel: Map<String, Value> = ps
+                                        .iter()
+                                        .map(|(p, prof)| {
+                                            let w = set_or_type(prof, |prof| {
+                                                serde_json::json!({ "$type": "set", "attrs": attrs(prof, "") })
+                                            });
+                                            (p.clone(), w)
+                                        })
+                                        .collect();
+                                    serde_json::json!({ "$type": "set", "names": ps.keys().collect::<Vec<_>>(), "selected": sel })
+                                })
+                            });
+                            serde_json::json!({ "$type": "set", "attrs": attrs(node, "profiles"), "profiles": profiles })
+                        });
+                        (name.clone(), wrapped)
+                    })
+                    .collect();
+                serde_json::json!({ "$type": "set", "names": ns.keys().collect::<Vec<_>>(), "selected": selected })
+            })
+        });
+        serde_json::json!({ "$type": "set", "attrs": attrs(top, "nodes"), "nodes": nodes })
+    })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "set",
+    }
+}
+
+/// Human description of a value's type, with an article ("a string", "an attribute set").
+fn describe(v: &Value) -> String {
+    let t = match v {
+        Value::Object(m) => match m.get("$type").and_then(Value::as_str) {
+            Some(t) => t.to_string(),
+            None => "set".to_string(),
+        },
+        Value::Number(n) if n.as_i64().is_some_and(|i| i < 0) => return "a negative integer".into(),
+        other => json_type(other).to_string(),
+    };
+    match t.as_str() {
+        "null" => "null".into(),
+        "bool" => "a boolean".into(),
+        "int" => "an integer".into(),
+        "float" => "a float".into(),
+        "string" => "a string".into(),
+        "list" => "a list".into(),
+        "set" => "an attribute set".into(),
+        "lambda" => "a function".into(),
+        "path" => "a path".into(),
+        other => format!("a value of type `{other}`"),
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    format!("{path}.{}", quote_attr(key))
+}
+
+struct Cx {
+    issues: Vec<Issue>,
+}
+
+impl Cx {
+    fn push(&mut self, path: &str, message: String) {
+        self.issues.push(Issue { path: path.to_string(), message });
+    }
+
+    fn type_err(&mut self, path: &str, expected: &str, found: &Value) {
+        self.push(path, format!("expected {expected}, found {}", describe(found)));
+    }
+
+    /// The wrapper of an attribute set (`{"$type":"set", ...}`), or an issue when the value
+    /// is something else.
+    fn as_set<'a>(&mut self, v: &'a Value, path: &str, expected: &str) -> Option<&'a Map<String, Value>> {
+        match v {
+            Value::Object(m) if m.get("$type").and_then(Value::as_str) == Some("set") => Some(m),
+            other => {
+                self.type_err(path, expected, other);
+                None
+            }
+        }
+    }
+
+    fn names(&mut self, wrapper: &Map<String, Value>, path: &str) -> Option<Vec<String>> {
+        let names = wrapper.get("names").and_then(Value::as_array);
+        let parsed: Option<Vec<String>> =
+            names.and_then(|n| n.iter().map(|x| x.as_str().map(str::to_string)).collect());
+        if parsed.is_none() {
+            self.push(path, "evaluation output lacks the list of names (internal error)".into());
+        }
+        parsed
+    }
+
+    fn top(&mut self, v: &Value) -> Option<DeployConfig> {
+        let path = "deploy";
+        let top = self.as_set(v, path, "an attribute set")?;
+        let settings = self.settings(top.get("attrs"), path, Level::Top);
+        let nodes_path = "deploy.nodes";
+        let nodes = match top.get("nodes") {
+            None | Some(Value::Null) => {
+                self.push(nodes_path, "missing; expected an attribute set of nodes".into());
+                return None;
+            }
+            Some(n) => self.as_set(n, nodes_path, "an attribute set of nodes")?,
+        };
+        let all_node_names = self.names(nodes, nodes_path)?;
+        let mut out_nodes = BTreeMap::new();
+        let mut all_profile_names = BTreeMap::new();
+        if let Some(selected) = nodes.get("selected").and_then(Value::as_object) {
+            for (name, node) in selected {
+                let npath = child(nodes_path, name);
+                if let Some((cfg, profile_names)) = self.node(node, &npath) {
+                    out_nodes.insert(name.clone(), cfg);
+                    all_profile_names.insert(name.clone(), profile_names);
+                }
+            }
+        }
+        Some(DeployConfig { settings, nodes: out_nodes, all_node_names, all_profile_names })
+    }
+
+    fn node(&mut self, v: &Value, path: &str) -> Option<(NodeConfig, Vec<String>)> {
+        let node = self.as_set(v, path, "an attribute set (a node)")?;
+        let attrs = node.get("attrs");
+        let settings = self.settings(attrs, path, Level::Node);
+        let attrs = attrs.and_then(Value::as_object);
+        let get = |k: &str| attrs.and_then(|a| a.get(k));
+
+        let hostname = match get("hostname") {
+            None => {
+                self.push(&child(path, "hostname"), "missing; every node needs a `hostname` (string)".into());
+                None
+            }
+            Some(h) => self.nonempty_string(h, &child(path, "hostname")),
+        };
+        let tags = match get("tags") {
+            None => Vec::new(),
+            Some(t) => self.string_list(t, &child(path, "tags")).unwrap_or_default(),
+        };
+
+        let ppath = child(path, "profiles");
+        let (profiles, names) = match node.get("profiles") {
+            None | Some(Value::Null) => {
+                self.push(&ppath, "missing; expected an attribute set with at least one profile".into());
+                (BTreeMap::new(), None)
+            }
+            Some(p) => match self.as_set(p, &ppath, "an attribute set of profiles") {
+                None => (BTreeMap::new(), None),
+                Some(ps) => {
+                    let names = self.names(ps, &ppath);
+                    if names.as_ref().is_some_and(Vec::is_empty) {
+                        self.push(&ppath, "the node has no profiles; expected at least one profile".into());
+                    }
+                    let mut out = BTreeMap::new();
+                    if let Some(sel) = ps.get("selected").and_then(Value::as_object) {
+                        for (pname, prof) in sel {
+                            if let Some(cfg) = self.profile(prof, &child(&ppath, pname)) {
+                                out.insert(pname.clone(), cfg);
+                            }
+                        }
+                    }
+                    (out, names)
+                }
+            },
+        };
+
+        let opath = child(path, "profilesOrder");
+        let mut profiles_order = Vec::new();
+        if let Some(o) = get("profilesOrder") {
+            if let Some(list) = self.string_list(o, &opath) {
+                let mut seen = BTreeSet::new();
+                for (i, p) in list.iter().enumerate() {
+                    if !seen.insert(p.as_str()) {
+                        self.push(&format!("{opath}[{i}]"), format!("`{p}` is listed twice; expected each profile at most once"));
+                    } else if let Some(names) = &names {
+                        if !names.contains(p) {
+                            self.push(
+                                &format!("{opath}[{i}]"),
+                                format!("no profile named `{p}`{}; profiles: {}", suggest(p, names.iter().map(String::as_str)), list_names(names)),
+                            );
+                        }
+                    }
+                }
+                profiles_order = list;
+            }
+        }
+
+        Some((
+            NodeConfig { settings, hostname: hostname?, profiles, profiles_order, tags },
+            names?,
+        ))
+    }
+
+    fn profile(&mut self, v: &Value, path: &str) -> Option<ProfileConfig> {
+        let prof = self.as_set(v, path, "an attribute set (a profile)")?;
+        let attrs = prof.get("attrs");
+        let settings = self.settings(attrs, path, Level::Profile);
+        let attrs = attrs.and_then(Value::as_object);
+        let get = |k: &str| attrs.and_then(|a| a.get(k));
+        let p = child(path, "path");
+        let closure = match get("path") {
+            None => {
+                self.push(&p, "missing; every profile needs a `path` (the store path of its activatable closure)".into());
+                None
+            }
+            Some(Value::String(s)) if !s.starts_with('/') => {
+                self.push(&p, format!("expected an absolute store path, found `{s}`"));
+                None
+            }
+            Some(v) => self.nonempty_string(v, &p),
+        };
+        let profile_path = get("profilePath").and_then(|v| self.nonempty_string(v, &child(path, "profilePath")));
+        Some(ProfileConfig { settings, path: closure?, profile_path })
+    }
+
+    /// Reads the generic settings from `attrs` and reports unknown keys. The level's own keys
+    /// are skipped here and read by the caller.
+    fn settings(&mut self, attrs: Option<&Value>, path: &str, level: Level) -> GenericSettings {
+        let mut s = GenericSettings::default();
+        let Some(attrs) = attrs.and_then(Value::as_object) else { return s };
+        for (key, v) in attrs {
+            let kp = child(path, key);
+            match key.as_str() {
+                "sshUser" => s.ssh_user = self.nonempty_string(v, &kp),
+                "user" => s.user = self.nonempty_string(v, &kp),
+                "sudo" => s.sudo = self.nonempty_string(v, &kp),
+                "tempPath" => {
+                    s.temp_path = self.nonempty_string(v, &kp).and_then(|t| {
+                        if t.starts_with('/') {
+                            Some(t)
+                        } else {
+                            self.push(&kp, format!("expected an absolute path on the target, found `{t}`"));
+                            None
+                        }
+                    })
+                }
+                "sshOpts" => s.ssh_opts = self.string_list(v, &kp).unwrap_or_default(),
+                "fastConnection" => s.fast_connection = self.boolean(v, &kp),
+                "autoRollback" => s.auto_rollback = self.boolean(v, &kp),
+                "magicRollback" => s.magic_rollback = self.boolean(v, &kp),
+                "remoteBuild" => s.remote_build = self.boolean(v, &kp),
+                "interactiveSudo" => s.interactive_sudo = self.boolean(v, &kp),
+                "confirmTimeout" => s.confirm_timeout = self.seconds(v, &kp),
+                "activationTimeout" => s.activation_timeout = self.seconds(v, &kp),
+                k if level.own_keys().contains(&k) => {}
+                k => {
+                    let msg = unknown_key_message(k, level, path);
+                    self.push(&kp, msg);
+                }
+            }
+        }
+        s
+    }
+
+    fn nonempty_string(&mut self, v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::String(s) if s.is_empty() => {
+                self.push(path, "expected a non-empty string, found an empty string".into());
+                None
+            }
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.type_err(path, "a string", other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Value, path: &str) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.type_err(path, "a boolean (true or false)", other);
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, v: &Value, path: &str) -> Option<u64> {
+        match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                self.type_err(path, "a non-negative integer (seconds)", v);
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, v: &Value, path: &str) -> Option<Vec<String>> {
+        let Value::Array(items) = v else {
+            self.type_err(path, "a list of strings", v);
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Value::String(s) => out.push(s.clone()),
+                other => {
+                    self.type_err(&format!("{path}[{i}]"), "a string", other);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+fn unknown_key_message(key: &str, level: Level, path: &str) -> String {
+    // A valid key at another level: say where it belongs.
+    if NODE_KEYS.contains(&key) && level != Level::Node {
+        return format!("`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})");
+    }
+    if PROFILE_KEYS.contains(&key) && level != Level::Profile {
+        return format!(
+            "`{key}` is a profile setting and is not allowed here; put it on a profile ({}.profiles.<name>.{key})",
+            if level == Level::Node { path.to_string() } else { "deploy.nodes.<node>".to_string() }
+        );
+    }
+    if key == "nodes" && level != Level::Top {
+        return "`nodes` is only allowed at the top level of `deploy`".into();
+    }
+    let candidates = GENERIC_KEYS.iter().chain(level.own_keys()).copied();
+    let hint = suggest(key, candidates);
+    if hint.is_empty() {
+        let valid: Vec<&str> = GENERIC_KEYS.iter().chain(level.own_keys()).copied().collect();
+        format!("unknown setting; valid settings here: {}", valid.join(", "))
+    } else {
+        format!("unknown setting{hint}")
+    }
+}
+
+/// `"; did you mean `x`?"` for the closest candidate, or the empty string when none is close.
+pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let lw = word.to_lowercase();
+    let best = candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(&lw, &c.to_lowercase()), c))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        // Allow roughly one edit per three characters, at least two.
+        Some((d, c)) if d <= (word.chars().count() / 3).max(2) => format!("; did you mean `{c}`?"),
+        _ => String::new(),
+    }
+}
+
+/// Comma-separated, quoted-when-needed list of names, or `(none)`.
+pub(crate) fn list_names<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        return "(none)".into();
+    }
+    names.iter().map(|n| quote_attr(n.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(raw: Value) -> Result<DeployConfig, ConfigError> {
+        parse_raw_deploy(&raw, "")
+    }
+
+    fn issues(raw: Value) -> Vec<String> {
+        parse(raw).unwrap_err().issues.iter().map(ToString::to_string).collect()
+    }
+
+    fn one_issue(raw: Value) -> String {
+        let i = issues(raw);
+        assert_eq!(i.len(), 1, "{i:#?}");
+        i.into_iter().next().unwrap()
+    }
+
+    fn minimal() -> Value {
+        json!({ "nodes": { "web": { "hostname": "web.example", "profiles": { "system": { "path": "/nix/store/aaa-sys" } } } } })
+    }
+
+    #[test]
+    fn parses_minimal() {
+        let c = parse(minimal()).unwrap();
+        assert_eq!(c.all_node_names, vec!["web"]);
+        assert_eq!(c.all_profile_names["web"], vec!["system"]);
+        let n = &c.nodes["web"];
+        assert_eq!(n.hostname, "web.example");
+        assert_eq!(n.profiles["system"].path, "/nix/store/aaa-sys");
+        assert_eq!(n.profiles["system"].profile_path, None);
+        assert_eq!(n.settings, GenericSettings::default());
+        assert!(n.tags.is_empty() && n.profiles_order.is_empty());
+    }
+
+    #[test]
+    fn parses_every_setting_at_every_level() {
+        let gen = |p: &str| {
+            json!({
+                "sshUser": format!("{p}-su"), "user": format!("{p}-u"), "sshOpts": [format!("-{p}")],
+                "fastConnection": true, "autoRollback": false, "magicRollback": false,
+                "confirmTimeout": 7, "activationTimeout": 8, "tempPath": format!("/t/{p}"),
+                "remoteBuild": true, "interactiveSudo": true, "sudo": format!("doas-{p} -u")
+            })
+        };
+        let expect = |p: &str| GenericSettings {
+            ssh_user: Some(format!("{p}-su")),
+            user: Some(format!("{p}-u")),
+            ssh_opts: vec![format!("-{p}")],
+            fast_connection: Some(true),
+            auto_rollback: Some(false),
+            magic_rollback: Some(false),
+            confirm_timeout: Some(7),
+            activation_timeout: Some(8),
+            temp_path: Some(format!("/t/{p}")),
+            remote_build: Some(true),
+            interactive_sudo: Some(true),
+            sudo: Some(format!("doas-{p} -u")),
+        };
+        let mut top = gen("top");
+        let mut node = gen("node");
+        let mut prof = gen("prof");
+        prof["path"] = json!("/nix/store/x");
+        prof["profilePath"] = json!("/nix/var/nix/profiles/x");
+        node["hostname"] = json!("h");
+        node["tags"] = json!(["a", "b"]);
+        node["profilesOrder"] = json!(["p"]);
+        node["profiles"] = json!({ "p": prof });
+        top["nodes"] = json!({ "n": node });
+        let c = parse(top).unwrap();
+        assert_eq!(c.settings, expect("top"));
+        assert_eq!(c.nodes["n"].settings, expect("node"));
+        assert_eq!(c.nodes["n"].tags, vec!["a", "b"]);
+        assert_eq!(c.nodes["n"].profiles_order, vec!["p"]);
+        assert_eq!(c.nodes["n"].profiles["p"].settings, expect("prof"));
+        assert_eq!(c.nodes["n"].profiles["p"].profile_path.as_deref(), Some("/nix/var/nix/profiles/x"));
+    }
+
+    #[test]
+    fn unknown_key_suggests_nearest() {
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["magicRolback"] = json!(true);
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profiles.system.magicRolback: unknown setting; did you mean `magicRollback`?"
+        );
+        let mut raw = minimal();
+        raw["sshuser"] = json!("x");
+        assert_eq!(one_issue(raw), "deploy.sshuser: unknown setting; did you mean `sshUser`?");
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostnme"] = json!("x");
+        assert!(one_issue(raw).starts_with("deploy.nodes.web.hostnme: unknown setting; did you mean `hostname`?"));
+        let mut raw = minimal();
+        raw["frobnicate"] = json!(1);
+        let e = one_issue(raw);
+        assert!(e.starts_with("deploy.frobnicate: unknown setting; valid settings here: sshUser,"), "{e}");
+    }
+
+    #[test]
+    fn keys_at_the_wrong_level() {
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["hostname"] = json!("x");
+        let e = one_issue(raw);
+        assert!(e.starts_with("deploy.nodes.web.profiles.system.hostname: `hostname` is a node setting"), "{e}");
+        let mut raw = minimal();
+        raw["nodes"]["web"]["path"] = json!("/nix/store/x");
+        let e = one_issue(raw);
+        assert!(e.starts_with("deploy.nodes.web.path: `path` is a profile setting"), "{e}");
+        assert!(e.contains("deploy.nodes.web.profiles.<name>.path"), "{e}");
+        let mut raw = minimal();
+        raw["profilePath"] = json!("/x");
+        assert!(one_issue(raw).starts_with("deploy.profilePath: `profilePath` is a profile setting"));
+        let mut raw = minimal();
+        raw["tags"] = json!([]);
+        assert!(one_issue(raw).starts_with("deploy.tags: `tags` is a node setting"));
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["profilesOrder"] = json!([]);
+        assert!(one_issue(raw).contains("`profilesOrder` is a node setting"));
+        let mut raw = minimal();
+        raw["nodes"]["web"]["nodes"] = json!({});
+        assert!(one_issue(raw).contains("`nodes` is only allowed at the top level"));
+    }
+
+    #[test]
+    fn wrong_types() {
+        let mut raw = minimal();
+        raw["nodes"]["web"]["confirmTimeout"] = json!("30");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.confirmTimeout: expected a non-negative integer (seconds), found a string"
+        );
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("activationTimeout", json!(-1), "expected a non-negative integer (seconds), found a negative integer"),
+            ("activationTimeout", json!(1.5), "expected a non-negative integer (seconds), found a float"),
+            ("magicRollback", json!("yes"), "expected a boolean (true or false), found a string"),
+            ("autoRollback", json!(null), "expected a boolean (true or false), found null"),
+            ("fastConnection", json!(1), "expected a boolean (true or false), found an integer"),
+            ("remoteBuild", json!([]), "expected a boolean (true or false), found a list"),
+            ("interactiveSudo", json!({}), "expected a boolean (true or false), found an attribute set"),
+            ("sshUser", json!(true), "expected a string, found a boolean"),
+            ("user", json!(""), "expected a non-empty string, found an empty string"),
+            ("sudo", json!({"$type": "lambda"}), "expected a string, found a function"),
+            ("tempPath", json!({"$type": "path"}), "expected a string, found a path"),
+            ("tempPath", json!("tmp"), "expected an absolute path on the target, found `tmp`"),
+            ("sshOpts", json!("-p 22"), "expected a list of strings, found a string"),
+        ];
+        for (key, value, msg) in cases {
+            let mut raw = minimal();
+            raw["nodes"]["web"]["profiles"]["system"][key] = value;
+            assert_eq!(one_issue(raw), format!("deploy.nodes.web.profiles.system.{key}: {msg}"));
+        }
+        let mut raw = minimal();
+        raw["sshOpts"] = json!(["-p", 22]);
+        assert_eq!(one_issue(raw), "deploy.sshOpts[1]: expected a string, found an integer");
+        let mut raw = minimal();
+        raw["nodes"]["web"]["tags"] = json!("prod");
+        assert_eq!(one_issue(raw), "deploy.nodes.web.tags: expected a list of strings, found a string");
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostname"] = json!(3);
+        assert_eq!(one_issue(raw), "deploy.nodes.web.hostname: expected a string, found an integer");
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["path"] = json!("result");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profiles.system.path: expected an absolute store path, found `result`"
+        );
+    }
+
+    #[test]
+    fn missing_required() {
+        let raw = json!({ "nodes": { "web": { "profiles": { "system": { "path": "/nix/store/a" } } } } });
+        assert_eq!(one_issue(raw), "deploy.nodes.web.hostname: missing; every node needs a `hostname` (string)");
+        let raw = json!({ "nodes": { "web": { "hostname": "h", "profiles": { "system": {} } } } });
+        assert!(one_issue(raw).starts_with("deploy.nodes.web.profiles.system.path: missing;"));
+        let raw = json!({ "nodes": { "web": { "hostname": "h" } } });
+        assert!(one_issue(raw).starts_with("deploy.nodes.web.profiles: missing;"));
+        let raw = json!({ "nodes": { "web": { "hostname": "h", "profiles": {} } } });
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profiles: the node has no profiles; expected at least one profile"
+        );
+        let raw = json!({ "sshUser": "x" });
+        assert_eq!(one_issue(raw), "deploy.nodes: missing; expected an attribute set of nodes");
+    }
+
+    #[test]
+    fn non_set_containers() {
+        assert_eq!(one_issue(json!(3)), "deploy: expected an attribute set, found an integer");
+        assert_eq!(
+            one_issue(json!({ "nodes": [] })),
+            "deploy.nodes: expected an attribute set of nodes, found a list"
+        );
+        assert_eq!(
+            one_issue(json!({ "nodes": { "web": "x" } })),
+            "deploy.nodes.web: expected an attribute set (a node), found a string"
+        );
+        assert_eq!(
+            one_issue(json!({ "nodes": { "web": { "hostname": "h", "profiles": { "p": null } } } })),
+            "deploy.nodes.web.profiles.p: expected an attribute set (a profile), found null"
+        );
+        assert_eq!(
+            one_issue(json!({ "nodes": { "web": { "hostname": "h", "profiles": "p" } } })),
+            "deploy.nodes.web.profiles: expected an attribute set of profiles, found a string"
+        );
+    }
+
+    #[test]
+    fn profiles_order_checks() {
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profilesOrder"] = json!(["system", "systme", "system"]);
+        let i = issues(raw);
+        assert_eq!(
+            i,
+            vec![
+                "deploy.nodes.web.profilesOrder[1]: no profile named `systme`; did you mean `system`?; profiles: system",
+                "deploy.nodes.web.profilesOrder[2]: `system` is listed twice; expected each profile at most once",
+            ]
+        );
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profilesOrder"] = json!("system");
+        assert_eq!(one_issue(raw), "deploy.nodes.web.profilesOrder: expected a list of strings, found a string");
+    }
+
+    #[test]
+    fn quoted_names_in_paths_and_all_issues_collected() {
+        let raw = json!({ "nodes": {
+            "web.example.com": { "hostname": "h", "profiles": { "sys": { "path": "/nix/store/a", "usr": "x" } } },
+            "db": { "hostname": 1, "profiles": { "sys": { "path": "/nix/store/a" } } }
+        } });
+        let e = parse_raw_deploy(&raw, "github:o/r").unwrap_err();
+        let lines: Vec<String> = e.to_string().lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "deploy.nodes.db.hostname: expected a string, found an integer (in `github:o/r`)",
+                "deploy.nodes.\"web.example.com\".profiles.sys.usr: unknown setting; did you mean `user`? (in `github:o/r`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unselected_profiles_are_listed_but_not_parsed() {
+        // What the eval lambda yields when only `web.system` was selected.
+        let v = json!({
+            "$type": "set", "attrs": {},
+            "nodes": { "$type": "set", "names": ["db", "web"], "selected": {
+                "web": { "$type": "set", "attrs": { "hostname": "h" },
+                         "profiles": { "$type": "set", "names": ["home", "system"],
+                                       "selected": { "system": { "$type": "set", "attrs": { "path": "/nix/store/s" } } } } }
+            } }
+        });
+        let c = parse_deploy(&v, ".").unwrap();
+        assert_eq!(c.all_node_names, vec!["db", "web"]);
+        assert_eq!(c.all_profile_names["web"], vec!["home", "system"]);
+        assert_eq!(c.nodes.keys().collect::<Vec<_>>(), vec!["web"]);
+        assert_eq!(c.nodes["web"].profiles.keys().collect::<Vec<_>>(), vec!["system"]);
+    }
+
+    #[test]
+    fn malformed_wrapper_is_an_internal_error_not_a_panic() {
+        let v = json!({ "$type": "set", "attrs": {}, "nodes": { "$type": "set" } });
+        let e = parse_deploy(&v, "").unwrap_err();
+        assert!(e.to_string().contains("internal error"), "{e}");
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("magicRolback", GENERIC_KEYS.iter().copied()), "; did you mean `magicRollback`?");
+        assert_eq!(suggest("xyz", GENERIC_KEYS.iter().copied()), "");
+        assert_eq!(suggest("SSHUSER", GENERIC_KEYS.iter().copied()), "; did you mean `sshUser`?");
+    }
+}

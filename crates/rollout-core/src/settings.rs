@@ -1,0 +1,371 @@
+//! Settings merge: profile > node > top level, then command-line overrides, then defaults.
+//!
+//! Matches deploy-rs's precedence and `sshOpts` concatenation (profile, node, top), but every
+//! command-line override takes effect, including `--sudo`, `--temp-path` and `--hostname`,
+//! which deploy-rs parses and then ignores or applies only at use sites.
+
+use serde::Serialize;
+
+use crate::config::{GenericSettings, NodeConfig, ProfileConfig};
+
+/// Default `sudo` prefix; the profile user is appended (`sudo -u root`).
+pub const DEFAULT_SUDO: &str = "sudo -u";
+/// Seconds the target waits for confirmation before rolling back.
+pub const DEFAULT_CONFIRM_TIMEOUT: u64 = 30;
+/// Seconds the deployer waits for activation to report success (deploy-rs's `wait` default).
+pub const DEFAULT_ACTIVATION_TIMEOUT: u64 = 240;
+/// Directory on the target for deploy state (canary etc.).
+pub const DEFAULT_TEMP_PATH: &str = "/tmp";
+
+/// Values given on the command line; `Some` wins over anything in the flake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrides {
+    pub ssh_user: Option<String>,
+    pub profile_user: Option<String>,
+    /// Replaces the whole merged list (see [`split_ssh_opts`]).
+    pub ssh_opts: Option<Vec<String>>,
+    pub fast_connection: Option<bool>,
+    pub auto_rollback: Option<bool>,
+    pub magic_rollback: Option<bool>,
+    pub confirm_timeout: Option<u64>,
+    pub activation_timeout: Option<u64>,
+    pub temp_path: Option<String>,
+    pub remote_build: Option<bool>,
+    pub interactive_sudo: Option<bool>,
+    pub sudo: Option<String>,
+    /// Applies to every node in the run.
+    pub hostname: Option<String>,
+    pub profile_path: Option<String>,
+}
+
+/// Fully merged settings for one (node, profile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolved {
+    pub hostname: String,
+    pub ssh_user: String,
+    /// User that owns the profile and runs activation.
+    pub user: String,
+    pub ssh_opts: Vec<String>,
+    pub fast_connection: bool,
+    pub auto_rollback: bool,
+    pub magic_rollback: bool,
+    pub confirm_timeout: u64,
+    pub activation_timeout: u64,
+    pub temp_path: String,
+    pub remote_build: bool,
+    pub interactive_sudo: bool,
+    /// Privilege-escalation prefix, e.g. `sudo -u`; the command is `<sudo> <user> …`.
+    pub sudo: String,
+    /// Explicit profile location on the target; `None` lets the target compute it.
+    pub profile_path: Option<String>,
+    /// Whether activation must run through `sudo` (`user != ssh_user`).
+    pub elevate: bool,
+}
+
+impl Resolved {
+    /// The escalation prefix as argv words (`["sudo", "-u", "root"]`), or empty when no
+    /// escalation is needed. `sudo` is split shell-style so `doas -u` or `run0 --user` work.
+    pub fn sudo_argv(&self) -> Vec<String> {
+        if !self.elevate {
+            return Vec::new();
+        }
+        let mut words = shlex::split(&self.sudo).unwrap_or_else(|| self.sudo.split_whitespace().map(str::to_string).collect());
+        words.push(self.user.clone());
+        words
+    }
+}
+
+/// `--ssh-opts` could not be split into words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid --ssh-opts `{0}`: unbalanced quotes or trailing backslash; expected shell-style words such as `-p 2222 -o \"ProxyJump=a b\"`")]
+    SshOpts(String),
+}
+
+/// Splits `--ssh-opts` shell-style (deploy-rs split on single spaces, keeping quotes literally
+/// and producing empty words: issue #130).
+pub fn split_ssh_opts(s: &str) -> Result<Vec<String>, SettingsError> {
+    shlex::split(s).ok_or_else(|| SettingsError::SshOpts(s.to_string()))
+}
+
+/// First `Some` in precedence order.
+fn pick<T: Clone>(over: &Option<T>, levels: [&Option<T>; 3]) -> Option<T> {
+    over.clone().or_else(|| levels.into_iter().find_map(|v| v.clone()))
+}
+
+/// Merges one profile's settings. `local_user` is the deployer's user name, the last fallback
+/// for the SSH user.
+pub fn resolve(
+    top: &GenericSettings,
+    node: &NodeConfig,
+    profile: &ProfileConfig,
+    overrides: &Overrides,
+    local_user: &str,
+) -> Resolved {
+    let (p, n, t) = (&profile.settings, &node.settings, top);
+    let o = overrides;
+
+    let ssh_user = pick(&o.ssh_user, [&p.ssh_user, &n.ssh_user, &t.ssh_user]).unwrap_or_else(|| local_user.to_string());
+    // deploy-rs errors when neither `user` nor `sshUser` is set; falling back to the SSH user
+    // (including the local-user default) means "no escalation", which is what that case meant.
+    let user = pick(&o.profile_user, [&p.user, &n.user, &t.user]).unwrap_or_else(|| ssh_user.clone());
+    let ssh_opts = match &o.ssh_opts {
+        Some(opts) => opts.clone(),
+        None => p.ssh_opts.iter().chain(&n.ssh_opts).chain(&t.ssh_opts).cloned().collect(),
+    };
+    let elevate = user != ssh_user;
+
+    Resolved {
+        hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
+        ssh_opts,
+        fast_connection: pick(&o.fast_connection, [&p.fast_connection, &n.fast_connection, &t.fast_connection])
+            .unwrap_or(false),
+        auto_rollback: pick(&o.auto_rollback, [&p.auto_rollback, &n.auto_rollback, &t.auto_rollback]).unwrap_or(true),
+        magic_rollback: pick(&o.magic_rollback, [&p.magic_rollback, &n.magic_rollback, &t.magic_rollback])
+            .unwrap_or(true),
+        confirm_timeout: pick(&o.confirm_timeout, [&p.confirm_timeout, &n.confirm_timeout, &t.confirm_timeout])
+            .unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+        activation_timeout: pick(
+            &o.activation_timeout,
+            [&p.activation_timeout, &n.activation_timeout, &t.activation_timeout],
+        )
+        .unwrap_or(DEFAULT_ACTIVATION_TIMEOUT),
+        temp_path: pick(&o.temp_path, [&p.temp_path, &n.temp_path, &t.temp_path])
+            .unwrap_or_else(|| DEFAULT_TEMP_PATH.to_string()),
+        remote_build: pick(&o.remote_build, [&p.remote_build, &n.remote_build, &t.remote_build]).unwrap_or(false),
+        interactive_sudo: pick(&o.interactive_sudo, [&p.interactive_sudo, &n.interactive_sudo, &t.interactive_sudo])
+            .unwrap_or(false),
+        sudo: pick(&o.sudo, [&p.sudo, &n.sudo, &t.sudo]).unwrap_or_else(|| DEFAULT_SUDO.to_string()),
+        profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
+        ssh_user,
+        user,
+        elevate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn node(settings: GenericSettings) -> NodeConfig {
+        NodeConfig {
+            settings,
+            hostname: "node-host".into(),
+            profiles: BTreeMap::new(),
+            profiles_order: vec![],
+            tags: vec![],
+        }
+    }
+
+    fn profile(settings: GenericSettings) -> ProfileConfig {
+        ProfileConfig { settings, path: "/nix/store/x".into(), profile_path: None }
+    }
+
+    fn run(t: GenericSettings, n: GenericSettings, p: GenericSettings, o: &Overrides) -> Resolved {
+        resolve(&t, &node(n), &profile(p), o, "me")
+    }
+
+    fn none() -> GenericSettings {
+        GenericSettings::default()
+    }
+
+    #[test]
+    fn defaults() {
+        let r = run(none(), none(), none(), &Overrides::default());
+        assert_eq!(
+            r,
+            Resolved {
+                hostname: "node-host".into(),
+                ssh_user: "me".into(),
+                user: "me".into(),
+                ssh_opts: vec![],
+                fast_connection: false,
+                auto_rollback: true,
+                magic_rollback: true,
+                confirm_timeout: 30,
+                activation_timeout: 240,
+                temp_path: "/tmp".into(),
+                remote_build: false,
+                interactive_sudo: false,
+                sudo: "sudo -u".into(),
+                profile_path: None,
+                elevate: false,
+            }
+        );
+        assert!(r.sudo_argv().is_empty());
+    }
+
+    /// For one field: set it at chosen levels, check the winner. `set(level_value)` builds
+    /// settings with only that field set.
+    fn precedence<T: Clone + PartialEq + std::fmt::Debug>(
+        set: impl Fn(T) -> GenericSettings,
+        over: impl Fn(T) -> Overrides,
+        get: impl Fn(&Resolved) -> T,
+        [vt, vn, vp, vo]: [T; 4],
+    ) {
+        let o0 = Overrides::default();
+        // top only
+        assert_eq!(get(&run(set(vt.clone()), none(), none(), &o0)), vt);
+        // node beats top
+        assert_eq!(get(&run(set(vt.clone()), set(vn.clone()), none(), &o0)), vn);
+        // node alone
+        assert_eq!(get(&run(none(), set(vn.clone()), none(), &o0)), vn);
+        // profile beats node and top
+        assert_eq!(get(&run(set(vt.clone()), set(vn.clone()), set(vp.clone()), &o0)), vp);
+        assert_eq!(get(&run(set(vt.clone()), none(), set(vp.clone()), &o0)), vp);
+        // command line beats everything
+        assert_eq!(get(&run(set(vt.clone()), set(vn.clone()), set(vp.clone()), &over(vo.clone()))), vo);
+        assert_eq!(get(&run(none(), none(), none(), &over(vo.clone()))), vo);
+    }
+
+    #[test]
+    fn precedence_ssh_user() {
+        precedence(
+            |v| GenericSettings { ssh_user: Some(v), ..none() },
+            |v| Overrides { ssh_user: Some(v), ..Default::default() },
+            |r| r.ssh_user.clone(),
+            ["t".to_string(), "n".into(), "p".into(), "o".into()],
+        );
+    }
+
+    #[test]
+    fn precedence_user() {
+        precedence(
+            |v| GenericSettings { user: Some(v), ..none() },
+            |v| Overrides { profile_user: Some(v), ..Default::default() },
+            |r| r.user.clone(),
+            ["t".to_string(), "n".into(), "p".into(), "o".into()],
+        );
+    }
+
+    #[test]
+    fn precedence_bools() {
+        type Field = (fn(&mut GenericSettings) -> &mut Option<bool>, fn(&mut Overrides) -> &mut Option<bool>, fn(&Resolved) -> bool);
+        let fields: Vec<Field> = vec![
+            (|g| &mut g.fast_connection, |o| &mut o.fast_connection, |r| r.fast_connection),
+            (|g| &mut g.auto_rollback, |o| &mut o.auto_rollback, |r| r.auto_rollback),
+            (|g| &mut g.magic_rollback, |o| &mut o.magic_rollback, |r| r.magic_rollback),
+            (|g| &mut g.remote_build, |o| &mut o.remote_build, |r| r.remote_build),
+            (|g| &mut g.interactive_sudo, |o| &mut o.interactive_sudo, |r| r.interactive_sudo),
+        ];
+        for (gf, of, rf) in fields {
+            let set = |v: bool| {
+                let mut g = none();
+                *gf(&mut g) = Some(v);
+                g
+            };
+            let over = |v: bool| {
+                let mut o = Overrides::default();
+                *of(&mut o) = Some(v);
+                o
+            };
+            precedence(set, over, rf, [true, false, true, false]);
+            precedence(set, over, rf, [false, true, false, true]);
+            // An explicit `false` override beats a `true` everywhere (and vice versa).
+            assert!(!rf(&run(set(true), set(true), set(true), &over(false))));
+            assert!(rf(&run(set(false), set(false), set(false), &over(true))));
+        }
+    }
+
+    #[test]
+    fn precedence_timeouts() {
+        precedence(
+            |v| GenericSettings { confirm_timeout: Some(v), ..none() },
+            |v| Overrides { confirm_timeout: Some(v), ..Default::default() },
+            |r| r.confirm_timeout,
+            [1, 2, 3, 4],
+        );
+        precedence(
+            |v| GenericSettings { activation_timeout: Some(v), ..none() },
+            |v| Overrides { activation_timeout: Some(v), ..Default::default() },
+            |r| r.activation_timeout,
+            [1, 2, 3, 4],
+        );
+        // Zero is a value, not "unset".
+        let r = run(none(), none(), GenericSettings { confirm_timeout: Some(0), ..none() }, &Overrides::default());
+        assert_eq!(r.confirm_timeout, 0);
+    }
+
+    #[test]
+    fn precedence_temp_path_and_sudo() {
+        precedence(
+            |v| GenericSettings { temp_path: Some(v), ..none() },
+            |v| Overrides { temp_path: Some(v), ..Default::default() },
+            |r| r.temp_path.clone(),
+            ["/t".to_string(), "/n".into(), "/p".into(), "/o".into()],
+        );
+        precedence(
+            |v| GenericSettings { sudo: Some(v), ..none() },
+            |v| Overrides { sudo: Some(v), ..Default::default() },
+            |r| r.sudo.clone(),
+            ["doas -u".to_string(), "run0 --user".into(), "sudo -n -u".into(), "sudo -u".into()],
+        );
+    }
+
+    #[test]
+    fn ssh_opts_concatenate_profile_node_top() {
+        let s = |v: &[&str]| GenericSettings { ssh_opts: v.iter().map(|x| x.to_string()).collect(), ..none() };
+        let r = run(s(&["-o", "TopOpt=1"]), s(&["-p", "2222"]), s(&["-o", "ProfOpt=1"]), &Overrides::default());
+        assert_eq!(r.ssh_opts, vec!["-o", "ProfOpt=1", "-p", "2222", "-o", "TopOpt=1"]);
+        let r = run(s(&["-t"]), none(), s(&["-p"]), &Overrides::default());
+        assert_eq!(r.ssh_opts, vec!["-p", "-t"]);
+        // The command line replaces the whole list, even with an empty one.
+        let o = Overrides { ssh_opts: Some(vec!["-v".into()]), ..Default::default() };
+        assert_eq!(run(s(&["-t"]), s(&["-n"]), s(&["-p"]), &o).ssh_opts, vec!["-v"]);
+        let o = Overrides { ssh_opts: Some(vec![]), ..Default::default() };
+        assert!(run(s(&["-t"]), s(&["-n"]), s(&["-p"]), &o).ssh_opts.is_empty());
+    }
+
+    #[test]
+    fn hostname_and_profile_path() {
+        let o = Overrides::default();
+        let r = resolve(&none(), &node(none()), &profile(none()), &o, "me");
+        assert_eq!(r.hostname, "node-host");
+        assert_eq!(r.profile_path, None);
+        let mut p = profile(none());
+        p.profile_path = Some("/nix/var/nix/profiles/x".into());
+        assert_eq!(resolve(&none(), &node(none()), &p, &o, "me").profile_path.as_deref(), Some("/nix/var/nix/profiles/x"));
+        let o = Overrides { hostname: Some("10.0.0.1".into()), profile_path: Some("/o".into()), ..Default::default() };
+        let r = resolve(&none(), &node(none()), &p, &o, "me");
+        assert_eq!(r.hostname, "10.0.0.1");
+        assert_eq!(r.profile_path.as_deref(), Some("/o"));
+    }
+
+    #[test]
+    fn user_falls_back_to_ssh_user_and_elevation() {
+        let o = Overrides::default();
+        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, none(), none(), &o);
+        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("deploy", "deploy", false));
+        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, GenericSettings { user: Some("root".into()), ..none() }, none(), &o);
+        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("deploy", "root", true));
+        assert_eq!(r.sudo_argv(), vec!["sudo", "-u", "root"]);
+        // user == ssh_user explicitly: no escalation.
+        let r = run(GenericSettings { ssh_user: Some("root".into()), user: Some("root".into()), ..none() }, none(), none(), &o);
+        assert!(!r.elevate);
+        // --ssh-user changes the user fallback too.
+        let o = Overrides { ssh_user: Some("admin".into()), ..Default::default() };
+        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, none(), none(), &o);
+        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("admin", "admin", false));
+        // Local user default with an explicit profile user.
+        let r = run(none(), none(), GenericSettings { user: Some("root".into()), ..none() }, &Overrides::default());
+        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("me", "root", true));
+        let o = Overrides { sudo: Some("doas -u".into()), ..Default::default() };
+        let r = run(none(), none(), GenericSettings { user: Some("root".into()), ..none() }, &o);
+        assert_eq!(r.sudo_argv(), vec!["doas", "-u", "root"]);
+    }
+
+    #[test]
+    fn ssh_opts_split_shell_style() {
+        assert_eq!(
+            split_ssh_opts(r#" -p  22 -o "ProxyCommand=a b" "#).unwrap(),
+            vec!["-p", "22", "-o", "ProxyCommand=a b"]
+        );
+        assert_eq!(split_ssh_opts("").unwrap(), Vec::<String>::new());
+        assert_eq!(split_ssh_opts("-o 'A=b c'").unwrap(), vec!["-o", "A=b c"]);
+        let e = split_ssh_opts("-o \"unterminated").unwrap_err().to_string();
+        assert!(e.contains("--ssh-opts") && !e.contains('\n'), "{e}");
+    }
+}

@@ -1,0 +1,184 @@
+//! Runs the evaluation lambdas through a real `nix` and feeds the output to config and plan.
+//! Skipped (with a note) when `nix` is not installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use rollout_core::config::{parse_deploy, DeployConfig};
+use rollout_core::evalexpr::{apply_lambda, nix_string, non_flake_expr, Selection};
+use rollout_core::plan::build_plan;
+use rollout_core::settings::Overrides;
+use rollout_core::target::parse_target;
+
+fn have_nix() -> bool {
+    let ok = Command::new("nix").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("nix not found; skipping");
+    }
+    ok
+}
+
+/// A fleet in which everything that must stay unevaluated throws.
+const FLEET: &str = r#"{
+  sshUser = "top";
+  nodes = {
+    web = {
+      hostname = "web.example";
+      profilesOrder = [ "system" ];
+      profiles = {
+        system = { path = { type = "derivation"; outPath = "/nix/store/aaaa-web-system"; }; user = "root"; };
+        home = { path = "/nix/store/bbbb-web-home"; sshOpts = [ "-p" "22" ]; };
+        broken = { path = throw "web.broken must not be evaluated"; };
+      };
+    };
+    db = throw "db must not be evaluated";
+    "odd.name" = { hostname = "odd"; profiles = throw "odd.name profiles must not be evaluated"; };
+    "x\"y\${builtins.throw \"injected\"}" = { hostname = "q"; profiles.p.path = "/nix/store/cccc-q"; };
+    typed = {
+      hostname = "t";
+      magicRollback = x: x;
+      tempPath = ./.;
+      sshOpts = [ "-v" { } [ ] ];
+      profiles.p = { path = "/nix/store/dddd-t"; confirmTimeout = "30"; };
+    };
+  };
+}"#;
+
+fn eval(selection: &Selection) -> Result<serde_json::Value, String> {
+    let expr = format!("({}) ({FLEET})", apply_lambda(selection));
+    let out = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json", "--expr", &expr])
+        .output()
+        .expect("run nix");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("nix printed JSON"))
+}
+
+fn sel(entries: &[(&str, Option<&[&str]>)]) -> Selection {
+    Selection::Nodes(
+        entries
+            .iter()
+            .map(|(n, ps)| (n.to_string(), ps.map(|ps| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>())))
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+#[test]
+fn selecting_one_profile_evaluates_nothing_else() {
+    if !have_nix() {
+        return;
+    }
+    let v = eval(&sel(&[("web", Some(&["system", "home"]))])).unwrap();
+    let cfg = parse_deploy(&v, "test").unwrap();
+    assert_eq!(cfg.all_node_names, vec!["db", "odd.name", "typed", "web", "x\"y${builtins.throw \"injected\"}"]);
+    assert_eq!(cfg.all_profile_names["web"], vec!["broken", "home", "system"]);
+    assert_eq!(cfg.nodes["web"].profiles["system"].path, "/nix/store/aaaa-web-system");
+
+    let target = parse_target(".#web").unwrap();
+    // web.broken is not evaluated, so a whole-node target is an internal error, not a Nix crash.
+    assert!(build_plan(&[(target, &cfg)], &Overrides::default(), "me").is_err());
+    let targets = [(parse_target(".#web.home").unwrap(), &cfg), (parse_target(".#web.system").unwrap(), &cfg)];
+    let plan = build_plan(&targets, &Overrides::default(), "me").unwrap();
+    assert_eq!(plan.deployments.len(), 2);
+    assert_eq!(plan.deployments[0].settings.ssh_opts, vec!["-p", "22"]);
+    assert_eq!(plan.deployments[1].settings.user, "root");
+    assert!(plan.deployments[1].settings.elevate);
+}
+
+#[test]
+fn missing_node_and_profile_do_not_crash_nix() {
+    if !have_nix() {
+        return;
+    }
+    let v = eval(&sel(&[("nope", None), ("web", Some(&["nada"]))])).unwrap();
+    let cfg: DeployConfig = parse_deploy(&v, "test").unwrap();
+    assert!(cfg.nodes["web"].profiles.is_empty());
+    let e = build_plan(&[(parse_target(".#nope").unwrap(), &cfg)], &Overrides::default(), "me").unwrap_err();
+    assert!(e.to_string().contains("no node named `nope`"), "{e}");
+    let e = build_plan(&[(parse_target(".#web.nada").unwrap(), &cfg)], &Overrides::default(), "me").unwrap_err();
+    assert!(e.to_string().contains("profiles: broken, home, system"), "{e}");
+}
+
+#[test]
+fn hostile_names_are_data_not_code() {
+    if !have_nix() {
+        return;
+    }
+    let name = "x\"y${builtins.throw \"injected\"}";
+    let v = eval(&sel(&[(name, None)])).unwrap();
+    let cfg = parse_deploy(&v, "test").unwrap();
+    assert_eq!(cfg.nodes[name].hostname, "q");
+    assert_eq!(cfg.nodes[name].profiles["p"].path, "/nix/store/cccc-q");
+    // And a target naming it round-trips through the parser.
+    let t = parse_target(&format!(".#{}", rollout_core::target::quote_attr(name))).unwrap();
+    assert_eq!(t.node.as_deref(), Some(name));
+    let plan = build_plan(&[(t, &cfg)], &Overrides::default(), "me").unwrap();
+    assert_eq!(plan.deployments[0].node, name);
+}
+
+#[test]
+fn wrong_types_reach_validation() {
+    if !have_nix() {
+        return;
+    }
+    let v = eval(&sel(&[("typed", None)])).unwrap();
+    let e = parse_deploy(&v, "test").unwrap_err();
+    let lines: Vec<String> = e.issues.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "deploy.nodes.typed.magicRollback: expected a boolean (true or false), found a function",
+            "deploy.nodes.typed.sshOpts[1]: expected a string, found an attribute set",
+            "deploy.nodes.typed.sshOpts[2]: expected a string, found a list",
+            "deploy.nodes.typed.tempPath: expected a string, found a path",
+            "deploy.nodes.typed.profiles.p.confirmTimeout: expected a non-negative integer (seconds), found a string",
+        ]
+    );
+}
+
+#[test]
+fn whole_fleet_selection_forces_everything() {
+    if !have_nix() {
+        return;
+    }
+    // Sanity check of the test fixture: selecting everything does hit the throws.
+    let e = eval(&Selection::All).unwrap_err();
+    assert!(e.contains("must not be evaluated"), "{e}");
+}
+
+#[test]
+fn non_flake_expression_imports_functions_and_odd_paths() {
+    if !have_nix() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("my \"fleet\" ${x}");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(
+        sub.join("default.nix"),
+        format!("{{ ... }}: {{ deploy = {FLEET}; }}"),
+    )
+    .unwrap();
+    let run = |cwd: &Path, file: &str| {
+        let expr = non_flake_expr(file, &apply_lambda(&sel(&[("web", Some(&["home"]))])));
+        let out = Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E", &expr])
+            .current_dir(cwd)
+            .output()
+            .expect("run nix-instantiate");
+        assert!(out.status.success(), "{}\n{expr}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cfg = parse_deploy(&v, file).unwrap();
+        assert_eq!(cfg.nodes["web"].profiles["home"].path, "/nix/store/bbbb-web-home");
+    };
+    run(dir.path(), "my \"fleet\" ${x}");
+    run(dir.path(), "./my \"fleet\" ${x}/default.nix");
+    run(Path::new("/"), sub.to_str().unwrap());
+    // The string escaper agrees with Nix.
+    let s = "a\"b\\c${d}$${e}\n\t$";
+    let out = Command::new("nix-instantiate").args(["--eval", "--json", "-E", &nix_string(s)]).output().unwrap();
+    assert_eq!(serde_json::from_slice::<String>(&out.stdout).unwrap(), s);
+}
