@@ -12,6 +12,7 @@ pub mod events;
 pub mod exec;
 pub mod nix;
 pub mod plan;
+pub mod select;
 pub mod settings;
 pub mod ssh;
 pub mod target;

@@ -1,0 +1,75 @@
+//! Build: every selected profile that is not built on its target, in ONE `nix build` (or one
+//! `nix-build` in non-flake mode); optional GC roots; a check that each closure is activatable.
+
+use super::evaluate::Mode;
+use crate::events::{Phase, State};
+use crate::exec::{ExecError, Runner};
+use crate::nix::{self, NixContext};
+use crate::plan::Deployment;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("building the profiles failed:\n{0}")]
+    Build(String),
+    #[error("profile `{profile}` of node `{node}`: {closure} has no `deploy-rs-activate`; build the profile with \
+             rollout's (or deploy-rs's) lib.<system>.activate.* so that it knows how to activate itself")]
+    NotActivatable { node: String, profile: String, closure: String },
+    #[error("cannot create the result directory {0}: {1}")]
+    ResultDir(String, std::io::Error),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+pub fn installable(mode: Mode, d: &Deployment) -> String {
+    match mode {
+        Mode::Flake => nix::profile_installable(&d.flake, &d.node, &d.profile),
+        Mode::File => nix::profile_attr(&d.node, &d.profile),
+    }
+}
+
+/// Build the given deployments locally (one Nix call), keep GC roots if asked.
+pub fn build_local(
+    runner: &Runner,
+    ctx: &NixContext,
+    mode: Mode,
+    deployments: &[&Deployment],
+    keep_result: Option<&Path>,
+) -> Result<(), BuildError> {
+    if deployments.is_empty() {
+        return Ok(());
+    }
+    let rep = &runner.reporter;
+    rep.phase(Phase::Build, State::Started, Some(format!("building {} profile(s)", deployments.len())));
+    let argv = match mode {
+        Mode::Flake => ctx.build_flake(&deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>()),
+        Mode::File => {
+            // Every target of one run comes from the same file in --file mode.
+            let file = &deployments[0].flake;
+            ctx.build_file(file, &deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>())
+        }
+    };
+    if let Err(e) = runner.checked(&argv, "nix build") {
+        rep.phase(Phase::Build, State::Failed, None);
+        return Err(match e {
+            ExecError::Failed { .. } => BuildError::Build(e.stderr().trim().to_string()),
+            other => other.into(),
+        });
+    }
+    for d in deployments {
+        if !Path::new(&d.closure).join("deploy-rs-activate").exists() {
+            rep.phase(Phase::Build, State::Failed, None);
+            return Err(BuildError::NotActivatable { node: d.node.clone(), profile: d.profile.clone(), closure: d.closure.clone() });
+        }
+    }
+    if let Some(dir) = keep_result {
+        for d in deployments {
+            let node_dir = dir.join(&d.node);
+            std::fs::create_dir_all(&node_dir).map_err(|e| BuildError::ResultDir(node_dir.display().to_string(), e))?;
+            let root = node_dir.join(&d.profile);
+            runner.checked(&nix::add_root(&d.closure, &root.display().to_string()), "creating a GC root")?;
+        }
+    }
+    rep.phase(Phase::Build, State::Succeeded, None);
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! One SSH master connection per (user, host, options): opened once, reused by the copy, the
+//! agent calls and their output, closed (by the pid we started) at the end of the run.
+
+use crate::events::{Phase, Reporter, State};
+use crate::exec::{ExecError, Runner};
+use crate::ssh::{self, Endpoint};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {dest}: {detail}")]
+    Failed { dest: String, detail: String },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// A private directory for the control sockets of one run (mode 0700, removed on drop).
+pub struct SocketDir {
+    pub path: PathBuf,
+}
+
+impl SocketDir {
+    pub fn create() -> std::io::Result<SocketDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        // Socket paths are limited to ~100 bytes, so stay short and outside deep temp dirs.
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let path = base.join(format!("rollout-{}-{}", std::process::id(), &super::agent::new_id()[1..9]));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(SocketDir { path })
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub struct Master {
+    pub endpoint: Endpoint,
+    pub socket: String,
+    child: Option<Child>,
+    runner: Runner,
+}
+
+impl Master {
+    /// Open the master and wait until it is authenticated.
+    pub fn open(runner: &Runner, rep: &Reporter, ep: &Endpoint, dir: &Path, index: usize) -> Result<Master, ConnectError> {
+        let socket = dir.join(format!("m{index}")).display().to_string();
+        rep.phase(Phase::Connect, State::Started, Some(format!("connecting to {}", ep.destination())));
+        let mut child = runner.spawn(&ssh::master(ep, &socket))?;
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                rep.phase(Phase::Connect, State::Failed, None);
+                let detail = if err.trim().is_empty() { format!("ssh exited with {status}") } else { err.trim().to_string() };
+                return Err(ConnectError::Failed { dest: ep.destination(), detail });
+            }
+            if Path::new(&socket).exists() {
+                let c = runner.capture(&ssh::master_check(ep, &socket))?;
+                if c.status.success() {
+                    break;
+                }
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                rep.phase(Phase::Connect, State::Failed, None);
+                return Err(ConnectError::Failed { dest: ep.destination(), detail: "timed out after 60 s".into() });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rep.phase(Phase::Connect, State::Succeeded, None);
+        Ok(Master { endpoint: ep.clone(), socket, child: Some(child), runner: runner.clone() })
+    }
+
+    /// Is the connection still up? (It goes down when the target cut itself off.)
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn close(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Ask the master to exit; if it does not, end the process we started (by its pid).
+            let _ = self.runner.capture(&crate::cmd::Argv::new("ssh").args(["-S", &self.socket, "-O", "exit", "--", &self.endpoint.destination()]));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

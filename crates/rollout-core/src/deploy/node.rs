@@ -1,0 +1,480 @@
+//! One node: connect (one master per endpoint), copy its closures and the agent, build remote
+//! profiles, activate its profiles in order through the agent, then confirm them all over ONE
+//! fresh connection. Failures abort the node's pending profiles on the target.
+
+use super::agent::{self, ActivateArgs, AgentStatus, ProfileRef};
+use super::connection::{ConnectError, Master};
+use super::build;
+use super::Shared;
+use crate::events::{Outcome, Phase, Reporter, State};
+use crate::exec::Runner;
+use crate::nix;
+use crate::plan::Deployment;
+use crate::ssh::{self, Elevation, Endpoint};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What the run needs to know to undo an activated profile later (rollback-succeeded).
+#[derive(Debug, Clone)]
+pub struct Activated {
+    pub endpoint: Endpoint,
+    pub elevation: Option<Elevation>,
+    pub password: Option<String>,
+    pub profile: ProfileRef,
+    pub temp_path: String,
+    pub generation: Option<u64>,
+    pub previous: Option<u64>,
+    pub auto_rollback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProfileResult {
+    pub node: String,
+    pub profile: String,
+    pub outcome: Outcome,
+    pub message: String,
+    /// Set when the profile is active on the target after this run's activation.
+    pub activated: Option<Activated>,
+    /// Order in which profiles were confirmed across the run (for reverse-order revocation).
+    pub seq: u64,
+}
+
+pub struct NodeRun {
+    pub node: String,
+    pub results: Vec<ProfileResult>,
+    pub masters: Vec<Master>,
+}
+
+impl NodeRun {
+    pub fn failed(&self) -> bool {
+        self.results.iter().any(|r| matches!(r.outcome, Outcome::Failed | Outcome::RolledBack | Outcome::Skipped))
+    }
+}
+
+struct Pending<'a> {
+    d: &'a Deployment,
+    id: String,
+    act: Activated,
+}
+
+fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
+    if !d.settings.elevate {
+        return Ok(None);
+    }
+    Elevation::from_setting(&d.settings.sudo, &d.settings.user, d.settings.interactive_sudo)
+        .map(Some)
+        .map_err(|e| format!("node `{}`, profile `{}`: {e}", d.node, d.profile))
+}
+
+fn endpoint_of(d: &Deployment) -> Endpoint {
+    Endpoint { user: d.settings.ssh_user.clone(), host: d.settings.hostname.clone(), opts: d.settings.ssh_opts.clone() }
+}
+
+fn profile_ref(d: &Deployment) -> ProfileRef {
+    match &d.settings.profile_path {
+        Some(p) => ProfileRef::Path(p.clone()),
+        None => ProfileRef::Named { user: d.settings.user.clone(), name: d.profile.clone() },
+    }
+}
+
+/// The password line(s) fed to the remote command's stdin, one per elevated command.
+fn stdin_for(password: Option<&str>, count: usize) -> Option<String> {
+    password.map(|p| format!("{p}\n").repeat(count.max(1)))
+}
+
+/// Run an agent command through the master; returns exit code, status lines, stderr tail.
+fn agent_call(
+    runner: &Runner,
+    rep: &Reporter,
+    master: &Master,
+    elevation: Option<&Elevation>,
+    password: Option<&str>,
+    agent_bin: &str,
+    args: &[String],
+) -> Result<(Option<i32>, Vec<AgentStatus>, String), String> {
+    let words = ssh::agent_command(elevation, agent_bin, args);
+    let argv = ssh::via_master(&master.endpoint, &master.socket, &words);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let stdin = if elevation.is_some_and(|e| e.password_on_stdin) { stdin_for(password, 1) } else { None };
+    let (st, err) = runner
+        .stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
+            Some(s) => statuses.lock().unwrap().push(s),
+            None => rep.log(line),
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((st.code(), statuses.into_inner().unwrap(), err))
+}
+
+pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
+    let rep = shared.runner.reporter.for_node(node);
+    let runner = Runner::new(rep.clone());
+    let mut run = NodeRun { node: node.to_string(), results: Vec::new(), masters: Vec::new() };
+    let fail_all = |run: &mut NodeRun, from: usize, outcome: Outcome, msg: &str| {
+        for d in &deps[from..] {
+            if !run.results.iter().any(|r| r.profile == d.profile) {
+                let r = ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.to_string(), activated: None, seq: 0 };
+                rep.for_profile(node, &d.profile).outcome(outcome, msg);
+                run.results.push(r);
+            }
+        }
+    };
+
+    // Connect: one master per distinct endpoint of this node.
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    for d in deps {
+        let ep = endpoint_of(d);
+        if !endpoints.contains(&ep) {
+            endpoints.push(ep);
+        }
+    }
+    for ep in &endpoints {
+        let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
+        match Master::open(&runner, &rep, ep, &shared.sockets.path, idx) {
+            Ok(m) => run.masters.push(m),
+            Err(ConnectError::Failed { dest, detail }) => {
+                fail_all(&mut run, 0, Outcome::Failed, &format!("cannot connect to {dest}: {detail}"));
+                return run;
+            }
+            Err(e) => {
+                fail_all(&mut run, 0, Outcome::Failed, &e.to_string());
+                return run;
+            }
+        }
+    }
+    let master_for = |d: &Deployment| run_master_index(&endpoints, &endpoint_of(d));
+
+    // Copy (and remote builds), per endpoint.
+    for (i, ep) in endpoints.iter().enumerate() {
+        let socket = run.masters[i].socket.clone();
+        let mine: Vec<&&Deployment> = deps.iter().filter(|d| &endpoint_of(d) == ep).collect();
+        let opts = match shared.ctx.sshopts_env(&ssh::nix_sshopts(ep, &socket)) {
+            Ok(o) => o,
+            Err(e) => {
+                fail_all(&mut run, 0, Outcome::Failed, &e);
+                return run;
+            }
+        };
+        let mut paths: Vec<String> = mine.iter().filter(|d| !d.settings.remote_build).map(|d| d.closure.clone()).collect();
+        paths.push(shared.agent_path.clone());
+        let substitute = !mine.iter().all(|d| d.settings.fast_connection);
+        rep.phase(Phase::Copy, State::Started, Some(format!("copying {} path(s) to {}", paths.len(), ep.host)));
+        let copy = nix::copy_to(&nix::store_uri("ssh", &ep.user, &ep.host), &paths, substitute, shared.opts.checksigs, &opts);
+        if let Err(e) = runner.checked(&copy, "nix copy") {
+            rep.phase(Phase::Copy, State::Failed, None);
+            fail_all(&mut run, 0, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.stderr().trim()));
+            return run;
+        }
+        rep.phase(Phase::Copy, State::Succeeded, None);
+        let remote: Vec<String> = mine.iter().filter(|d| d.settings.remote_build).map(|d| build::installable(shared.mode, d)).collect();
+        if !remote.is_empty() {
+            rep.phase(Phase::Build, State::Started, Some(format!("building {} profile(s) on {}", remote.len(), ep.host)));
+            let argv = shared.ctx.build_remote(&nix::store_uri("ssh-ng", &ep.user, &ep.host), &remote, &opts);
+            let argv = if shared.mode == super::evaluate::Mode::File {
+                // `nix build -f FILE ATTR…` reads the same file as the local non-flake build.
+                let mut a = argv;
+                let pos = a.args.iter().position(|x| x == "--store").unwrap_or(0);
+                a.args.insert(pos, mine[0].flake.clone());
+                a.args.insert(pos, "-f".into());
+                a
+            } else {
+                argv
+            };
+            if let Err(e) = runner.checked(&argv, "remote build") {
+                rep.phase(Phase::Build, State::Failed, None);
+                fail_all(&mut run, 0, Outcome::Failed, &format!("building on {} failed: {}", ep.host, e.stderr().trim()));
+                return run;
+            }
+            rep.phase(Phase::Build, State::Succeeded, None);
+        }
+    }
+
+    let agent_bin = agent::agent_bin(&shared.agent_path);
+    let opts = &shared.opts;
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut done: Vec<ProfileResult> = Vec::new();
+    let mut failure: Option<(usize, String)> = None;
+
+    for (k, d) in deps.iter().enumerate() {
+        let prep = rep.for_profile(node, &d.profile);
+        let elevation = match elevation_of(d) {
+            Ok(e) => e,
+            Err(e) => {
+                failure = Some((k, e.clone()));
+                prep.outcome(Outcome::Failed, e);
+                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome: Outcome::Failed, message: String::new(), activated: None, seq: 0 });
+                break;
+            }
+        };
+        let password = if d.settings.elevate && d.settings.interactive_sudo { shared.passwords.get(&d.settings.hostname).cloned() } else { None };
+        let master = &run.masters[master_for(d)];
+        let args = ActivateArgs {
+            id: agent::new_id(),
+            closure: d.closure.clone(),
+            profile: profile_ref(d),
+            temp_path: d.settings.temp_path.clone(),
+            confirm_timeout: d.settings.confirm_timeout,
+            activation_timeout: d.settings.activation_timeout,
+            magic_rollback: d.settings.magic_rollback && !opts.dry_activate && !opts.boot,
+            auto_rollback: d.settings.auto_rollback,
+            dry_activate: opts.dry_activate,
+            boot: opts.boot,
+            debug: opts.debug_logs,
+        };
+        prep.phase(Phase::Activate, State::Started, None);
+        // Keep earlier profiles of this node waiting while this one activates: their
+        // confirmation comes with this one's, over one fresh connection.
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            if !pending.is_empty() {
+                s.spawn(|| heartbeat(&runner, &rep, &run.masters, &endpoints, &pending, &agent_bin, &stop));
+            }
+            let r = agent_call(&runner, &prep, master, elevation.as_ref(), password.as_deref(), &agent_bin, &agent::activate_args(&args));
+            stop.store(true, Ordering::SeqCst);
+            r
+        });
+        let (code, statuses, err) = match result {
+            Ok(x) => x,
+            Err(e) => (None, Vec::new(), e),
+        };
+        let status = statuses.into_iter().rev().find(|s| s.id == args.id);
+        let act = Activated {
+            endpoint: master.endpoint.clone(),
+            elevation: elevation.clone(),
+            password: password.clone(),
+            profile: profile_ref(d),
+            temp_path: d.settings.temp_path.clone(),
+            generation: status.as_ref().and_then(|s| s.new_generation),
+            previous: status.as_ref().and_then(|s| s.previous_generation),
+            auto_rollback: d.settings.auto_rollback,
+        };
+        match (code, status.as_ref().map(|s| s.state.as_str())) {
+            (Some(0), Some("awaiting-confirmation")) => {
+                prep.phase(Phase::Activate, State::Succeeded, None);
+                pending.push(Pending { d, id: args.id.clone(), act });
+            }
+            (Some(0), Some(_)) => {
+                prep.phase(Phase::Activate, State::Succeeded, None);
+                let (outcome, msg) = if opts.dry_activate {
+                    (Outcome::DryActivated, "dry activation succeeded")
+                } else if opts.boot {
+                    (Outcome::Booted, "activated for the next boot")
+                } else {
+                    (Outcome::Deployed, "activated")
+                };
+                prep.outcome(outcome, msg);
+                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.into(), activated: if opts.dry_activate { None } else { Some(act) }, seq: shared.seq() });
+            }
+            (_, st) => {
+                prep.phase(Phase::Activate, State::Failed, None);
+                let detail = status.as_ref().and_then(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
+                    if err.trim().is_empty() { format!("the agent exited with {code:?}") } else { err.trim().to_string() }
+                });
+                let outcome = if st == Some("rolled-back") { Outcome::RolledBack } else { Outcome::Failed };
+                let msg = match outcome {
+                    Outcome::RolledBack => format!("activation failed and was rolled back on the target: {detail}"),
+                    _ => format!("activation failed: {detail}"),
+                };
+                prep.outcome(outcome, &msg);
+                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.clone(), activated: None, seq: 0 });
+                failure = Some((k, msg));
+                break;
+            }
+        }
+    }
+
+    if let Some((k, why)) = failure {
+        // Undo this node's earlier profiles: pending ones are aborted on the target; already
+        // activated ones (no magic rollback) are revoked, newest first.
+        abort_pending(&runner, &rep, node, &run.masters, &endpoints, &agent_bin, &pending, &mut done, &deps[k].profile);
+        if opts.rollback_succeeded && !opts.dry_activate {
+            let mut acts: Vec<usize> = (0..done.len()).filter(|&i| done[i].activated.is_some() && done[i].outcome != Outcome::RolledBack).collect();
+            acts.reverse();
+            for i in acts {
+                let a = done[i].activated.clone().unwrap();
+                if !a.auto_rollback {
+                    continue;
+                }
+                let m = &run.masters[run_master_index(&endpoints, &a.endpoint)];
+                let (outcome, msg) = revoke(&runner, &rep.for_profile(node, &done[i].profile), m, &agent_bin, &a, &format!("profile `{}` failed", deps[k].profile));
+                done[i].outcome = outcome;
+                done[i].message = msg;
+                done[i].activated = None;
+            }
+        }
+        let _ = why;
+        run.results = done;
+        fail_all(&mut run, 0, Outcome::Skipped, &format!("not started: an earlier profile of node `{node}` failed"));
+        return run;
+    }
+
+    if !pending.is_empty() {
+        confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, &agent_bin, pending, &mut done);
+    }
+    run.results = done;
+    run
+}
+
+fn run_master_index(endpoints: &[Endpoint], ep: &Endpoint) -> usize {
+    endpoints.iter().position(|e| e == ep).unwrap_or(0)
+}
+
+/// Group pending deploys by (endpoint, user, temp path): one agent call per group.
+fn groups<'a, 'b>(endpoints: &[Endpoint], pending: &'b [Pending<'a>]) -> BTreeMap<(usize, String, String), Vec<&'b Pending<'a>>> {
+    let mut g: BTreeMap<(usize, String, String), Vec<&Pending>> = BTreeMap::new();
+    for p in pending {
+        let user = p.act.elevation.as_ref().map(|e| e.user.clone()).unwrap_or_default();
+        g.entry((run_master_index(endpoints, &p.act.endpoint), user, p.act.temp_path.clone())).or_default().push(p);
+    }
+    g
+}
+
+fn heartbeat(runner: &Runner, rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], agent_bin: &str, stop: &AtomicBool) {
+    let every = pending.iter().map(|p| p.d.settings.confirm_timeout).min().unwrap_or(30).max(3) / 3;
+    let quiet = Runner::new(Reporter::silent());
+    let mut last = std::time::Instant::now() - Duration::from_secs(every);
+    while !stop.load(Ordering::SeqCst) {
+        if last.elapsed() >= Duration::from_secs(every) {
+            last = std::time::Instant::now();
+            for ((mi, _, temp), ps) in groups(endpoints, pending) {
+                let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+                let first = ps[0];
+                let _ = agent_call(&quiet, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), agent_bin, &agent::ids_args("extend", &temp, &ids, None));
+            }
+            let _ = runner;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], agent_bin: &str, pending: &[Pending], done: &mut Vec<ProfileResult>, failed_profile: &str) {
+    for ((mi, _, temp), ps) in groups(endpoints, pending) {
+        let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+        let first = ps[0];
+        let r = agent_call(runner, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), agent_bin, &agent::ids_args("abort", &temp, &ids, Some(300)));
+        let statuses = r.as_ref().map(|(_, s, _)| s.clone()).unwrap_or_default();
+        for p in ps {
+            let st = statuses.iter().find(|s| s.id == p.id);
+            let (outcome, msg) = match st.map(|s| s.state.as_str()) {
+                Some("rolled-back") => (Outcome::RolledBack, format!("rolled back because profile `{failed_profile}` failed")),
+                _ => (Outcome::RolledBack, format!("profile `{failed_profile}` failed; not confirmed, so the target rolls back by itself")),
+            };
+            rep.for_profile(node, &p.d.profile).outcome(outcome, &msg);
+            done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated: None, seq: 0 });
+        }
+    }
+}
+
+/// Undo a confirmed profile: switch back to the generation it replaced.
+pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, agent_bin: &str, a: &Activated, why: &str) -> (Outcome, String) {
+    let Some(generation) = a.generation else {
+        return (Outcome::Failed, format!("{why}; cannot roll back: the agent did not report the new generation"));
+    };
+    prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
+    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), agent_bin, &agent::revoke_args(&a.profile, &a.temp_path, generation, a.previous));
+    match r {
+        Ok((Some(0), _, _)) => {
+            prep.phase(Phase::Revoke, State::Succeeded, None);
+            let msg = format!("rolled back because {why}");
+            prep.outcome(Outcome::RolledBack, &msg);
+            (Outcome::RolledBack, msg)
+        }
+        Ok((_, st, err)) => {
+            prep.phase(Phase::Revoke, State::Failed, None);
+            let detail = st.last().and_then(|s| s.message.clone()).unwrap_or(err);
+            let msg = format!("{why}; rolling this profile back failed: {}", detail.trim());
+            prep.outcome(Outcome::Failed, &msg);
+            (Outcome::Failed, msg)
+        }
+        Err(e) => {
+            let msg = format!("{why}; rolling this profile back failed: {e}");
+            prep.outcome(Outcome::Failed, &msg);
+            (Outcome::Failed, msg)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters: &mut [Master], endpoints: &[Endpoint], agent_bin: &str, pending: Vec<Pending>, done: &mut Vec<ProfileResult>) {
+    for (mi, ep) in endpoints.iter().enumerate() {
+        let mine: Vec<&Pending> = pending.iter().filter(|p| &p.act.endpoint == ep).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut cmds = Vec::new();
+        let mut password_lines = 0;
+        let mut password = None;
+        let owned: Vec<Pending> = Vec::new();
+        let _ = owned;
+        let subset: Vec<Pending> = mine.iter().map(|p| Pending { d: p.d, id: p.id.clone(), act: p.act.clone() }).collect();
+        for ((_, _, temp), ps) in groups(endpoints, &subset) {
+            let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+            let e = ps[0].act.elevation.as_ref();
+            if e.is_some_and(|e| e.password_on_stdin) {
+                password_lines += 1;
+                password = ps[0].act.password.clone();
+            }
+            cmds.push(ssh::agent_command(e, agent_bin, &agent::ids_args("confirm", &temp, &ids, Some(15))));
+        }
+        for p in &mine {
+            rep.for_profile(node, &p.d.profile).phase(Phase::Confirm, State::Started, Some("confirming over a fresh SSH connection".into()));
+        }
+        let argv = ssh::fresh_many(ep, &cmds);
+        let statuses = std::sync::Mutex::new(Vec::new());
+        let stdin = if password_lines > 0 { stdin_for(password.as_deref(), password_lines) } else { None };
+        let r = runner.stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
+            Some(s) => statuses.lock().unwrap().push(s),
+            None => rep.log(line),
+        });
+        let statuses = statuses.into_inner().unwrap();
+        let (ok, err) = match &r {
+            Ok((st, err)) => (st.success(), err.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        let mut unconfirmed = Vec::new();
+        for p in &mine {
+            let prep = rep.for_profile(node, &p.d.profile);
+            let st = statuses.iter().find(|s| s.id == p.id);
+            if ok && st.is_some_and(|s| s.state == "confirmed") {
+                prep.phase(Phase::Confirm, State::Succeeded, None);
+                prep.outcome(Outcome::Deployed, "activated and confirmed");
+                done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome: Outcome::Deployed, message: "activated and confirmed".into(), activated: Some(p.act.clone()), seq: shared.seq() });
+            } else {
+                prep.phase(Phase::Confirm, State::Failed, None);
+                unconfirmed.push((*p, st.cloned()));
+            }
+        }
+        if unconfirmed.is_empty() {
+            continue;
+        }
+        // The fresh connection failed (the activation broke SSH, networking or sudo) or the
+        // target had already rolled back. The target rolls back by itself; learn the outcome
+        // over the master if it still stands.
+        let reason = if err.trim().is_empty() { "no confirmation".to_string() } else { err.trim().lines().last().unwrap_or("").to_string() };
+        let max_wait = unconfirmed.iter().map(|(p, _)| p.d.settings.confirm_timeout).max().unwrap_or(30) + 20;
+        let deadline = std::time::Instant::now() + Duration::from_secs(max_wait);
+        for (p, st) in unconfirmed {
+            let prep = rep.for_profile(node, &p.d.profile);
+            prep.warn(format!("confirmation over a fresh SSH connection to {} failed ({reason}); the target rolls back by itself within {} s", ep.host, p.d.settings.confirm_timeout));
+            let mut final_state = st.map(|s| s.state);
+            while !matches!(final_state.as_deref(), Some("rolled-back") | Some("failed") | Some("confirmed")) && std::time::Instant::now() < deadline && masters[mi].alive() {
+                let quiet = Runner::new(Reporter::silent());
+                if let Ok((_, s, _)) = agent_call(&quiet, &prep, &masters[mi], p.act.elevation.as_ref(), p.act.password.as_deref(), agent_bin, &agent::ids_args("status", &p.act.temp_path, std::slice::from_ref(&p.id), None)) {
+                    if let Some(s) = s.into_iter().find(|s| s.id == p.id) {
+                        final_state = Some(s.state);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let (outcome, msg) = match final_state.as_deref() {
+                Some("rolled-back") => (Outcome::RolledBack, format!("not confirmed ({reason}); the target has rolled back")),
+                Some("confirmed") => (Outcome::Deployed, "confirmed".to_string()),
+                _ => (Outcome::RolledBack, format!("not confirmed ({reason}); the target will roll back by itself")),
+            };
+            prep.outcome(outcome, &msg);
+            let activated = if outcome == Outcome::Deployed { Some(p.act.clone()) } else { None };
+            done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated, seq: shared.seq() });
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! `rollout plan` / `--dry-run`: evaluate and validate, print the plan as JSON, touch nothing.
+
+use super::{prepare, EXIT_USER};
+use crate::cli::DeployArgs;
+use crate::render;
+
+pub fn run(args: DeployArgs) -> u8 {
+    let reporter = render::reporter(&args, false);
+    match prepare(&args, &reporter) {
+        Ok(p) => {
+            println!("{}", serde_json::to_string_pretty(&p.plan.to_json()).unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            render::error(&e);
+            EXIT_USER
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Sudo passwords for `interactiveSudo`: asked once per host (not per profile), or taken from an
+//! environment variable or a command. Passwords only ever travel on the remote command's stdin.
+
+use rollout_core::plan::Plan;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+
+fn env_key(node: &str) -> String {
+    node.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+fn from_command(cmd: &str, node: &str, host: &str) -> Result<String, String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .env("ROLLOUT_NODE", node)
+        .env("ROLLOUT_HOST", host)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("--sudo-password-command could not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("--sudo-password-command failed for node `{node}` ({})", out.status));
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    Ok(s.lines().next().unwrap_or("").to_string())
+}
+
+/// Read a line from the terminal with echo off.
+fn prompt(host: &str) -> Result<String, String> {
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(|_| {
+        format!("interactiveSudo needs the sudo password for {host}, but there is no terminal; set ROLLOUT_SUDO_PASSWORD_<NODE> or ROLLOUT_SUDO_PASSWORD, or pass --sudo-password-command")
+    })?;
+    use std::os::unix::io::AsRawFd;
+    let fd = tty.as_raw_fd();
+    // SAFETY: plain termios calls on a file descriptor we own for the duration of this function.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
+    let saved = term;
+    if have {
+        term.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    }
+    let mut w = &tty;
+    let _ = write!(w, "(sudo for {host}) Password: ");
+    let _ = w.flush();
+    let mut line = String::new();
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    if have {
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    let _ = writeln!(w);
+    r.map_err(|e| format!("reading the sudo password failed: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// One password per hostname that has an elevated profile with interactiveSudo.
+pub fn collect(plan: &Plan, command: Option<&str>) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for d in &plan.deployments {
+        if !(d.settings.elevate && d.settings.interactive_sudo) || out.contains_key(&d.settings.hostname) {
+            continue;
+        }
+        let key = env_key(&d.node);
+        let pw = if let Ok(p) = std::env::var(format!("ROLLOUT_SUDO_PASSWORD_{key}")) {
+            p
+        } else if let Ok(p) = std::env::var(format!("DEPLOY_RS_SUDO_PASSWORD_{key}")) {
+            p
+        } else if let Ok(p) = std::env::var("ROLLOUT_SUDO_PASSWORD") {
+            p
+        } else if let Some(cmd) = command {
+            from_command(cmd, &d.node, &d.settings.hostname)?
+        } else {
+            prompt(&d.settings.hostname)?
+        };
+        out.insert(d.settings.hostname.clone(), pw);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys_follow_deploy_rs_convention() {
+        assert_eq!(env_key("web-1.example"), "WEB_1_EXAMPLE");
+    }
+}
