@@ -291,6 +291,11 @@ impl Cx {
     fn as_set<'a>(&mut self, v: &'a Value, path: &str, expected: &str) -> Option<&'a Map<String, Value>> {
         match v {
             Value::Object(m) if m.get("$type").and_then(Value::as_str) == Some("set") => Some(m),
+            // A plain object here means the input did not come from the evaluation lambda.
+            Value::Object(m) if !m.contains_key("$type") => {
+                self.push(path, "evaluation output has an unexpected shape (internal error: not produced by the rollout evaluation expression)".into());
+                None
+            }
             other => {
                 self.type_err(path, expected, other);
                 None
@@ -347,7 +352,9 @@ impl Cx {
                 self.push(&child(path, "hostname"), "missing; every node needs a `hostname` (string)".into());
                 None
             }
-            Some(h) => self.nonempty_string(h, &child(path, "hostname")),
+            Some(h) => self.nonempty_string(h, &child(path, "hostname")).and_then(|h| {
+                self.check_word(&h, &child(path, "hostname"), "a host name or address").then_some(h)
+            }),
         };
         let tags = match get("tags") {
             None => Vec::new(),
@@ -437,8 +444,11 @@ impl Cx {
         for (key, v) in attrs {
             let kp = child(path, key);
             match key.as_str() {
-                "sshUser" => s.ssh_user = self.nonempty_string(v, &kp),
-                "user" => s.user = self.nonempty_string(v, &kp),
+                "sshUser" => {
+                    s.ssh_user =
+                        self.nonempty_string(v, &kp).filter(|u| self.check_word(u, &kp, "a user name") && self.check_no_at(u, &kp))
+                }
+                "user" => s.user = self.nonempty_string(v, &kp).filter(|u| self.check_word(u, &kp, "a user name")),
                 "sudo" => s.sudo = self.nonempty_string(v, &kp),
                 "tempPath" => {
                     s.temp_path = self.nonempty_string(v, &kp).and_then(|t| {
@@ -466,6 +476,28 @@ impl Cx {
             }
         }
         s
+    }
+
+    /// Host and user names end up as single command-line words (`ssh user@host`, `sudo -u user`):
+    /// reject whitespace and a leading `-`, which could only be a mistake or an option injection.
+    fn check_word(&mut self, s: &str, path: &str, what: &str) -> bool {
+        let problem = if s.chars().any(char::is_whitespace) {
+            "contains whitespace"
+        } else if s.starts_with('-') {
+            "starts with `-`"
+        } else {
+            return true;
+        };
+        self.push(path, format!("expected {what}, found `{s}`, which {problem}"));
+        false
+    }
+
+    fn check_no_at(&mut self, s: &str, path: &str) -> bool {
+        if s.contains('@') {
+            self.push(path, format!("expected a user name without `@`, found `{s}` (the host goes in `hostname`)"));
+            return false;
+        }
+        true
     }
 
     fn nonempty_string(&mut self, v: &Value, path: &str) -> Option<String> {
@@ -555,7 +587,7 @@ pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a s
         .min_by_key(|(d, _)| *d);
     match best {
         // Allow roughly one edit per three characters, at least two.
-        Some((d, c)) if d <= (word.chars().count() / 3).max(2) => format!("; did you mean `{c}`?"),
+        Some((d, c)) if d <= (word.chars().count() / 3).max(1) => format!("; did you mean `{c}`?"),
         _ => String::new(),
     }
 }
@@ -839,5 +871,35 @@ mod tests {
         assert_eq!(suggest("magicRolback", GENERIC_KEYS.iter().copied()), "; did you mean `magicRollback`?");
         assert_eq!(suggest("xyz", GENERIC_KEYS.iter().copied()), "");
         assert_eq!(suggest("SSHUSER", GENERIC_KEYS.iter().copied()), "; did you mean `sshUser`?");
+        assert_eq!(suggest("x", ["db"]), "");
+        assert_eq!(suggest("dc", ["db"]), "; did you mean `db`?");
+    }
+
+    #[test]
+    fn host_and_user_names_are_single_words() {
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostname"] = json!("-oProxyCommand=x");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.hostname: expected a host name or address, found `-oProxyCommand=x`, which starts with `-`"
+        );
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostname"] = json!("web example");
+        assert!(one_issue(raw).ends_with("which contains whitespace"));
+        let mut raw = minimal();
+        raw["sshUser"] = json!("root@web");
+        assert!(one_issue(raw).starts_with("deploy.sshUser: expected a user name without `@`"));
+        let mut raw = minimal();
+        raw["user"] = json!("-x");
+        assert!(one_issue(raw).starts_with("deploy.user: expected a user name, found `-x`"));
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostname"] = json!("fe80::1%eth0");
+        assert!(parse(raw).is_ok());
+    }
+
+    #[test]
+    fn raw_json_given_to_parse_deploy_is_an_internal_error() {
+        let e = parse_deploy(&minimal(), "").unwrap_err().to_string();
+        assert!(e.starts_with("deploy: evaluation output has an unexpected shape"), "{e}");
     }
 }
