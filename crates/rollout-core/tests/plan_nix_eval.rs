@@ -182,3 +182,42 @@ fn non_flake_expression_imports_functions_and_odd_paths() {
     let out = Command::new("nix-instantiate").args(["--eval", "--json", "-E", &nix_string(s)]).output().unwrap();
     assert_eq!(serde_json::from_slice::<String>(&out.stdout).unwrap(), s);
 }
+
+#[test]
+fn real_flake_with_apply_lambda() {
+    if !have_nix() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flake.nix"),
+        format!("{{ outputs = {{ self }}: {{ deploy = {FLEET}; }}; }}"),
+    )
+    .unwrap();
+    let flake = format!("path:{}", dir.path().display());
+    let targets = [
+        parse_target(&format!("{flake}#web.home")).unwrap(),
+        parse_target(&format!("{flake}#\"x\\\"y\\${{builtins.throw \\\"injected\\\"}}\"")).unwrap(),
+    ];
+    let lambda = apply_lambda(&Selection::from_targets(&targets));
+    let out = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json"])
+        .arg(format!("{flake}#deploy"))
+        .args(["--apply", &lambda])
+        .output()
+        .expect("run nix");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cfg = parse_deploy(&v, &flake).unwrap();
+    let pairs: Vec<_> = targets.iter().map(|t| (t.clone(), &cfg)).collect();
+    let plan = build_plan(&pairs, &Overrides::default(), "me").unwrap();
+    let got: Vec<(String, String, String)> =
+        plan.deployments.iter().map(|d| (d.node.clone(), d.profile.clone(), d.closure.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("web".into(), "home".into(), "/nix/store/bbbb-web-home".into()),
+            ("x\"y${builtins.throw \"injected\"}".into(), "p".into(), "/nix/store/cccc-q".into()),
+        ]
+    );
+}
