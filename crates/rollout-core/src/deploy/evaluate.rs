@@ -7,7 +7,7 @@ use crate::events::{Phase, Reporter, State};
 use crate::exec::{ExecError, Runner};
 use crate::nix::{self, NixContext};
 use crate::target::Target;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,26 +52,6 @@ pub fn detect(runner: &Runner, force_file: bool, extra_args: Vec<String>) -> Res
         runner.reporter.warn("this Nix has no flake support; reading `deploy` from default.nix (flake-compat) instead");
         Ok((Mode::File, ctx))
     }
-}
-
-/// The union of what the targets of one flake select.
-pub fn selection(targets: &[&Target]) -> Selection {
-    let mut nodes: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
-    for t in targets {
-        match (&t.node, &t.profile) {
-            (None, _) => return Selection::All,
-            (Some(n), None) => {
-                nodes.insert(n.clone(), None);
-            }
-            (Some(n), Some(p)) => {
-                let e = nodes.entry(n.clone()).or_insert_with(|| Some(BTreeSet::new()));
-                if let Some(set) = e {
-                    set.insert(p.clone());
-                }
-            }
-        }
-    }
-    Selection::Nodes(nodes)
 }
 
 fn check_local_source(flake: &str, mode: Mode) -> Result<(), EvalError> {
@@ -124,7 +104,7 @@ pub fn evaluate(
             rep.phase(Phase::Check, State::Succeeded, None);
         }
         let mine: Vec<&Target> = targets.iter().filter(|t| &t.flake == flake).collect();
-        let lambda = evalexpr::apply_lambda(&selection(&mine));
+        let lambda = evalexpr::apply_lambda(&Selection::from_targets(mine));
         let argv = match mode {
             Mode::Flake => ctx.eval_flake(flake, &lambda),
             Mode::File => ctx.eval_file(&evalexpr::non_flake_expr(flake, &lambda)),
@@ -145,39 +125,4 @@ pub fn evaluate(
         configs.insert(flake.clone(), Arc::new(cfg));
     }
     Ok(targets.iter().map(|t| (t.clone(), configs[&t.flake].clone())).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(node: Option<&str>, profile: Option<&str>) -> Target {
-        Target { flake: ".".into(), node: node.map(Into::into), profile: profile.map(Into::into) }
-    }
-
-    #[test]
-    fn selection_is_the_union_of_targets() {
-        let a = t(Some("a"), Some("x"));
-        let b = t(Some("a"), Some("y"));
-        let c = t(Some("b"), None);
-        match selection(&[&a, &b, &c]) {
-            Selection::Nodes(m) => {
-                assert_eq!(m["a"].as_ref().unwrap().len(), 2);
-                assert!(m["b"].is_none());
-            }
-            Selection::All => panic!("expected nodes"),
-        }
-        let all = t(None, None);
-        assert!(matches!(selection(&[&a, &all]), Selection::All));
-    }
-
-    #[test]
-    fn a_whole_node_wins_over_its_single_profiles() {
-        let a = t(Some("a"), Some("x"));
-        let b = t(Some("a"), None);
-        match selection(&[&b, &a]) {
-            Selection::Nodes(m) => assert!(m["a"].is_none()),
-            Selection::All => panic!(),
-        }
-    }
 }
