@@ -20,7 +20,7 @@ usage:
   rollout-agent abort --id ID [--id …] [--temp-path T] [--wait 300]
   rollout-agent status --id ID [--temp-path T]
   rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
-      --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
+      --closure /nix/store/… --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
 See docs/agent-protocol.md for the protocol.";
 
 /// Which profile to act on, as the deployer named it.
@@ -49,6 +49,9 @@ pub struct ActivateArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokeArgs {
     pub profile: ProfileSpec,
+    /// The closure the revoked deploy installed: generation numbers get reused after a rollback
+    /// deletes one, so the number alone does not identify the deploy.
+    pub closure: PathBuf,
     pub generation: u64,
     pub previous: Option<u64>,
     pub temp_path: PathBuf,
@@ -271,7 +274,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             let o = Opts::parse(
                 "revoke",
                 rest,
-                &["profile-path", "profile-user", "profile-name", "generation", "previous",
+                &["profile-path", "profile-user", "profile-name", "closure", "generation", "previous",
                   "temp-path", "activation-timeout"],
                 &["debug"],
             )?;
@@ -281,6 +284,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
                 None => None,
             };
             Ok(Command::Revoke(RevokeArgs {
+                closure: absolute_path("revoke", "closure", o.required("closure")?)?,
                 profile: o.profile()?,
                 generation,
                 previous,
@@ -371,7 +375,8 @@ mod tests {
         assert!(e("activate --id abcdefgh --closure").contains("needs a value"));
         assert!(e("activate stray").contains("stray"));
         assert!(e("frobnicate").contains("frobnicate"));
-        assert!(e("revoke --profile-path /p").contains("--generation"));
+        assert!(e("revoke --profile-path /p --closure /c").contains("--generation"));
+        assert!(e("revoke --profile-path /p --generation 2").contains("--closure"));
         assert!(e("status --id abcdefgh --id abcdefgi").contains("exactly one"));
         assert!(e("activate --id abcdefgh --closure /x --profile-user u --profile-name ../x").contains("profile-name"));
         assert!(p("").is_err());
@@ -390,9 +395,9 @@ mod tests {
 
     #[test]
     fn revoke_parses() {
-        let Command::Revoke(r) = p("revoke --profile-path /p/x --generation 4 --previous 3").unwrap() else { panic!() };
+        let Command::Revoke(r) = p("revoke --profile-path /p/x --closure /nix/store/c --generation 4 --previous 3").unwrap() else { panic!() };
         assert_eq!((r.generation, r.previous), (4, Some(3)));
-        let Command::Revoke(r) = p("revoke --profile-path /p/x --generation 1").unwrap() else { panic!() };
+        let Command::Revoke(r) = p("revoke --profile-path /p/x --closure /nix/store/c --generation 1").unwrap() else { panic!() };
         assert_eq!(r.previous, None);
     }
 

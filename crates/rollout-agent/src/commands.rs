@@ -82,7 +82,7 @@ pub fn revoke(r: &RevokeArgs) -> i32 {
         profile: r.profile.clone(),
         profile_path,
         temp_path: r.temp_path.clone(),
-        closure: None,
+        closure: Some(r.closure.clone()),
         confirm_timeout: 0,
         activation_timeout: r.activation_timeout,
         magic_rollback: false,

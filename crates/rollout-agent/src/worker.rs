@@ -296,6 +296,17 @@ impl Worker {
                 profile.display()
             ));
         }
+        if let Some(closure) = self.req.closure.clone() {
+            let link = generation_link(&profile, generation);
+            let holds = std::fs::read_link(&link).map(|t| same_path(&t, &closure)).unwrap_or(false);
+            if !holds {
+                return self.fail(format!(
+                    "refusing to revoke: generation {generation} of {} is not {} any more; it was deployed again since",
+                    profile.display(),
+                    closure.display()
+                ));
+            }
+        }
         let nix = match NixEnv::find(self.req.debug) {
             Ok(n) => n,
             Err(e) => return self.fail(e),
@@ -319,4 +330,9 @@ impl Worker {
         }
         self.rollback(&nix, &before, Some(generation), true, format!("revoking generation {generation}"));
     }
+}
+
+/// Store paths compare textually; fall back to resolving both in case one goes through a symlink.
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
