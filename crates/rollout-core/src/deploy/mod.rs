@@ -209,7 +209,6 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
             }
         }
         todo.sort_by(|a, b| b.0.cmp(&a.0));
-        let agent_bin = agent::agent_bin(&shared.agent_path);
         for (_, ri, pi) in todo {
             let run = &mut runs[ri];
             let a = run.results[pi].activated.clone().unwrap();
@@ -217,7 +216,7 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
             let prep = shared.runner.reporter.for_profile(&node, &run.results[pi].profile);
             let runner = Runner::new(prep.clone());
             let Some(mi) = run.masters.iter().position(|m| m.endpoint == a.endpoint) else { continue };
-            let (outcome, msg) = node::revoke(&runner, &prep, &run.masters[mi], &agent_bin, &a, &why);
+            let (outcome, msg) = node::revoke(&runner, &prep, &run.masters[mi], &a, &why);
             run.results[pi].outcome = outcome;
             run.results[pi].message = msg;
             run.results[pi].activated = None;

@@ -26,6 +26,8 @@ pub struct Activated {
     pub generation: Option<u64>,
     pub previous: Option<u64>,
     pub auto_rollback: bool,
+    /// The agent that activated this profile; later calls (confirm, abort, revoke) use it too.
+    pub agent_bin: String,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,17 @@ fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
 
 fn endpoint_of(d: &Deployment) -> Endpoint {
     Endpoint { user: d.settings.ssh_user.clone(), host: d.settings.hostname.clone(), opts: d.settings.ssh_opts.clone() }
+}
+
+/// The agent for one profile: the closure's own `rollout-agent` when it carries one (rollout's
+/// Nix library puts it there, built for the target's system), else the run's shared agent.
+fn agent_for(shared: &Shared, d: &Deployment) -> String {
+    let inside = std::path::Path::new(&d.closure).join("rollout-agent");
+    if !d.settings.remote_build && inside.exists() {
+        inside.display().to_string()
+    } else {
+        agent::agent_bin(&shared.agent_path)
+    }
 }
 
 fn profile_ref(d: &Deployment) -> ProfileRef {
@@ -156,7 +169,9 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             }
         };
         let mut paths: Vec<String> = mine.iter().filter(|d| !d.settings.remote_build).map(|d| d.closure.clone()).collect();
-        paths.push(shared.agent_path.clone());
+        if mine.iter().any(|d| agent_for(shared, d) == agent::agent_bin(&shared.agent_path)) {
+            paths.push(shared.agent_path.clone());
+        }
         let substitute = !mine.iter().all(|d| d.settings.fast_connection);
         rep.phase(Phase::Copy, State::Started, Some(format!("copying {} path(s) to {}", paths.len(), ep.host)));
         let copy = nix::copy_to(&nix::store_uri("ssh", &ep.user, &ep.host), &paths, substitute, shared.opts.checksigs, &opts);
@@ -189,7 +204,6 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         }
     }
 
-    let agent_bin = agent::agent_bin(&shared.agent_path);
     let opts = &shared.opts;
     let mut pending: Vec<Pending> = Vec::new();
     let mut done: Vec<ProfileResult> = Vec::new();
@@ -208,6 +222,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         };
         let password = if d.settings.elevate && d.settings.interactive_sudo { shared.passwords.get(&d.settings.hostname).cloned() } else { None };
         let master = &run.masters[master_for(d)];
+        let agent_bin = agent_for(shared, d);
         let args = ActivateArgs {
             id: agent::new_id(),
             closure: d.closure.clone(),
@@ -227,7 +242,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             if !pending.is_empty() {
-                s.spawn(|| heartbeat(&runner, &rep, &run.masters, &endpoints, &pending, &agent_bin, &stop));
+                s.spawn(|| heartbeat(&rep, &run.masters, &endpoints, &pending, &stop));
             }
             let r = agent_call(&runner, &prep, master, elevation.as_ref(), password.as_deref(), &agent_bin, &agent::activate_args(&args));
             stop.store(true, Ordering::SeqCst);
@@ -247,6 +262,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             generation: status.as_ref().and_then(|s| s.new_generation),
             previous: status.as_ref().and_then(|s| s.previous_generation),
             auto_rollback: d.settings.auto_rollback,
+            agent_bin: agent_bin.clone(),
         };
         match (code, status.as_ref().map(|s| s.state.as_str())) {
             (Some(0), Some("awaiting-confirmation")) => {
@@ -286,7 +302,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     if let Some((k, why)) = failure {
         // Undo this node's earlier profiles: pending ones are aborted on the target; already
         // activated ones (no magic rollback) are revoked, newest first.
-        abort_pending(&runner, &rep, node, &run.masters, &endpoints, &agent_bin, &pending, &mut done, &deps[k].profile);
+        abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &deps[k].profile);
         if opts.rollback_succeeded && !opts.dry_activate {
             let mut acts: Vec<usize> = (0..done.len()).filter(|&i| done[i].activated.is_some() && done[i].outcome != Outcome::RolledBack).collect();
             acts.reverse();
@@ -296,7 +312,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                     continue;
                 }
                 let m = &run.masters[run_master_index(&endpoints, &a.endpoint)];
-                let (outcome, msg) = revoke(&runner, &rep.for_profile(node, &done[i].profile), m, &agent_bin, &a, &format!("profile `{}` failed", deps[k].profile));
+                let (outcome, msg) = revoke(&runner, &rep.for_profile(node, &done[i].profile), m, &a, &format!("profile `{}` failed", deps[k].profile));
                 done[i].outcome = outcome;
                 done[i].message = msg;
                 done[i].activated = None;
@@ -309,7 +325,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     }
 
     if !pending.is_empty() {
-        confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, &agent_bin, pending, &mut done);
+        confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, pending, &mut done);
     }
     run.results = done;
     run
@@ -319,40 +335,42 @@ fn run_master_index(endpoints: &[Endpoint], ep: &Endpoint) -> usize {
     endpoints.iter().position(|e| e == ep).unwrap_or(0)
 }
 
-/// Group pending deploys by (endpoint, user, temp path): one agent call per group.
-fn groups<'a, 'b>(endpoints: &[Endpoint], pending: &'b [Pending<'a>]) -> BTreeMap<(usize, String, String), Vec<&'b Pending<'a>>> {
-    let mut g: BTreeMap<(usize, String, String), Vec<&Pending>> = BTreeMap::new();
+type GroupKey = (usize, String, String, String);
+
+/// Group pending deploys by (endpoint, user, temp path, agent): one agent call per group.
+fn groups<'a, 'b>(endpoints: &[Endpoint], pending: &'b [Pending<'a>]) -> BTreeMap<GroupKey, Vec<&'b Pending<'a>>> {
+    let mut g: BTreeMap<GroupKey, Vec<&Pending>> = BTreeMap::new();
     for p in pending {
         let user = p.act.elevation.as_ref().map(|e| e.user.clone()).unwrap_or_default();
-        g.entry((run_master_index(endpoints, &p.act.endpoint), user, p.act.temp_path.clone())).or_default().push(p);
+        let key = (run_master_index(endpoints, &p.act.endpoint), user, p.act.temp_path.clone(), p.act.agent_bin.clone());
+        g.entry(key).or_default().push(p);
     }
     g
 }
 
-fn heartbeat(runner: &Runner, rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], agent_bin: &str, stop: &AtomicBool) {
+fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], stop: &AtomicBool) {
     let every = pending.iter().map(|p| p.d.settings.confirm_timeout).min().unwrap_or(30).max(3) / 3;
     let quiet = Runner::new(Reporter::silent());
     let mut last = std::time::Instant::now() - Duration::from_secs(every);
     while !stop.load(Ordering::SeqCst) {
         if last.elapsed() >= Duration::from_secs(every) {
             last = std::time::Instant::now();
-            for ((mi, _, temp), ps) in groups(endpoints, pending) {
+            for ((mi, _, temp, agent_bin), ps) in groups(endpoints, pending) {
                 let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
                 let first = ps[0];
-                let _ = agent_call(&quiet, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), agent_bin, &agent::ids_args("extend", &temp, &ids, None));
+                let _ = agent_call(&quiet, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), &agent_bin, &agent::ids_args("extend", &temp, &ids, None));
             }
-            let _ = runner;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], agent_bin: &str, pending: &[Pending], done: &mut Vec<ProfileResult>, failed_profile: &str) {
-    for ((mi, _, temp), ps) in groups(endpoints, pending) {
+fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], done: &mut Vec<ProfileResult>, failed_profile: &str) {
+    for ((mi, _, temp, agent_bin), ps) in groups(endpoints, pending) {
         let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
         let first = ps[0];
-        let r = agent_call(runner, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), agent_bin, &agent::ids_args("abort", &temp, &ids, Some(300)));
+        let r = agent_call(runner, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), &agent_bin, &agent::ids_args("abort", &temp, &ids, Some(300)));
         let statuses = r.as_ref().map(|(_, s, _)| s.clone()).unwrap_or_default();
         for p in ps {
             let st = statuses.iter().find(|s| s.id == p.id);
@@ -367,12 +385,12 @@ fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master]
 }
 
 /// Undo a confirmed profile: switch back to the generation it replaced.
-pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, agent_bin: &str, a: &Activated, why: &str) -> (Outcome, String) {
+pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, a: &Activated, why: &str) -> (Outcome, String) {
     let Some(generation) = a.generation else {
         return (Outcome::Failed, format!("{why}; cannot roll back: the agent did not report the new generation"));
     };
     prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
-    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), agent_bin, &agent::revoke_args(&a.profile, &a.temp_path, generation, a.previous));
+    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), &a.agent_bin, &agent::revoke_args(&a.profile, &a.temp_path, generation, a.previous));
     match r {
         Ok((Some(0), _, _)) => {
             prep.phase(Phase::Revoke, State::Succeeded, None);
@@ -396,7 +414,7 @@ pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, agent_bin: &str
 }
 
 #[allow(clippy::too_many_arguments)]
-fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters: &mut [Master], endpoints: &[Endpoint], agent_bin: &str, pending: Vec<Pending>, done: &mut Vec<ProfileResult>) {
+fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters: &mut [Master], endpoints: &[Endpoint], pending: Vec<Pending>, done: &mut Vec<ProfileResult>) {
     for (mi, ep) in endpoints.iter().enumerate() {
         let mine: Vec<&Pending> = pending.iter().filter(|p| &p.act.endpoint == ep).collect();
         if mine.is_empty() {
@@ -405,17 +423,15 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
         let mut cmds = Vec::new();
         let mut password_lines = 0;
         let mut password = None;
-        let owned: Vec<Pending> = Vec::new();
-        let _ = owned;
         let subset: Vec<Pending> = mine.iter().map(|p| Pending { d: p.d, id: p.id.clone(), act: p.act.clone() }).collect();
-        for ((_, _, temp), ps) in groups(endpoints, &subset) {
+        for ((_, _, temp, agent_bin), ps) in groups(endpoints, &subset) {
             let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
             let e = ps[0].act.elevation.as_ref();
             if e.is_some_and(|e| e.password_on_stdin) {
                 password_lines += 1;
                 password = ps[0].act.password.clone();
             }
-            cmds.push(ssh::agent_command(e, agent_bin, &agent::ids_args("confirm", &temp, &ids, Some(15))));
+            cmds.push(ssh::agent_command(e, &agent_bin, &agent::ids_args("confirm", &temp, &ids, Some(15))));
         }
         for p in &mine {
             rep.for_profile(node, &p.d.profile).phase(Phase::Confirm, State::Started, Some("confirming over a fresh SSH connection".into()));
@@ -460,7 +476,7 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
             let mut final_state = st.map(|s| s.state);
             while !matches!(final_state.as_deref(), Some("rolled-back") | Some("failed") | Some("confirmed")) && std::time::Instant::now() < deadline && masters[mi].alive() {
                 let quiet = Runner::new(Reporter::silent());
-                if let Ok((_, s, _)) = agent_call(&quiet, &prep, &masters[mi], p.act.elevation.as_ref(), p.act.password.as_deref(), agent_bin, &agent::ids_args("status", &p.act.temp_path, std::slice::from_ref(&p.id), None)) {
+                if let Ok((_, s, _)) = agent_call(&quiet, &prep, &masters[mi], p.act.elevation.as_ref(), p.act.password.as_deref(), &p.act.agent_bin, &agent::ids_args("status", &p.act.temp_path, std::slice::from_ref(&p.id), None)) {
                     if let Some(s) = s.into_iter().find(|s| s.id == p.id) {
                         final_state = Some(s.state);
                     }
