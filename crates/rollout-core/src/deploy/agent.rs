@@ -121,9 +121,11 @@ pub fn ids_args(cmd: &str, temp_path: &str, ids: &[String], wait: Option<u64>) -
     v
 }
 
-pub fn revoke_args(profile: &ProfileRef, temp_path: &str, generation: u64, previous: Option<u64>) -> Vec<String> {
+/// `closure` guards against generation numbers that Nix reused since (see the protocol doc).
+pub fn revoke_args(profile: &ProfileRef, closure: &str, temp_path: &str, generation: u64, previous: Option<u64>) -> Vec<String> {
     let mut v = vec!["revoke".to_string()];
     v.extend(profile.args());
+    v.extend(["--closure".to_string(), closure.to_string()]);
     v.extend(["--temp-path".to_string(), temp_path.to_string(), "--generation".into(), generation.to_string()]);
     if let Some(p) = previous {
         v.extend(["--previous".to_string(), p.to_string()]);
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn revoke_names_exact_generations() {
-        let v = revoke_args(&ProfileRef::Path("/p".into()), "/tmp", 5, Some(4));
-        assert_eq!(v.join(" "), "revoke --profile-path /p --temp-path /tmp --generation 5 --previous 4");
+        let v = revoke_args(&ProfileRef::Path("/p".into()), "/nix/store/c", "/tmp", 5, Some(4));
+        assert_eq!(v.join(" "), "revoke --profile-path /p --closure /nix/store/c --temp-path /tmp --generation 5 --previous 4");
     }
 }

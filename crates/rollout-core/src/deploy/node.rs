@@ -28,6 +28,7 @@ pub struct Activated {
     pub auto_rollback: bool,
     /// The agent that activated this profile; later calls (confirm, abort, revoke) use it too.
     pub agent_bin: String,
+    pub closure: String,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +264,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             previous: status.as_ref().and_then(|s| s.previous_generation),
             auto_rollback: d.settings.auto_rollback,
             agent_bin: agent_bin.clone(),
+            closure: d.closure.clone(),
         };
         match (code, status.as_ref().map(|s| s.state.as_str())) {
             (Some(0), Some("awaiting-confirmation")) => {
@@ -390,7 +392,7 @@ pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, a: &Activated, 
         return (Outcome::Failed, format!("{why}; cannot roll back: the agent did not report the new generation"));
     };
     prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
-    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), &a.agent_bin, &agent::revoke_args(&a.profile, &a.temp_path, generation, a.previous));
+    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), &a.agent_bin, &agent::revoke_args(&a.profile, &a.closure, &a.temp_path, generation, a.previous));
     match r {
         Ok((Some(0), _, _)) => {
             prep.phase(Phase::Revoke, State::Succeeded, None);
