@@ -17,3 +17,14 @@ mod setup;
 
 pub use error::{LabError, Result};
 pub use fleet::{Fleet, HostInfo, HostStatus, LabOptions};
+
+/// Whether process `pid` is alive (not a zombie) and still has start time `start` (as recorded by the fleet).
+pub fn process_alive(pid: u32, start: u64) -> bool {
+    procs::start_time(pid) == Some(start)
+}
+
+/// Whether this process runs as root (the fleet needs it; tests skip otherwise).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

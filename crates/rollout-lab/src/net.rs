@@ -145,6 +145,11 @@ pub(crate) fn set_link(holder: u32, root_name: &str, up: bool) -> Result<()> {
     if up && link_exists(root_name) {
         run(ip().args(["link", "set", "dev", root_name, "up"]))?;
     }
+    if up {
+        // forget neighbour entries that failed while the link was down ("No route to host")
+        let _ = crate::setup::output(ip().args(["neigh", "flush", "dev", root_name]));
+        let _ = crate::setup::output(in_netns(holder).args(["neigh", "flush", "dev", HOST_IFACE]));
+    }
     Ok(())
 }
 
