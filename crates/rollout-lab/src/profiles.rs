@@ -449,13 +449,15 @@ impl FlakeBuilder {
         let inst = self.profile_installable(node, profile);
         let out = crate::setup::run(
             Command::new("nix")
-                .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths"])
+                .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json"])
                 .arg(&inst),
         )?;
+        // nix 2.8 has no --print-out-paths: [{"drvPath": …, "outputs": {"out": "/nix/store/…"}}]
         let s = String::from_utf8_lossy(&out.stdout);
-        let path = s.lines().last().unwrap_or("").trim();
+        let v: Value = serde_json::from_str(&s).unwrap_or(Value::Null);
+        let path = v.get(0).and_then(|o| o.get("outputs")).and_then(|o| o.get("out")).and_then(Value::as_str).unwrap_or("");
         if !path.starts_with("/nix/store/") {
-            return Err(LabError::Parse { what: format!("nix build {inst}"), line: s.into_owned(), expected: "a /nix/store path".into() });
+            return Err(LabError::Parse { what: format!("nix build --json {inst}"), line: s.into_owned(), expected: "[{\"outputs\": {\"out\": \"/nix/store/…\"}}]".into() });
         }
         Ok(PathBuf::from(path))
     }
