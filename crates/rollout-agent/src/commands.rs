@@ -1,7 +1,7 @@
 //! The subcommands: each returns its exit code and prints `ROLLOUT-STATUS` lines where the protocol says.
 
 use crate::cli::{ActivateArgs, ProfileSpec, RevokeArgs};
-use crate::follow::{follow, out, spawn_worker};
+use crate::follow::{follow, out, spawn_worker, LogTail};
 use crate::profile::{resolve, ProfileEnv};
 use crate::request::{Kind, Request};
 use crate::statedir::{self, ABORT, CONFIRM};
@@ -128,6 +128,9 @@ fn mark_and_wait(
 ) -> Result<Vec<Option<State>>, String> {
     let dirs = deploy_dirs(temp_path, ids)?;
     let mut usable: Vec<Option<PathBuf>> = Vec::new();
+    // Log lines the worker writes from now on (e.g. the rollback's re-activation) are shown too.
+    let mut tails: Vec<Option<LogTail>> =
+        dirs.iter().map(|d| d.as_ref().map(|d| LogTail::from_end(&d.join(statedir::LOG)))).collect();
     for d in dirs {
         let Some(dir) = d else {
             usable.push(None);
@@ -152,7 +155,7 @@ fn mark_and_wait(
     }
     let end = Instant::now() + Duration::from_secs(wait);
     let mut states = Vec::new();
-    for dir in &usable {
+    for (dir, tail) in usable.iter().zip(tails.iter_mut()) {
         let Some(dir) = dir else {
             states.push(None);
             continue;
@@ -163,6 +166,9 @@ fn mark_and_wait(
             st = statedir::read_status(dir).ok();
         }
         if let Some(s) = &st {
+            if let Some(t) = tail {
+                t.pump(&dir.join(statedir::LOG), true);
+            }
             if s.state.is_terminal() {
                 // The worker may have finished between our check and our marker; clean up after it.
                 statedir::remove_markers(dir);

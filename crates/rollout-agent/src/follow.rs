@@ -4,6 +4,7 @@ use crate::statedir::{self, LOG};
 use crate::status::{State, Status};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,11 +20,14 @@ pub fn spawn_worker(dir: &Path) -> Result<Child, String> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
     let log2 = log.try_clone().map_err(|e| format!("cannot duplicate log handle: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("worker").arg("--dir").arg(dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+    // A daemon-like process must not keep the SSH user's cwd (maybe an unmountable home) busy.
+    cmd.current_dir("/");
     // SAFETY: only async-signal-safe calls (setsid, signal) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -46,13 +50,20 @@ pub fn out(data: &[u8]) {
 }
 
 /// Copies complete new lines of the log to stdout; `flush_partial` also emits an unterminated tail.
-struct LogTail {
+pub struct LogTail {
     file: Option<File>,
     pending: Vec<u8>,
 }
 
 impl LogTail {
-    fn pump(&mut self, path: &Path, flush_partial: bool) {
+    /// A tail that starts at the current end of `path` (only lines written from now on are shown).
+    pub fn from_end(path: &Path) -> LogTail {
+        use std::io::{Seek, SeekFrom};
+        let file = File::open(path).ok().and_then(|mut f| f.seek(SeekFrom::End(0)).ok().map(|_| f));
+        LogTail { file, pending: Vec::new() }
+    }
+
+    pub fn pump(&mut self, path: &Path, flush_partial: bool) {
         if self.file.is_none() {
             self.file = File::open(path).ok();
         }

@@ -133,6 +133,9 @@ impl Worker {
         let Some((_lock, before)) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
         let timeout = self.req.activation_timeout;
+        if statedir::exists(&self.dir, ABORT) {
+            return self.fail("deploy aborted before anything was changed");
+        }
         if std::fs::symlink_metadata(&closure).is_err() {
             return self.fail(format!("closure {} does not exist on this machine", closure.display()));
         }

@@ -539,3 +539,73 @@ fn multiple_ids_confirm_and_status_lines() {
     let states: Vec<_> = all_reported(&c).iter().map(|s| s["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(states, vec!["confirmed", "confirmed"]);
 }
+
+#[test]
+fn reused_generation_survives_rollback() {
+    let e = Env::new();
+    let a = e.closure("A", "");
+    let b = e.closure("B", "exit 1");
+    assert_eq!(code(&e.activate("reusegen1", &a, &[])), 0);
+    assert_eq!(code(&e.activate("reusegen2", &b, &[])), 1); // no auto-rollback: stays on gen 2
+    let st = Command::new("nix-env").arg("-p").arg(e.profile()).args(["--switch-generation", "1"]).status().unwrap();
+    assert!(st.success());
+    // nix-env reuses generation 2 (newest, same closure); rolling back must not delete it.
+    let out = e.activate("reusegen3", &b, &["--auto-rollback"]);
+    assert_eq!(code(&out), 3);
+    let st = reported(&out);
+    assert_eq!((st["previous_generation"].as_u64(), st["new_generation"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(e.current(), Some(a));
+    assert!(std::fs::symlink_metadata(e.gen_link(2)).is_ok(), "pre-existing generation 2 was deleted");
+}
+
+#[test]
+fn profile_user_and_name_resolution() {
+    // (NIX_STATE_DIR cannot be redirected here: it also moves Nix's own database. The root cases
+    // are covered by the unit tests of profile::resolve.)
+    let e = Env::new();
+    let a = e.closure("A", "");
+    let home = e.path("home");
+    let xdg = e.path("xdg");
+    let temp = e.temp();
+    let user = "rollout-test-nobody";
+    assert!(!Path::new("/nix/var/nix/profiles/per-user").join(user).exists());
+    let run = |id: &str, with_xdg: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["activate", "--id", id, "--closure", a.to_str().unwrap(), "--profile-user", user,
+                "--profile-name", "hm", "--temp-path", temp.to_str().unwrap()])
+            .env("HOME", &home)
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("NIX_STATE_DIR");
+        if with_xdg {
+            c.env("XDG_STATE_HOME", &xdg);
+        }
+        c.output().unwrap()
+    };
+    for (id, with_xdg, expect) in [
+        ("resolve01", false, home.join(".local/state/nix/profiles/hm")),
+        ("resolve02", true, xdg.join("nix/profiles/hm")),
+    ] {
+        let out = run(id, with_xdg);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(reported(&out)["profile_path"], expect.to_str().unwrap());
+        assert_eq!(std::fs::canonicalize(&expect).unwrap(), a, "parent directory created, profile set");
+    }
+}
+
+#[test]
+fn abort_output_includes_rollback_log() {
+    let e = Env::new();
+    let a = e.closure("A", "echo reactivating-A");
+    let b = e.closure("B", "");
+    assert_eq!(code(&e.activate("abortlog1", &a, &[])), 0);
+    assert_eq!(code(&e.activate("abortlog2", &b, &["--magic-rollback", "--confirm-timeout", "60"])), 0);
+    let out = e.cmd("abort", &["--id", "abortlog2", "--wait", "20"]);
+    assert_eq!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reactivating-A"), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("ROLLOUT-STATUS "));
+    // Aborting a deploy that is already over changes nothing and reports it.
+    let again = e.cmd("abort", &["--id", "abortlog1", "--wait", "0"]);
+    assert_eq!(code(&again), 1, "activated deploy cannot be aborted");
+    assert!(!e.deploy_dir("abortlog1").join("abort").exists());
+}
