@@ -367,22 +367,30 @@ fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending
     }
 }
 
+/// Roll back this node's profiles that still wait for confirmation, newest first, one at a
+/// time: the reverse of the order they were activated in.
 #[allow(clippy::too_many_arguments)]
 fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], done: &mut Vec<ProfileResult>, failed_profile: &str) {
-    for ((mi, _, temp, agent_bin), ps) in groups(endpoints, pending) {
-        let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
-        let first = ps[0];
-        let r = agent_call(runner, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), &agent_bin, &agent::ids_args("abort", &temp, &ids, Some(300)));
-        let statuses = r.as_ref().map(|(_, s, _)| s.clone()).unwrap_or_default();
-        for p in ps {
-            let st = statuses.iter().find(|s| s.id == p.id);
-            let (outcome, msg) = match st.map(|s| s.state.as_str()) {
-                Some("rolled-back") => (Outcome::RolledBack, format!("rolled back because profile `{failed_profile}` failed")),
-                _ => (Outcome::RolledBack, format!("profile `{failed_profile}` failed; not confirmed, so the target rolls back by itself")),
-            };
-            rep.for_profile(node, &p.d.profile).outcome(outcome, &msg);
-            done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated: None, seq: 0 });
-        }
+    for p in pending.iter().rev() {
+        let prep = rep.for_profile(node, &p.d.profile);
+        prep.phase(Phase::Revoke, State::Started, Some(format!("profile `{failed_profile}` failed")));
+        let master = &masters[run_master_index(endpoints, &p.act.endpoint)];
+        let args = agent::ids_args("abort", &p.act.temp_path, std::slice::from_ref(&p.id), Some(300));
+        let r = agent_call(runner, &prep, master, p.act.elevation.as_ref(), p.act.password.as_deref(), &p.act.agent_bin, &args);
+        let state = r.ok().and_then(|(_, st, _)| st.into_iter().find(|s| s.id == p.id)).map(|s| s.state);
+        let (outcome, msg) = match state.as_deref() {
+            Some("rolled-back") => {
+                prep.phase(Phase::Revoke, State::Succeeded, None);
+                (Outcome::RolledBack, format!("rolled back because profile `{failed_profile}` failed"))
+            }
+            Some("failed") => {
+                prep.phase(Phase::Revoke, State::Failed, None);
+                (Outcome::Failed, format!("profile `{failed_profile}` failed, and rolling this one back failed too; see the agent log on the target"))
+            }
+            _ => (Outcome::RolledBack, format!("profile `{failed_profile}` failed; not confirmed, so the target rolls back by itself")),
+        };
+        prep.outcome(outcome, &msg);
+        done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated: None, seq: 0 });
     }
 }
 

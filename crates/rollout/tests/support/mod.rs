@@ -1,0 +1,113 @@
+//! Shared set-up for fleet tests: a fleet, a flake that targets it, and the real `rollout` binary.
+#![allow(dead_code)]
+
+use rollout_lab::profiles::{fresh_salt, read_markers, FlakeBuilder, Marker, Profile};
+use rollout_lab::Fleet;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Env {
+    pub fleet: Fleet,
+    pub dir: tempfile::TempDir,
+    pub flake: FlakeBuilder,
+}
+
+impl Env {
+    /// `n` hosts and a flake whose top level points at them as ssh user `deploy`.
+    pub fn new(n: usize) -> Env {
+        let fleet = Fleet::temp(n).expect("start test fleet");
+        let dir = tempfile::Builder::new().prefix("rollout-test-flake-").tempdir().unwrap();
+        let mut flake = FlakeBuilder::new(dir.path());
+        flake.top_setting("sshUser", json!("deploy"));
+        flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
+        Env { fleet, dir, flake }
+    }
+
+    pub fn flake_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self) {
+        self.flake.write().expect("write flake");
+    }
+
+    /// `rollout <flake-relative target> args…` with the flake written first.
+    pub fn rollout(&self, target: &str, args: &[&str]) -> Output {
+        self.write();
+        let t = format!("{}{}", self.flake_dir().display(), target);
+        let mut all = vec![t.as_str(), "-s"];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    pub fn spawn(&self, target: &str, args: &[&str]) -> std::process::Child {
+        self.write();
+        let t = format!("{}{}", self.flake_dir().display(), target);
+        Command::new(bin())
+            .arg(&t)
+            .arg("-s")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `readlink PATH` inside a host (e.g. `system-3-link`), or "" when absent.
+    pub fn link(&self, host: &str, path: &str) -> String {
+        let o = self.fleet.exec(host, &["readlink", path]).unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// The store path a profile points at on a host, or "" when absent.
+    pub fn target_of(&self, host: &str, path: &str) -> String {
+        let o = self.fleet.exec(host, &["readlink", "-f", path]).unwrap();
+        if !o.status.success() {
+            return String::new();
+        }
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn exists(&self, host: &str, path: &str) -> bool {
+        self.fleet.exec(host, &["test", "-e", path]).unwrap().status.success()
+            || self.fleet.exec(host, &["test", "-L", path]).unwrap().status.success()
+    }
+
+    pub fn markers(&self, host: &str, name: &str) -> Vec<Marker> {
+        read_markers(&self.fleet, host, name).unwrap()
+    }
+
+    /// Build one profile locally and return its store path (to compare with what the host has).
+    pub fn build(&self, node: &str, profile: &str) -> String {
+        self.write();
+        self.flake.build(node, profile).unwrap().display().to_string()
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rollout"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(bin()).args(args).env("NO_COLOR", "1").stdin(Stdio::null()).output().unwrap();
+    eprintln!("--- rollout {}\nexit: {:?}\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn salt() -> String {
+    fresh_salt("t")
+}
+
+pub fn marker(name: &str) -> Profile {
+    Profile::marker(name).salt(salt())
+}
+
+pub const SYSTEM: &str = "/nix/var/nix/profiles/system";
+pub const HELLO_APP: &str = "/nix/var/nix/profiles/per-user/hello/app";
