@@ -61,7 +61,12 @@ pub struct LabOptions {
 impl LabOptions {
     /// Options with the given state dir, port 22, no netns.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        LabOptions { state_dir: state_dir.into(), netns: false, port: 22, keep_state: false }
+        LabOptions {
+            state_dir: state_dir.into(),
+            netns: false,
+            port: 22,
+            keep_state: false,
+        }
     }
 }
 
@@ -125,12 +130,22 @@ pub struct Fleet {
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fleet").field("dir", &self.dir).field("hosts", &self.meta.hosts).field("port", &self.meta.port).field("netns", &self.meta.netns).finish()
+        f.debug_struct("Fleet")
+            .field("dir", &self.dir)
+            .field("hosts", &self.meta.hosts)
+            .field("port", &self.meta.port)
+            .field("netns", &self.meta.netns)
+            .finish()
     }
 }
 
 fn check_state_path(p: &Path) -> Result<()> {
-    let bad = |why: &str| Err(LabError::BadStateDir { path: p.to_path_buf(), why: why.into() });
+    let bad = |why: &str| {
+        Err(LabError::BadStateDir {
+            path: p.to_path_buf(),
+            why: why.into(),
+        })
+    };
     let s = match p.to_str() {
         Some(s) => s,
         None => return bad("not valid UTF-8"),
@@ -141,15 +156,25 @@ fn check_state_path(p: &Path) -> Result<()> {
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("must not contain whitespace");
     }
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)) {
+    if p.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
         return bad("must not contain . or .. components");
     }
     let s = s.trim_end_matches('/');
-    let forbidden = ["", "/tmp", "/root", "/home", "/var", "/run", "/etc", "/usr", "/nix", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/opt", "/srv", "/work"];
+    let forbidden = [
+        "", "/tmp", "/root", "/home", "/var", "/run", "/etc", "/usr", "/nix", "/proc", "/sys",
+        "/dev", "/boot", "/bin", "/sbin", "/lib", "/opt", "/srv", "/work",
+    ];
     if forbidden.contains(&s) {
         return bad("refusing to use a system directory as state dir");
     }
-    for pre in ["/nix/", "/etc/", "/usr/", "/proc/", "/sys/", "/dev/", "/boot/", "/bin/", "/sbin/", "/lib/"] {
+    for pre in [
+        "/nix/", "/etc/", "/usr/", "/proc/", "/sys/", "/dev/", "/boot/", "/bin/", "/sbin/", "/lib/",
+    ] {
         if s.starts_with(pre) {
             return bad("refusing to use a path under a system directory");
         }
@@ -158,8 +183,15 @@ fn check_state_path(p: &Path) -> Result<()> {
 }
 
 fn host_index(name: &str, count: usize) -> Result<usize> {
-    let err = || LabError::NoSuchHost { host: name.to_string(), count };
-    let i: usize = name.strip_prefix("host").ok_or_else(err)?.parse().map_err(|_| err())?;
+    let err = || LabError::NoSuchHost {
+        host: name.to_string(),
+        count,
+    };
+    let i: usize = name
+        .strip_prefix("host")
+        .ok_or_else(err)?
+        .parse()
+        .map_err(|_| err())?;
     if i == 0 || i > count || name != format!("host{i}") {
         return Err(err());
     }
@@ -199,10 +231,14 @@ impl Fleet {
     /// Start `n` hosts as described by `opts`. Fails if a fleet is already up in the state dir.
     pub fn up(n: usize, opts: LabOptions) -> Result<Fleet> {
         if n == 0 || n > 1000 {
-            return Err(LabError::Invalid(format!("host count must be 1..=1000, got {n}")));
+            return Err(LabError::Invalid(format!(
+                "host count must be 1..=1000, got {n}"
+            )));
         }
         if opts.netns && n > 255 {
-            return Err(LabError::Invalid(format!("netns mode supports at most 255 hosts, got {n}")));
+            return Err(LabError::Invalid(format!(
+                "netns mode supports at most 255 hosts, got {n}"
+            )));
         }
         let dir = opts.state_dir.clone();
         check_state_path(&dir)?;
@@ -216,7 +252,10 @@ impl Fleet {
                 }
                 old.check_no_mounts()?;
             } else if fs::read_dir(&dir).map_err(io_err(&dir))?.next().is_some() {
-                return Err(LabError::BadStateDir { path: dir, why: "exists, is not empty and is not a rollout-lab state dir".into() });
+                return Err(LabError::BadStateDir {
+                    path: dir,
+                    why: "exists, is not empty and is not a rollout-lab state dir".into(),
+                });
             }
             fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -238,8 +277,16 @@ impl Fleet {
         };
         mkdir(&dir.join("hosts"), 0o755)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&dir))?;
-        let meta = Meta { version: 1, hosts: n, port, netns: opts.netns };
-        write(&dir.join(META), &serde_json::to_string_pretty(&meta).expect("meta serializes"))?;
+        let meta = Meta {
+            version: 1,
+            hosts: n,
+            port,
+            netns: opts.netns,
+        };
+        write(
+            &dir.join(META),
+            &serde_json::to_string_pretty(&meta).expect("meta serializes"),
+        )?;
         let mut fleet = Fleet {
             dir: dir.clone(),
             meta,
@@ -252,7 +299,11 @@ impl Fleet {
         };
         match fleet.start_all() {
             Ok(()) => {
-                eprintln!("rollout-lab: {n} hosts up in {:.2}s (state in {})", t0.elapsed().as_secs_f64(), dir.display());
+                eprintln!(
+                    "rollout-lab: {n} hosts up in {:.2}s (state in {})",
+                    t0.elapsed().as_secs_f64(),
+                    dir.display()
+                );
                 Ok(fleet)
             }
             Err(e) => {
@@ -273,9 +324,17 @@ impl Fleet {
 
     /// Like [`Fleet::temp`], optionally in netns mode (only one netns fleet can be up at a time).
     pub fn temp_with(n: usize, netns: bool) -> Result<Fleet> {
-        let td = tempfile::Builder::new().prefix("rollout-lab-").tempdir_in("/tmp").map_err(io_err("/tmp"))?;
+        let td = tempfile::Builder::new()
+            .prefix("rollout-lab-")
+            .tempdir_in("/tmp")
+            .map_err(io_err("/tmp"))?;
         let path = td.keep();
-        let opts = LabOptions { state_dir: path, netns, port: 0, keep_state: false };
+        let opts = LabOptions {
+            state_dir: path,
+            netns,
+            port: 0,
+            keep_state: false,
+        };
         Fleet::up(n, opts)
     }
 
@@ -286,8 +345,21 @@ impl Fleet {
         check_state_path(&dir)?;
         let mp = dir.join(META);
         let s = fs::read_to_string(&mp).map_err(|_| LabError::NotAFleet { path: dir.clone() })?;
-        let meta: Meta = serde_json::from_str(&s).map_err(|e| LabError::Parse { what: mp.display().to_string(), line: e.to_string(), expected: "rollout-lab metadata JSON".into() })?;
-        Ok(Fleet { dir, meta, owned: false, keep_state: false, stopped: false, reserved_port: None, password: None, children: Mutex::new(Vec::new()) })
+        let meta: Meta = serde_json::from_str(&s).map_err(|e| LabError::Parse {
+            what: mp.display().to_string(),
+            line: e.to_string(),
+            expected: "rollout-lab metadata JSON".into(),
+        })?;
+        Ok(Fleet {
+            dir,
+            meta,
+            owned: false,
+            keep_state: false,
+            stopped: false,
+            reserved_port: None,
+            password: None,
+            children: Mutex::new(Vec::new()),
+        })
     }
 
     /// Keep (or not) the state directory when the fleet is brought down.
@@ -344,9 +416,23 @@ impl Fleet {
     }
     /// Host `i` (1-based). Panics if out of range; see [`Fleet::host_by_name`] for a checked lookup.
     pub fn host(&self, i: usize) -> HostInfo {
-        assert!(i >= 1 && i <= self.meta.hosts, "host index {i} out of range 1..={}", self.meta.hosts);
-        let address = if self.meta.netns { net::netns_addrs(i).expect("checked at up").1 } else { net::loopback_addr(i) };
-        HostInfo { index: i, name: format!("host{i}"), address, port: self.meta.port, dir: self.host_dir(i) }
+        assert!(
+            i >= 1 && i <= self.meta.hosts,
+            "host index {i} out of range 1..={}",
+            self.meta.hosts
+        );
+        let address = if self.meta.netns {
+            net::netns_addrs(i).expect("checked at up").1
+        } else {
+            net::loopback_addr(i)
+        };
+        HostInfo {
+            index: i,
+            name: format!("host{i}"),
+            address,
+            port: self.meta.port,
+            dir: self.host_dir(i),
+        }
     }
     /// Host by name (`hostI`).
     pub fn host_by_name(&self, name: &str) -> Result<HostInfo> {
@@ -357,7 +443,9 @@ impl Fleet {
         if let Some(p) = &self.password {
             return p.clone();
         }
-        fs::read_to_string(self.dir.join("deploypw.password")).map(|s| s.trim().to_string()).unwrap_or_default()
+        fs::read_to_string(self.dir.join("deploypw.password"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     }
 
     fn host_dir(&self, i: usize) -> PathBuf {
@@ -370,22 +458,47 @@ impl Fleet {
         Recorded::read_alive(&self.pidfile(i, "holder"))
     }
     fn live_holder(&self, i: usize) -> Result<u32> {
-        self.holder(i).map(|r| r.pid).ok_or_else(|| LabError::Host { host: format!("host{i}"), what: "namespace holder is not running (fleet down?)".into() })
+        self.holder(i).map(|r| r.pid).ok_or_else(|| LabError::Host {
+            host: format!("host{i}"),
+            what: "namespace holder is not running (fleet down?)".into(),
+        })
     }
 
     // ----- start -----
 
     fn start_all(&mut self) -> Result<()> {
         self.password = Some(setup::ensure_users()?);
-        setup::write_private(&self.dir.join("deploypw.password"), &format!("{}\n", self.password.as_deref().unwrap_or("")))?;
+        setup::write_private(
+            &self.dir.join("deploypw.password"),
+            &format!("{}\n", self.password.as_deref().unwrap_or("")),
+        )?;
         let key = self.client_key();
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "rollout-lab-client", "-f"]).arg(&key))?;
+        run(Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "rollout-lab-client",
+                "-f",
+            ])
+            .arg(&key))?;
         let _ = fs::create_dir_all("/run/sshd");
         let n = self.meta.hosts;
         let this = &*self;
         let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..=n).map(|i| s.spawn(move || this.start_host(i))).collect();
-            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(LabError::Invalid("host start thread panicked".into())))).collect()
+            let hs: Vec<_> = (1..=n)
+                .map(|i| s.spawn(move || this.start_host(i)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(LabError::Invalid("host start thread panicked".into()))
+                    })
+                })
+                .collect()
         });
         results.into_iter().collect::<Result<Vec<()>>>()?;
         self.write_client_files()
@@ -399,12 +512,18 @@ impl Fleet {
         }
         mkdir(&h.join("tmp"), 0o1777)?;
         mkdir(&h.join("root"), 0o700)?;
-        let pubkey = fs::read_to_string(self.client_key().with_extension("pub")).map_err(io_err(self.client_key().with_extension("pub")))?;
+        let pubkey = fs::read_to_string(self.client_key().with_extension("pub"))
+            .map_err(io_err(self.client_key().with_extension("pub")))?;
         for u in LOGIN_USERS {
-            let home = if u == "root" { h.join("root") } else { h.join("home").join(u) };
+            let home = if u == "root" {
+                h.join("root")
+            } else {
+                h.join("home").join(u)
+            };
             mkdir(&home.join(".ssh"), 0o700)?;
             if u != "root" {
-                fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).map_err(io_err(&home))?;
+                fs::set_permissions(&home, fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(&home))?;
             }
             let ak = home.join(".ssh/authorized_keys");
             write(&ak, &pubkey)?;
@@ -427,10 +546,16 @@ impl Fleet {
             ),
         )?;
         let addr = self.host(i).address;
-        let hosts = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
-        write(&h.join("etc-hosts"), &format!("{}\n{addr} {name}\n", hosts.trim_end()))?;
+        let hosts =
+            fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
+        write(
+            &h.join("etc-hosts"),
+            &format!("{}\n{addr} {name}\n", hosts.trim_end()),
+        )?;
         let hk = h.join("ssh_host_ed25519_key");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &name, "-f"]).arg(&hk))?;
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", &name, "-f"])
+            .arg(&hk))?;
         write(
             &h.join("sshd_config"),
             &format!(
@@ -461,11 +586,18 @@ impl Fleet {
 
     fn start_host(&self, i: usize) -> Result<()> {
         let host = format!("host{i}");
-        let herr = |what: String| LabError::Host { host: host.clone(), what };
+        let herr = |what: String| LabError::Host {
+            host: host.clone(),
+            what,
+        };
         self.write_host_files(i)?;
         let h = self.host_dir(i);
         let log = h.join("log/holder.log");
-        let logf = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(io_err(&log))?;
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(&log))?;
         let mut cmd = Command::new("setsid");
         cmd.args(["unshare", "--mount", "--uts", "--propagation", "private"]);
         if self.meta.netns {
@@ -481,9 +613,12 @@ impl Fleet {
             .stdin(Stdio::null())
             .stdout(logf.try_clone().map_err(io_err(&log))?)
             .stderr(logf);
-        let mut child = cmd.spawn().map_err(|e| herr(format!("cannot start namespace holder: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| herr(format!("cannot start namespace holder: {e}")))?;
         let pid = child.id();
-        let rec = Recorded::of(pid).ok_or_else(|| herr(format!("holder exited at once: {}", log_tail(&log))))?;
+        let rec = Recorded::of(pid)
+            .ok_or_else(|| herr(format!("holder exited at once: {}", log_tail(&log))))?;
         rec.write(&self.pidfile(i, "holder"))?;
         let ready = self.pidfile(i, "holder.ready");
         let mut exited = None;
@@ -492,16 +627,28 @@ impl Fleet {
                 exited = Some(st);
                 return true;
             }
-            fs::read_to_string(&ready).map(|s| s.trim() == pid.to_string()).unwrap_or(false)
+            fs::read_to_string(&ready)
+                .map(|s| s.trim() == pid.to_string())
+                .unwrap_or(false)
         });
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
         if let Some(st) = exited {
-            return Err(herr(format!("namespace setup failed ({st}): {}", log_tail(&log))));
+            return Err(herr(format!(
+                "namespace setup failed ({st}): {}",
+                log_tail(&log)
+            )));
         }
         if !ok {
-            return Err(herr(format!("namespace setup timed out: {}", log_tail(&log))));
+            return Err(herr(format!(
+                "namespace setup timed out: {}",
+                log_tail(&log)
+            )));
         }
-        let key = procs::nix_mount_key(pid).ok_or_else(|| herr("no /nix mount in the holder's namespace".into()))?;
+        let key = procs::nix_mount_key(pid)
+            .ok_or_else(|| herr("no /nix mount in the holder's namespace".into()))?;
         if !key.ends_with(&format!("/hosts/host{i}/nix")) {
             return Err(herr(format!("unexpected /nix mount in holder: {key}")));
         }
@@ -514,7 +661,10 @@ impl Fleet {
         if self.meta.netns {
             let v = net::setup_veth(i, pid)?;
             write(&self.pidfile(i, "veth"), &format!("{v}\n"))?;
-            write(&h.join("nix/var/rollout-lab/netns-iface"), &format!("{}\n", net::HOST_IFACE))?;
+            write(
+                &h.join("nix/var/rollout-lab/netns-iface"),
+                &format!("{}\n", net::HOST_IFACE),
+            )?;
         }
         self.start_daemon(i)?;
         self.start_sshd(i)
@@ -525,21 +675,43 @@ impl Fleet {
         let holder = self.live_holder(i)?;
         let h = self.host_dir(i);
         let log = h.join("log").join(format!("{name}.log"));
-        let logf = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(io_err(&log))?;
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(&log))?;
         let mut cmd = Command::new("setsid");
-        cmd.arg("nsenter").arg(format!("--target={holder}")).args(["--mount", "--uts"]);
+        cmd.arg("nsenter")
+            .arg(format!("--target={holder}"))
+            .args(["--mount", "--uts"]);
         if self.meta.netns {
             cmd.arg("--net");
         }
-        cmd.args(["--", "env", "-i", &format!("PATH={SYSPATH}"), "HOME=/root", "LANG=C.UTF-8"])
-            .args(argv)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().map_err(io_err(&log))?)
-            .stderr(logf);
-        let child = cmd.spawn().map_err(|e| LabError::Host { host: format!("host{i}"), what: format!("cannot start {name}: {e}") })?;
+        cmd.args([
+            "--",
+            "env",
+            "-i",
+            &format!("PATH={SYSPATH}"),
+            "HOME=/root",
+            "LANG=C.UTF-8",
+        ])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().map_err(io_err(&log))?)
+        .stderr(logf);
+        let child = cmd.spawn().map_err(|e| LabError::Host {
+            host: format!("host{i}"),
+            what: format!("cannot start {name}: {e}"),
+        })?;
         let rec = Recorded::of(child.id());
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
-        let rec = rec.ok_or_else(|| LabError::Host { host: format!("host{i}"), what: format!("{name} exited at once: {}", log_tail(&log)) })?;
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        let rec = rec.ok_or_else(|| LabError::Host {
+            host: format!("host{i}"),
+            what: format!("{name} exited at once: {}", log_tail(&log)),
+        })?;
         rec.write(&self.pidfile(i, name))?;
         Ok(rec)
     }
@@ -550,7 +722,13 @@ impl Fleet {
         let _ = fs::remove_file(&sock);
         let rec = self.spawn_in_host(i, "nix-daemon", &["nix-daemon"])?;
         if !wait_until(Duration::from_secs(30), || sock.exists() || !rec.alive()) || !rec.alive() {
-            return Err(LabError::Host { host: format!("host{i}"), what: format!("nix-daemon did not start: {}", log_tail(&h.join("log/nix-daemon.log"))) });
+            return Err(LabError::Host {
+                host: format!("host{i}"),
+                what: format!(
+                    "nix-daemon did not start: {}",
+                    log_tail(&h.join("log/nix-daemon.log"))
+                ),
+            });
         }
         Ok(())
     }
@@ -559,14 +737,35 @@ impl Fleet {
         let h = self.host_dir(i);
         let cfg = h.join("sshd_config");
         let log = h.join("log/sshd.log");
-        let (cfg_s, log_s) = (cfg.to_string_lossy().into_owned(), log.to_string_lossy().into_owned());
-        let rec = self.spawn_in_host(i, "sshd", &["/usr/sbin/sshd", "-D", "-f", &cfg_s, "-E", &log_s])?;
+        let (cfg_s, log_s) = (
+            cfg.to_string_lossy().into_owned(),
+            log.to_string_lossy().into_owned(),
+        );
+        let rec = self.spawn_in_host(
+            i,
+            "sshd",
+            &["/usr/sbin/sshd", "-D", "-f", &cfg_s, "-E", &log_s],
+        )?;
         let info = self.host(i);
         let holder = self.live_holder(i)?;
-        if !wait_until(Duration::from_secs(30), || net::is_listening(Some(holder), info.address, info.port) || !rec.alive()) || !rec.alive() {
-            return Err(LabError::Host { host: info.name, what: format!("sshd not listening on {}:{}: {}", info.address, info.port, log_tail(&log)) });
+        if !wait_until(Duration::from_secs(30), || {
+            net::is_listening(Some(holder), info.address, info.port) || !rec.alive()
+        }) || !rec.alive()
+        {
+            return Err(LabError::Host {
+                host: info.name,
+                what: format!(
+                    "sshd not listening on {}:{}: {}",
+                    info.address,
+                    info.port,
+                    log_tail(&log)
+                ),
+            });
         }
-        write(&h.join("nix/var/rollout-lab/sshd.pid"), &format!("{}\n", rec.pid))
+        write(
+            &h.join("nix/var/rollout-lab/sshd.pid"),
+            &format!("{}\n", rec.pid),
+        )
     }
 
     fn write_client_files(&self) -> Result<()> {
@@ -611,17 +810,34 @@ impl Fleet {
         let i = host_index(host, self.meta.hosts)?;
         let holder = self.live_holder(i)?;
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--target={holder}")).args(["--mount", "--uts"]);
+        cmd.arg(format!("--target={holder}"))
+            .args(["--mount", "--uts"]);
         if self.meta.netns {
             cmd.arg("--net");
         }
-        cmd.args(["--", "env", "-i", &format!("PATH={SYSPATH}"), "HOME=/root", "LANG=C.UTF-8"]).args(argv);
+        cmd.args([
+            "--",
+            "env",
+            "-i",
+            &format!("PATH={SYSPATH}"),
+            "HOME=/root",
+            "LANG=C.UTF-8",
+        ])
+        .args(argv);
         match input {
             None => setup::output(&mut cmd),
             Some(inp) => {
                 use std::io::Write;
-                let err = |e: std::io::Error| LabError::Command { cmd: format!("exec on {host}: {}", argv.join(" ")), detail: e.to_string() };
-                let mut c = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(err)?;
+                let err = |e: std::io::Error| LabError::Command {
+                    cmd: format!("exec on {host}: {}", argv.join(" ")),
+                    detail: e.to_string(),
+                };
+                let mut c = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(err)?;
                 let _ = c.stdin.take().expect("piped").write_all(inp);
                 c.wait_with_output().map_err(err)
             }
@@ -634,7 +850,11 @@ impl Fleet {
         if !out.status.success() {
             return Err(LabError::Command {
                 cmd: format!("exec on {host}: {}", argv.join(" ")),
-                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -688,7 +908,10 @@ impl Fleet {
 
     fn netns_holder(&self, host: &str) -> Result<(usize, u32)> {
         if !self.meta.netns {
-            return Err(LabError::Netns(format!("{host}: the fleet in {} is not in netns mode (start it with --netns)", self.dir.display())));
+            return Err(LabError::Netns(format!(
+                "{host}: the fleet in {} is not in netns mode (start it with --netns)",
+                self.dir.display()
+            )));
         }
         let i = host_index(host, self.meta.hosts)?;
         Ok((i, self.live_holder(i)?))
@@ -708,20 +931,31 @@ impl Fleet {
 
     /// Number of successful SSH authentications ("Accepted publickey" lines) in the host's sshd log.
     pub fn sshd_auth_count(&self, host: &str) -> usize {
-        let Ok(i) = host_index(host, self.meta.hosts) else { return 0 };
+        let Ok(i) = host_index(host, self.meta.hosts) else {
+            return 0;
+        };
         fs::read_to_string(self.host_dir(i).join("log/sshd.log"))
-            .map(|s| s.lines().filter(|l| l.contains("Accepted publickey")).count())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| l.contains("Accepted publickey"))
+                    .count()
+            })
             .unwrap_or(0)
     }
 
     /// Sum of [`Fleet::sshd_auth_count`] over all hosts.
     pub fn total_auth_count(&self) -> usize {
-        self.host_names().iter().map(|h| self.sshd_auth_count(h)).sum()
+        self.host_names()
+            .iter()
+            .map(|h| self.sshd_auth_count(h))
+            .sum()
     }
 
     /// Path of the host's sshd log.
     pub fn sshd_log(&self, host: &str) -> Result<PathBuf> {
-        Ok(self.host_dir(host_index(host, self.meta.hosts)?).join("log/sshd.log"))
+        Ok(self
+            .host_dir(host_index(host, self.meta.hosts)?)
+            .join("log/sshd.log"))
     }
 
     /// Liveness of every host.
@@ -734,7 +968,11 @@ impl Fleet {
                     Some(p) => net::is_listening(Some(p), host.address, host.port),
                     None => !self.meta.netns && net::is_listening(None, host.address, host.port),
                 };
-                let link_up = if self.meta.netns { holder.and_then(net::link_is_up) } else { None };
+                let link_up = if self.meta.netns {
+                    holder.and_then(net::link_is_up)
+                } else {
+                    None
+                };
                 HostStatus {
                     holder,
                     nix_daemon: Recorded::read_alive(&self.pidfile(i, "nix-daemon")).map(|r| r.pid),
@@ -749,13 +987,21 @@ impl Fleet {
 
     /// Whether any recorded process of the fleet is still alive.
     pub fn any_alive(&self) -> bool {
-        (1..=self.meta.hosts).any(|i| ["holder", "sshd", "nix-daemon"].iter().any(|n| Recorded::read_alive(&self.pidfile(i, n)).is_some()))
+        (1..=self.meta.hosts).any(|i| {
+            ["holder", "sshd", "nix-daemon"]
+                .iter()
+                .any(|n| Recorded::read_alive(&self.pidfile(i, n)).is_some())
+        })
     }
 
     /// Every recorded process (holder, nix-daemon, sshd of each host) as (pid, start time), alive or not.
     pub fn recorded_processes(&self) -> Vec<(u32, u64)> {
         (1..=self.meta.hosts)
-            .flat_map(|i| ["holder", "sshd", "nix-daemon"].into_iter().filter_map(move |n| Recorded::read(&self.pidfile(i, n))))
+            .flat_map(|i| {
+                ["holder", "sshd", "nix-daemon"]
+                    .into_iter()
+                    .filter_map(move |n| Recorded::read(&self.pidfile(i, n)))
+            })
             .map(|r| (r.pid, r.start))
             .collect()
     }
@@ -763,9 +1009,7 @@ impl Fleet {
     /// Processes currently belonging to the host (by namespace, /nix mount or descent).
     pub fn host_processes(&self, host: &str) -> Result<Vec<u32>> {
         let i = host_index(host, self.meta.hosts)?;
-        let t = procs::table();
-        let (ns, roots, key) = self.member_seeds(i);
-        Ok(procs::host_members(&t, &ns, &roots, key.as_deref()).into_iter().collect())
+        Ok(self.scan_members(i).into_iter().collect())
     }
 
     // ----- stop -----
@@ -774,36 +1018,59 @@ impl Fleet {
         let s = fs::read_to_string(self.pidfile(i, "nix.mount")).ok()?;
         let k = s.trim().to_string();
         let (dev, root) = k.split_once(' ')?;
-        let dev_ok = dev.split_once(':').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && (a.to_owned() + b).bytes().all(|c| c.is_ascii_digit()));
-        (dev_ok && root.ends_with(&format!("/hosts/host{i}/nix")) && !root.contains(char::is_whitespace)).then_some(k)
+        let dev_ok = dev.split_once(':').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && (a.to_owned() + b).bytes().all(|c| c.is_ascii_digit())
+        });
+        (dev_ok
+            && root.ends_with(&format!("/hosts/host{i}/nix"))
+            && !root.contains(char::is_whitespace))
+        .then_some(k)
     }
 
-    fn member_seeds(&self, i: usize) -> (HashSet<String>, Vec<Recorded>, Option<String>) {
+    /// Processes of host i now. Namespace ids are taken only from recorded processes that are alive
+    /// for the whole scan (a namespace id can be reused once its last process is gone), and the scan is
+    /// repeated if one of them died meanwhile.
+    fn scan_members(&self, i: usize) -> BTreeSet<u32> {
         let me = std::process::id();
-        let mine: HashSet<String> = ["mnt", "net", "uts"].iter().filter_map(|k| procs::ns_id(me, k)).collect();
-        let mut ns = HashSet::new();
-        let mut roots = Vec::new();
-        for name in ["holder", "nix-daemon", "sshd"] {
-            if let Some(r) = Recorded::read_alive(&self.pidfile(i, name)) {
-                roots.push(r);
-                for k in ["mnt", "net"] {
-                    if let Some(id) = procs::ns_id(r.pid, k) {
-                        ns.insert(id);
+        let mine: HashSet<String> = ["mnt", "net", "uts"]
+            .iter()
+            .filter_map(|k| procs::ns_id(me, k))
+            .collect();
+        let key = self.mount_key(i);
+        for attempt in 0..4 {
+            let roots: Vec<Recorded> = ["holder", "nix-daemon", "sshd"]
+                .iter()
+                .filter_map(|n| Recorded::read_alive(&self.pidfile(i, n)))
+                .collect();
+            let mut ns = HashSet::new();
+            if attempt < 3 {
+                for r in &roots {
+                    for k in ["mnt", "net"] {
+                        if let Some(id) = procs::ns_id(r.pid, k) {
+                            ns.insert(id);
+                        }
                     }
                 }
+                ns.retain(|id| !mine.contains(id));
+            }
+            let table = procs::table();
+            let members = procs::host_members(&table, &ns, &roots, key.as_deref());
+            if ns.is_empty() || roots.iter().all(|r| r.alive()) {
+                return members;
             }
         }
-        ns.retain(|id| !mine.contains(id));
-        (ns, roots, self.mount_key(i))
+        unreachable!("the last attempt uses no namespace ids")
     }
 
     fn stop_host(&self, i: usize) -> Result<()> {
         let host = format!("host{i}");
-        let (nslist, roots, key) = self.member_seeds(i);
-        let table = procs::table();
-        let protected = procs::protected(&table);
-        let members = procs::host_members(&table, &nslist, &roots, key.as_deref());
-        let bad: Vec<u32> = members.iter().copied().filter(|p| protected.contains(p)).collect();
+        let protected = procs::protected(&procs::table());
+        let members = self.scan_members(i);
+        let bad: Vec<u32> = members
+            .iter()
+            .copied()
+            .filter(|p| protected.contains(p))
+            .collect();
         if !bad.is_empty() {
             return Err(LabError::Protected { host, pids: bad });
         }
@@ -815,9 +1082,9 @@ impl Fleet {
         }
         let snapshot: Vec<Recorded> = members.iter().filter_map(|&p| Recorded::of(p)).collect();
         let still = || -> BTreeSet<Recorded> {
-            let t = procs::table();
-            let mut s: BTreeSet<Recorded> = snapshot.iter().copied().filter(|r| r.alive()).collect();
-            for p in procs::host_members(&t, &nslist, &roots, key.as_deref()) {
+            let mut s: BTreeSet<Recorded> =
+                snapshot.iter().copied().filter(|r| r.alive()).collect();
+            for p in self.scan_members(i) {
                 if let Some(r) = Recorded::of(p) {
                     s.insert(r);
                 }
@@ -836,7 +1103,10 @@ impl Fleet {
             if Instant::now() >= deadline {
                 if sig == libc::SIGKILL {
                     let pids: Vec<u32> = left.iter().map(|r| r.pid).collect();
-                    return Err(LabError::Teardown { path: self.dir.clone(), what: format!("{host}: processes still alive after SIGKILL: {pids:?}") });
+                    return Err(LabError::Teardown {
+                        path: self.dir.clone(),
+                        what: format!("{host}: processes still alive after SIGKILL: {pids:?}"),
+                    });
                 }
                 sig = libc::SIGKILL;
                 deadline = Instant::now() + Duration::from_secs(3);
@@ -850,14 +1120,18 @@ impl Fleet {
     }
 
     fn check_no_mounts(&self) -> Result<()> {
-        let s = fs::read_to_string("/proc/self/mountinfo").map_err(io_err("/proc/self/mountinfo"))?;
+        let s =
+            fs::read_to_string("/proc/self/mountinfo").map_err(io_err("/proc/self/mountinfo"))?;
         let d = self.dir.to_string_lossy().into_owned();
         let hit = s.lines().find(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             f.len() > 4 && (f[4] == d || f[4].starts_with(&format!("{d}/")))
         });
         match hit {
-            Some(l) => Err(LabError::Teardown { path: self.dir.clone(), what: format!("a mount below the state dir remains: {l}") }),
+            Some(l) => Err(LabError::Teardown {
+                path: self.dir.clone(),
+                what: format!("a mount below the state dir remains: {l}"),
+            }),
             None => Ok(()),
         }
     }
@@ -875,8 +1149,15 @@ impl Fleet {
         let n = self.meta.hosts;
         let this = &*self;
         let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..=n).map(|i| s.spawn(move || this.stop_host(i))).collect();
-            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(LabError::Invalid("stop thread panicked".into())))).collect()
+            let hs: Vec<_> = (1..=n)
+                .map(|i| s.spawn(move || this.stop_host(i)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(LabError::Invalid("stop thread panicked".into())))
+                })
+                .collect()
         });
         self.reap();
         let mut first_err = results.into_iter().find_map(|r| r.err());
@@ -898,7 +1179,10 @@ impl Fleet {
         for i in 1..=n {
             if let Ok(p) = self.host_processes(&format!("host{i}")) {
                 if !p.is_empty() {
-                    first_err.get_or_insert(LabError::Teardown { path: self.dir.clone(), what: format!("host{i}: processes left: {p:?}") });
+                    first_err.get_or_insert(LabError::Teardown {
+                        path: self.dir.clone(),
+                        what: format!("host{i}: processes left: {p:?}"),
+                    });
                 }
             }
         }
@@ -928,7 +1212,10 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         if self.owned && !self.stopped {
             if let Err(e) = self.down() {
-                eprintln!("rollout-lab: teardown of {} failed: {e}", self.dir.display());
+                eprintln!(
+                    "rollout-lab: teardown of {} failed: {e}",
+                    self.dir.display()
+                );
             }
         }
     }

@@ -23,6 +23,11 @@ pub fn process_alive(pid: u32, start: u64) -> bool {
     procs::start_time(pid) == Some(start)
 }
 
+/// Start time (field 22 of `/proc/PID/stat`) of a live, non-zombie process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    procs::start_time(pid)
+}
+
 /// Whether this process runs as root (the fleet needs it; tests skip otherwise).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

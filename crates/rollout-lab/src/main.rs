@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use rollout_lab::{Fleet, LabOptions};
 
 #[derive(Parser)]
-#[command(name = "rollout-lab", version, about = "A local fleet of simulated Nix hosts for testing rollout")]
+#[command(
+    name = "rollout-lab",
+    version,
+    about = "A local fleet of simulated Nix hosts for testing rollout"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,8 +93,21 @@ fn pid(p: Option<u32>) -> String {
 fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { n, state, netns, port } => {
-            let mut f = Fleet::up(n, LabOptions { state_dir: state, netns, port, keep_state: true })?;
+        Cmd::Up {
+            n,
+            state,
+            netns,
+            port,
+        } => {
+            let mut f = Fleet::up(
+                n,
+                LabOptions {
+                    state_dir: state,
+                    netns,
+                    port,
+                    keep_state: true,
+                },
+            )?;
             f.set_down_on_drop(false);
             println!("ssh -F {} host1", f.ssh_config().display());
         }
@@ -102,11 +119,21 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             let mut f = Fleet::attach(&state)?;
             f.set_keep_state(keep);
             f.down()?;
-            eprintln!("rollout-lab: stopped; {}", if keep { format!("state kept in {}", state.display()) } else { format!("removed {}", state.display()) });
+            eprintln!(
+                "rollout-lab: stopped; {}",
+                if keep {
+                    format!("state kept in {}", state.display())
+                } else {
+                    format!("removed {}", state.display())
+                }
+            );
         }
         Cmd::Status { state } => {
             let f = Fleet::attach(&state)?;
-            println!("{:<8} {:<22} {:<10} {:<10} {:<10} {:<10} LINK", "HOST", "ADDRESS", "HOLDER", "NIX-DAEMON", "SSHD", "PORT");
+            println!(
+                "{:<8} {:<22} {:<10} {:<10} {:<10} {:<10} LINK",
+                "HOST", "ADDRESS", "HOLDER", "NIX-DAEMON", "SSHD", "PORT"
+            );
             let st = f.status();
             let up = st.iter().filter(|s| s.listening).count();
             for s in &st {
@@ -118,10 +145,18 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
                     pid(s.nix_daemon),
                     pid(s.sshd),
                     if s.listening { "listening" } else { "closed" },
-                    match s.link_up { Some(true) => "up", Some(false) => "down", None => "-" }
+                    match s.link_up {
+                        Some(true) => "up",
+                        Some(false) => "down",
+                        None => "-",
+                    }
                 );
             }
-            println!("{up}/{} hosts listening for ssh; ssh_config: {}", st.len(), f.ssh_config().display());
+            println!(
+                "{up}/{} hosts listening for ssh; ssh_config: {}",
+                st.len(),
+                f.ssh_config().display()
+            );
         }
         Cmd::Cut { host, state } => Fleet::attach(&state)?.cut(&host)?,
         Cmd::Heal { host, state } => Fleet::attach(&state)?.heal(&host)?,
@@ -134,7 +169,9 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&out.stdout);
             let _ = std::io::stderr().write_all(&out.stderr);
-            return Ok(ExitCode::from(out.status.code().unwrap_or(1).clamp(0, 255) as u8));
+            return Ok(ExitCode::from(
+                out.status.code().unwrap_or(1).clamp(0, 255) as u8
+            ));
         }
         Cmd::Env { state } => {
             let f = Fleet::attach(&state)?;

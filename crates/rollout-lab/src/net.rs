@@ -16,9 +16,14 @@ pub(crate) fn is_listening(pid: Option<u32>, addr: Ipv4Addr, port: u16) -> bool 
         Some(p) => format!("/proc/{p}/net/tcp"),
         None => "/proc/net/tcp".into(),
     };
-    let Ok(s) = std::fs::read_to_string(path) else { return false };
+    let Ok(s) = std::fs::read_to_string(path) else {
+        return false;
+    };
     let o = addr.octets();
-    let want = format!("{:02X}{:02X}{:02X}{:02X}:{:04X}", o[3], o[2], o[1], o[0], port);
+    let want = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{:04X}",
+        o[3], o[2], o[1], o[0], port
+    );
     s.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() > 3 && f[1] == want && f[3] == "0A"
@@ -28,7 +33,9 @@ pub(crate) fn is_listening(pid: Option<u32>, addr: Ipv4Addr, port: u16) -> bool 
 fn listening_ports_any() -> HashSet<(String, u16)> {
     let mut set = HashSet::new();
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(s) = std::fs::read_to_string(path) else { continue };
+        let Ok(s) = std::fs::read_to_string(path) else {
+            continue;
+        };
         for l in s.lines().skip(1) {
             let f: Vec<&str> = l.split_whitespace().collect();
             if f.len() > 3 && f[3] == "0A" {
@@ -69,19 +76,23 @@ fn port_free(port: u16, n: usize, taken: &HashSet<(String, u16)>) -> bool {
 pub(crate) fn reserve_port(n: usize) -> Result<u16> {
     let mut res = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     let taken = listening_ports_any();
-    let seed = (std::process::id() as u64).wrapping_mul(2654435761) ^ std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
+    let seed = (std::process::id() as u64).wrapping_mul(2654435761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
     let base = 20000 + (seed % 20000) as u16;
-    let candidates = std::iter::once(22).chain((0..2000u16).map(|k| 20000 + (base - 20000 + k * 7) % 20000));
+    let candidates =
+        std::iter::once(22).chain((0..2000u16).map(|k| 20000 + (base - 20000 + k * 7) % 20000));
     for p in candidates {
         if !res.contains(&p) && port_free(p, n, &taken) {
             res.push(p);
             return Ok(p);
         }
     }
-    Err(LabError::Invalid(format!("no free port for {n} hosts on 127.0.0.11..")))
+    Err(LabError::Invalid(format!(
+        "no free port for {n} hosts on 127.0.0.11.."
+    )))
 }
 
 pub(crate) fn release_port(port: u16) {
@@ -98,9 +109,14 @@ pub(crate) const HOST_IFACE: &str = "eth0";
 
 pub(crate) fn netns_addrs(i: usize) -> Result<(Ipv4Addr, Ipv4Addr)> {
     if i == 0 || i > 255 {
-        return Err(LabError::Netns(format!("host index {i} out of range 1..=255")));
+        return Err(LabError::Netns(format!(
+            "host index {i} out of range 1..=255"
+        )));
     }
-    Ok((Ipv4Addr::new(10, 77, i as u8, 1), Ipv4Addr::new(10, 77, i as u8, 2)))
+    Ok((
+        Ipv4Addr::new(10, 77, i as u8, 1),
+        Ipv4Addr::new(10, 77, i as u8, 2),
+    ))
 }
 
 pub(crate) fn link_exists(name: &str) -> bool {
@@ -113,7 +129,8 @@ fn ip() -> Command {
 
 fn in_netns(holder: u32) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--target={holder}")).args(["--net", "--", "ip"]);
+    c.arg(format!("--target={holder}"))
+        .args(["--net", "--", "ip"]);
     c
 }
 
@@ -126,7 +143,18 @@ pub(crate) fn setup_veth(i: usize, holder: u32) -> Result<String> {
             "interface {name} already exists: another --netns fleet is probably up (only one at a time)"
         )));
     }
-    run(ip().args(["link", "add", &name, "type", "veth", "peer", "name", HOST_IFACE, "netns", &holder.to_string()]))?;
+    run(ip().args([
+        "link",
+        "add",
+        &name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        HOST_IFACE,
+        "netns",
+        &holder.to_string(),
+    ]))?;
     // no IPv6 link-local addresses: the only addresses are 10.77.I.1 and 10.77.I.2
     run(ip().args(["link", "set", "dev", &name, "addrgenmode", "none"]))?;
     run(ip().args(["addr", "add", &format!("{root_a}/30"), "dev", &name]))?;
@@ -155,7 +183,9 @@ pub(crate) fn set_link(holder: u32, root_name: &str, up: bool) -> Result<()> {
 
 /// Whether the host-side interface is administratively up.
 pub(crate) fn link_is_up(holder: u32) -> Option<bool> {
-    let out = crate::setup::output(in_netns(holder).args(["-o", "link", "show", "dev", HOST_IFACE])).ok()?;
+    let out =
+        crate::setup::output(in_netns(holder).args(["-o", "link", "show", "dev", HOST_IFACE]))
+            .ok()?;
     let s = String::from_utf8_lossy(&out.stdout);
     let flags = s.split('<').nth(1)?.split('>').next()?;
     Some(flags.split(',').any(|f| f == "UP"))

@@ -47,7 +47,10 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 
 impl Recorded {
     pub fn of(pid: u32) -> Option<Recorded> {
-        Some(Recorded { pid, start: start_time(pid)? })
+        Some(Recorded {
+            pid,
+            start: start_time(pid)?,
+        })
     }
     pub fn alive(&self) -> bool {
         start_time(self.pid) == Some(self.start)
@@ -75,7 +78,9 @@ pub(crate) fn table() -> HashMap<u32, ProcInfo> {
     let mut t = HashMap::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Some(i) = info(pid) {
                 t.insert(pid, i);
             }
@@ -92,7 +97,9 @@ pub(crate) fn ns_id(pid: u32, kind: &str) -> Option<String> {
 }
 
 pub(crate) fn valid_ns_id(s: &str) -> bool {
-    let Some((kind, rest)) = s.split_once(":[") else { return false };
+    let Some((kind, rest)) = s.split_once(":[") else {
+        return false;
+    };
     matches!(kind, "mnt" | "net" | "uts")
         && rest.ends_with(']')
         && rest.len() > 1
@@ -110,8 +117,12 @@ pub(crate) fn nix_mount_key(pid: u32) -> Option<String> {
 
 /// Whether the process has exactly the given `/nix` mount (device and source root).
 pub(crate) fn has_nix_mount(pid: u32, key: &str) -> bool {
-    let Some((dev, root)) = key.split_once(' ') else { return false };
-    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return false };
+    let Some((dev, root)) = key.split_once(' ') else {
+        return false;
+    };
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+        return false;
+    };
     s.lines().any(|l| {
         let f: Vec<&str> = l.split(' ').collect();
         f.len() > 4 && f[4] == "/nix" && f[2] == dev && f[3] == root
@@ -156,7 +167,9 @@ pub(crate) fn host_members(
             continue;
         }
         let ns_hit = !nslist.is_empty()
-            && ["mnt", "net"].iter().any(|k| ns_id(pid, k).is_some_and(|id| nslist.contains(&id)));
+            && ["mnt", "net"]
+                .iter()
+                .any(|k| ns_id(pid, k).is_some_and(|id| nslist.contains(&id)));
         if ns_hit || mount_key.is_some_and(|k| has_nix_mount(pid, k)) {
             queue.push(pid);
         }

@@ -60,16 +60,27 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty()
         || name.len() > 100
         || name.starts_with('.')
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     {
-        return Err(format!("marker name {name:?} must be 1-100 chars of [A-Za-z0-9._-], not starting with '.'"));
+        return Err(format!(
+            "marker name {name:?} must be 1-100 chars of [A-Za-z0-9._-], not starting with '.'"
+        ));
     }
     Ok(())
 }
 
 impl Profile {
     fn new(kind: ProfileKind, name: &str) -> Profile {
-        Profile { kind, name: name.to_string(), salt: String::new(), sleep: "0".into(), activate_rs: String::new(), settings: Map::new() }
+        Profile {
+            kind,
+            name: name.to_string(),
+            salt: String::new(),
+            sleep: "0".into(),
+            activate_rs: String::new(),
+            settings: Map::new(),
+        }
     }
     /// Appends `profile=… user=… dry=… boot=… out=… start=… end=…` to `/tmp/rollout-markers/<name>.log`.
     pub fn marker(name: &str) -> Profile {
@@ -144,11 +155,17 @@ impl NodeBuilder {
     }
     /// Set `tags` (a list of strings) on the node.
     pub fn tags(&mut self, tags: &[&str]) -> &mut Self {
-        self.setting("tags", Value::from(tags.iter().map(|t| Value::from(*t)).collect::<Vec<_>>()))
+        self.setting(
+            "tags",
+            Value::from(tags.iter().map(|t| Value::from(*t)).collect::<Vec<_>>()),
+        )
     }
     /// Set `profilesOrder`.
     pub fn profiles_order(&mut self, order: &[&str]) -> &mut Self {
-        self.setting("profilesOrder", Value::from(order.iter().map(|t| Value::from(*t)).collect::<Vec<_>>()))
+        self.setting(
+            "profilesOrder",
+            Value::from(order.iter().map(|t| Value::from(*t)).collect::<Vec<_>>()),
+        )
     }
     /// Add (or replace) a profile.
     pub fn profile(&mut self, name: &str, profile: Profile) -> &mut Self {
@@ -204,7 +221,11 @@ pub fn json_to_nix(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => {
             let s = n.to_string();
-            if s.starts_with('-') { format!("({s})") } else { s }
+            if s.starts_with('-') {
+                format!("({s})")
+            } else {
+                s
+            }
         }
         Value::String(s) => nix_string(s),
         Value::Array(a) => {
@@ -309,7 +330,12 @@ chmod 0555 "$out/activate-rs"
 impl FlakeBuilder {
     /// A builder writing into `dir` (created if missing), for this machine's system.
     pub fn new(dir: impl Into<PathBuf>) -> FlakeBuilder {
-        FlakeBuilder { dir: dir.into(), system: detect_system(), top: Map::new(), nodes: Vec::new() }
+        FlakeBuilder {
+            dir: dir.into(),
+            system: detect_system(),
+            top: Map::new(),
+            nodes: Vec::new(),
+        }
     }
     /// Override the Nix system (default: [`detect_system`]).
     pub fn system(&mut self, system: &str) -> &mut Self {
@@ -329,7 +355,12 @@ impl FlakeBuilder {
                 p
             }
             None => {
-                self.nodes.push(NodeBuilder { name: name.to_string(), hostname: hostname.to_string(), settings: Map::new(), profiles: Vec::new() });
+                self.nodes.push(NodeBuilder {
+                    name: name.to_string(),
+                    hostname: hostname.to_string(),
+                    settings: Map::new(),
+                    profiles: Vec::new(),
+                });
                 self.nodes.len() - 1
             }
         };
@@ -345,11 +376,19 @@ impl FlakeBuilder {
     }
     /// Attribute path of a profile's store path inside the flake outputs (and in `default.nix`).
     pub fn profile_attr(node: &str, profile: &str) -> String {
-        format!("deploy.nodes.{}.profiles.{}.path", nix_string(node), nix_string(profile))
+        format!(
+            "deploy.nodes.{}.profiles.{}.path",
+            nix_string(node),
+            nix_string(profile)
+        )
     }
     /// Installable for `nix build`: `path:DIR#deploy.nodes."n".profiles."p".path`.
     pub fn profile_installable(&self, node: &str, profile: &str) -> String {
-        format!("{}#{}", self.flake_ref(), FlakeBuilder::profile_attr(node, profile))
+        format!(
+            "{}#{}",
+            self.flake_ref(),
+            FlakeBuilder::profile_attr(node, profile)
+        )
     }
 
     fn render(&self) -> Result<String> {
@@ -358,23 +397,35 @@ impl FlakeBuilder {
         let mut deploy = String::from("{ ");
         for (k, v) in &self.top {
             if k == "nodes" {
-                return Err(LabError::Invalid("top-level setting `nodes` is generated; use node()".into()));
+                return Err(LabError::Invalid(
+                    "top-level setting `nodes` is generated; use node()".into(),
+                ));
             }
             let _ = write!(deploy, "{} = {}; ", nix_string(k), json_to_nix(v));
         }
         deploy.push_str("nodes = { ");
         let mut idx = 0usize;
         for n in &self.nodes {
-            let _ = write!(deploy, "{} = {{ hostname = {}; ", nix_string(&n.name), nix_string(&n.hostname));
+            let _ = write!(
+                deploy,
+                "{} = {{ hostname = {}; ",
+                nix_string(&n.name),
+                nix_string(&n.hostname)
+            );
             for (k, v) in &n.settings {
                 if k == "hostname" || k == "profiles" {
-                    return Err(LabError::Invalid(format!("node {}: setting `{k}` is generated", n.name)));
+                    return Err(LabError::Invalid(format!(
+                        "node {}: setting `{k}` is generated",
+                        n.name
+                    )));
                 }
                 let _ = write!(deploy, "{} = {}; ", nix_string(k), json_to_nix(v));
             }
             deploy.push_str("profiles = { ");
             for (pname, p) in &n.profiles {
-                check_name(&p.name).map_err(|e| LabError::Invalid(format!("node {} profile {pname}: {e}", n.name)))?;
+                check_name(&p.name).map_err(|e| {
+                    LabError::Invalid(format!("node {} profile {pname}: {e}", n.name))
+                })?;
                 let var = format!("p{idx}");
                 idx += 1;
                 let mut data = Vec::new();
@@ -406,12 +457,19 @@ impl FlakeBuilder {
                 let _ = write!(deploy, "{} = {{ path = {var}; ", nix_string(pname));
                 for (k, v) in &p.settings {
                     if k == "path" {
-                        return Err(LabError::Invalid(format!("node {} profile {pname}: setting `path` is generated", n.name)));
+                        return Err(LabError::Invalid(format!(
+                            "node {} profile {pname}: setting `path` is generated",
+                            n.name
+                        )));
                     }
                     let _ = write!(deploy, "{} = {}; ", nix_string(k), json_to_nix(v));
                 }
                 deploy.push_str("}; ");
-                let _ = writeln!(pkgs, "        {} = {var};", nix_string(&format!("{}-{pname}", n.name)));
+                let _ = writeln!(
+                    pkgs,
+                    "        {} = {var};",
+                    nix_string(&format!("{}-{pname}", n.name))
+                );
             }
             deploy.push_str("}; }; ");
         }
@@ -449,15 +507,30 @@ impl FlakeBuilder {
         let inst = self.profile_installable(node, profile);
         let out = crate::setup::run(
             Command::new("nix")
-                .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json"])
+                .args([
+                    "--extra-experimental-features",
+                    "nix-command flakes",
+                    "build",
+                    "--no-link",
+                    "--json",
+                ])
                 .arg(&inst),
         )?;
         // nix 2.8 has no --print-out-paths: [{"drvPath": …, "outputs": {"out": "/nix/store/…"}}]
         let s = String::from_utf8_lossy(&out.stdout);
         let v: Value = serde_json::from_str(&s).unwrap_or(Value::Null);
-        let path = v.get(0).and_then(|o| o.get("outputs")).and_then(|o| o.get("out")).and_then(Value::as_str).unwrap_or("");
+        let path = v
+            .get(0)
+            .and_then(|o| o.get("outputs"))
+            .and_then(|o| o.get("out"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !path.starts_with("/nix/store/") {
-            return Err(LabError::Parse { what: format!("nix build --json {inst}"), line: s.into_owned(), expected: "[{\"outputs\": {\"out\": \"/nix/store/…\"}}]".into() });
+            return Err(LabError::Parse {
+                what: format!("nix build --json {inst}"),
+                line: s.into_owned(),
+                expected: "[{\"outputs\": {\"out\": \"/nix/store/…\"}}]".into(),
+            });
         }
         Ok(PathBuf::from(path))
     }
@@ -497,8 +570,21 @@ impl Marker {
 
 /// Parse `profile=… user=… dry=… boot=… out=… start=… end=…`.
 pub fn parse_marker_line(line: &str) -> Result<Marker> {
-    let err = || LabError::Parse { what: "marker line".into(), line: line.into(), expected: "profile=P user=U dry=D boot=B out=O start=T end=T".into() };
-    let mut m = Marker { profile: String::new(), user: String::new(), dry: String::new(), boot: String::new(), out: String::new(), start: 0.0, end: 0.0, line: line.to_string() };
+    let err = || LabError::Parse {
+        what: "marker line".into(),
+        line: line.into(),
+        expected: "profile=P user=U dry=D boot=B out=O start=T end=T".into(),
+    };
+    let mut m = Marker {
+        profile: String::new(),
+        user: String::new(),
+        dry: String::new(),
+        boot: String::new(),
+        out: String::new(),
+        start: 0.0,
+        end: 0.0,
+        line: line.to_string(),
+    };
     let mut seen = 0;
     for field in line.split(' ') {
         let (k, v) = field.split_once('=').ok_or_else(err)?;
@@ -524,25 +610,53 @@ pub fn parse_marker_line(line: &str) -> Result<Marker> {
 pub fn read_markers(fleet: &Fleet, host: &str, name: &str) -> Result<Vec<Marker>> {
     check_name(name).map_err(LabError::Invalid)?;
     let file = format!("{MARKER_DIR}/{name}.log");
-    let out = fleet.exec(host, &["sh", "-c", "if [ -f \"$1\" ]; then cat \"$1\"; fi", "sh", &file])?;
+    let out = fleet.exec(
+        host,
+        &[
+            "sh",
+            "-c",
+            "if [ -f \"$1\" ]; then cat \"$1\"; fi",
+            "sh",
+            &file,
+        ],
+    )?;
     if !out.status.success() {
-        return Err(LabError::Host { host: host.into(), what: format!("cannot read {file}: {}", String::from_utf8_lossy(&out.stderr).trim()) });
+        return Err(LabError::Host {
+            host: host.into(),
+            what: format!(
+                "cannot read {file}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
     }
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(parse_marker_line).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_marker_line)
+        .collect()
 }
 
 /// Remove the marker file of `name` on `host`.
 pub fn clear_markers(fleet: &Fleet, host: &str, name: &str) -> Result<()> {
     check_name(name).map_err(LabError::Invalid)?;
-    fleet.exec_ok(host, &["rm", "-f", &format!("{MARKER_DIR}/{name}.log")]).map(|_| ())
+    fleet
+        .exec_ok(host, &["rm", "-f", &format!("{MARKER_DIR}/{name}.log")])
+        .map(|_| ())
 }
 
 /// A salt unique to this call (time + pid + counter), for forcing new store paths per test run.
 pub fn fresh_salt(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{prefix}-{t}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{t}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]
@@ -556,7 +670,10 @@ mod tests {
     }
     #[test]
     fn json_rendering() {
-        assert_eq!(json_to_nix(&json!({"a": [1, -2, "x"], "b": null, "c": true})), r#"{ "a" = [ 1 (-2) "x" ]; "b" = null; "c" = true; }"#);
+        assert_eq!(
+            json_to_nix(&json!({"a": [1, -2, "x"], "b": null, "c": true})),
+            r#"{ "a" = [ 1 (-2) "x" ]; "b" = null; "c" = true; }"#
+        );
     }
     #[test]
     fn marker_lines() {
@@ -570,11 +687,20 @@ mod tests {
     fn render_has_nodes() {
         let mut f = FlakeBuilder::new("/tmp/x");
         f.top_setting("sshUser", json!("deploy"));
-        f.node("host1", "host1").tags(&["web"]).profile("system", Profile::marker("system").salt("s").setting("user", json!("root")));
-        f.node("host2", "host2").profile("big", Profile::large("big", 6));
+        f.node("host1", "host1").tags(&["web"]).profile(
+            "system",
+            Profile::marker("system")
+                .salt("s")
+                .setting("user", json!("root")),
+        );
+        f.node("host2", "host2")
+            .profile("big", Profile::large("big", 6));
         let s = f.render().unwrap();
         assert!(s.contains(r#""sshUser" = "deploy";"#));
-        assert!(s.contains(r#""system" = { path = p0; "user" = "root"; };"#), "{s}");
+        assert!(
+            s.contains(r#""system" = { path = p0; "user" = "root"; };"#),
+            "{s}"
+        );
         assert!(s.contains("p1d3"));
         assert!(!s.contains("p1d4"));
         let mut bad = FlakeBuilder::new("/tmp/x");

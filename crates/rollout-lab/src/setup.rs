@@ -37,7 +37,11 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: describe(cmd),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(out)
@@ -47,20 +51,40 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
 pub(crate) fn output(cmd: &mut Command) -> Result<Output> {
     cmd.stdin(Stdio::null())
         .output()
-        .map_err(|e| LabError::Command { cmd: describe(cmd), detail: e.to_string() })
+        .map_err(|e| LabError::Command {
+            cmd: describe(cmd),
+            detail: e.to_string(),
+        })
 }
 
 /// Run with the given bytes on stdin.
 pub(crate) fn run_stdin(cmd: &mut Command, input: &[u8]) -> Result<Output> {
     let d = describe(cmd);
-    let err = |e: std::io::Error| LabError::Command { cmd: d.clone(), detail: e.to_string() };
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(err)?;
-    child.stdin.take().expect("piped").write_all(input).map_err(err)?;
+    let err = |e: std::io::Error| LabError::Command {
+        cmd: d.clone(),
+        detail: e.to_string(),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(err)?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .map_err(err)?;
     let out = child.wait_with_output().map_err(err)?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: d.clone(),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(out)
@@ -106,7 +130,10 @@ pub(crate) fn preflight(netns: bool) -> Result<()> {
     }
     for (t, pkg) in tools {
         if find_tool(t).is_none() {
-            return Err(LabError::MissingTool { tool: t.into(), hint: format!("apt-get install {pkg}") });
+            return Err(LabError::MissingTool {
+                tool: t.into(),
+                hint: format!("apt-get install {pkg}"),
+            });
         }
     }
     Ok(())
@@ -117,11 +144,19 @@ pub(crate) struct Lock(#[allow(dead_code)] fs::File);
 
 impl Lock {
     pub(crate) fn take() -> Result<Lock> {
-        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).map_err(io_err(LOCK_FILE))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK_FILE)
+            .map_err(io_err(LOCK_FILE))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a valid, owned fd.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LabError::Io { path: LOCK_FILE.into(), source: std::io::Error::last_os_error() });
+            return Err(LabError::Io {
+                path: LOCK_FILE.into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(Lock(f))
     }
@@ -151,8 +186,13 @@ pub(crate) fn random_token(len: usize) -> Result<String> {
     const ALPHA: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut buf = vec![0u8; len];
     use std::io::Read;
-    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).map_err(io_err("/dev/urandom"))?;
-    Ok(buf.iter().map(|b| ALPHA[*b as usize % ALPHA.len()] as char).collect())
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(io_err("/dev/urandom"))?;
+    Ok(buf
+        .iter()
+        .map(|b| ALPHA[*b as usize % ALPHA.len()] as char)
+        .collect())
 }
 
 /// Create the test users and sudoers entries if missing, and (re)set deploypw's password. Returns it.
@@ -161,7 +201,14 @@ pub(crate) fn ensure_users() -> Result<String> {
     for u in USERS {
         if !user_exists(u) {
             eprintln!("rollout-lab: creating user {u}");
-            run(Command::new("useradd").args(["--no-create-home", "--home-dir", &format!("/home/{u}"), "--shell", "/bin/bash", u]))?;
+            run(Command::new("useradd").args([
+                "--no-create-home",
+                "--home-dir",
+                &format!("/home/{u}"),
+                "--shell",
+                "/bin/bash",
+                u,
+            ]))?;
         }
     }
     write_sudoers(SUDOERS_DEPLOY, "# rollout-lab: passwordless sudo for the deploy test user\ndeploy ALL=(ALL:ALL) NOPASSWD: ALL\n")?;
@@ -182,7 +229,10 @@ pub(crate) fn ensure_users() -> Result<String> {
         }
     };
     // Same password every time: concurrent fleets never invalidate each other's password file.
-    run_stdin(&mut Command::new("chpasswd"), format!("deploypw:{pw}\n").as_bytes())?;
+    run_stdin(
+        &mut Command::new("chpasswd"),
+        format!("deploypw:{pw}\n").as_bytes(),
+    )?;
     Ok(pw)
 }
 
@@ -190,11 +240,20 @@ pub(crate) fn ensure_users() -> Result<String> {
 pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
     f.write_all(content.as_bytes()).map_err(io_err(path))
 }
 
 /// chown path to user (by name) via the `chown` tool, recursively.
 pub(crate) fn chown_r(path: &Path, user: &str) -> Result<()> {
-    run(Command::new("chown").arg("-R").arg(format!("{user}:")).arg(path)).map(|_| ())
+    run(Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .arg(path))
+    .map(|_| ())
 }

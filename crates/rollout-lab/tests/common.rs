@@ -16,7 +16,14 @@ pub fn skip() -> bool {
 }
 
 pub fn ssh(fleet: &Fleet, target: &str, args: &[&str]) -> Output {
-    Command::new("ssh").arg("-F").arg(fleet.ssh_config()).arg(target).args(args).stdin(Stdio::null()).output().expect("run ssh")
+    Command::new("ssh")
+        .arg("-F")
+        .arg(fleet.ssh_config())
+        .arg(target)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ssh")
 }
 
 pub fn ssh_input(fleet: &Fleet, target: &str, args: &[&str], input: &str) -> Output {
@@ -46,7 +53,12 @@ pub fn nix() -> Command {
 }
 
 pub fn nix_copy(fleet: &Fleet, to: &str, path: &str) -> Output {
-    nix().env("NIX_SSHOPTS", fleet.nix_sshopts()).args(["copy", "--to", to, path]).stdin(Stdio::null()).output().expect("run nix copy")
+    nix()
+        .env("NIX_SSHOPTS", fleet.nix_sshopts())
+        .args(["copy", "--to", to, path])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nix copy")
 }
 
 /// `nix-store --add` a fresh file with unique content; returns its store path.
@@ -54,8 +66,16 @@ pub fn fresh_store_path(tag: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join(format!("rollout-lab-{tag}"));
     std::fs::write(&f, rollout_lab::profiles::fresh_salt(tag)).unwrap();
-    let o = Command::new("nix-store").arg("--add").arg(&f).output().unwrap();
-    assert!(o.status.success(), "nix-store --add: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("nix-store")
+        .arg("--add")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "nix-store --add: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout(&o)
 }
 
@@ -64,7 +84,11 @@ pub fn mounted_below(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m == d || m.starts_with(&format!("{d}/"))))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m == d || m.starts_with(&format!("{d}/")))
+        })
         .map(String::from)
         .collect()
 }

@@ -17,32 +17,85 @@ fn copy_sudo_and_users() {
     let p = fresh_store_path("copy");
 
     let o = nix_copy(&fleet, "ssh://deploy@host1", &p);
-    assert!(o.status.success(), "nix copy: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "nix copy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let o = ssh(&fleet, "host1", &["nix-store", "--check-validity", &p]);
-    assert!(o.status.success(), "not valid on host1: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(fleet.exec("host1", &["nix-store", "--check-validity", &p]).unwrap().status.success());
-    assert!(!ssh(&fleet, "host2", &["nix-store", "--check-validity", &p]).status.success(), "path leaked to host2");
-    assert!(!fleet.exec("host2", &["nix-store", "--check-validity", &p]).unwrap().status.success());
-    assert!(!fleet.exec("host2", &["test", "-e", &p]).unwrap().status.success());
+    assert!(
+        o.status.success(),
+        "not valid on host1: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(fleet
+        .exec("host1", &["nix-store", "--check-validity", &p])
+        .unwrap()
+        .status
+        .success());
+    assert!(
+        !ssh(&fleet, "host2", &["nix-store", "--check-validity", &p])
+            .status
+            .success(),
+        "path leaked to host2"
+    );
+    assert!(!fleet
+        .exec("host2", &["nix-store", "--check-validity", &p])
+        .unwrap()
+        .status
+        .success());
+    assert!(!fleet
+        .exec("host2", &["test", "-e", &p])
+        .unwrap()
+        .status
+        .success());
 
     // deploy: passwordless sudo
     let o = ssh(&fleet, "deploy@host1", &["sudo", "-n", "true"]);
-    assert!(o.status.success(), "deploy sudo: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "deploy sudo: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // deploypw: sudo needs the password, given on stdin without a tty
-    assert!(!ssh(&fleet, "deploypw@host1", &["sudo", "-n", "true"]).status.success());
-    let o = ssh_input(&fleet, "deploypw@host1", &["sudo -S -p '' id -un"], &format!("{}\n", fleet.sudo_password()));
-    assert!(o.status.success(), "deploypw sudo -S: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(!ssh(&fleet, "deploypw@host1", &["sudo", "-n", "true"])
+        .status
+        .success());
+    let o = ssh_input(
+        &fleet,
+        "deploypw@host1",
+        &["sudo -S -p '' id -un"],
+        &format!("{}\n", fleet.sudo_password()),
+    );
+    assert!(
+        o.status.success(),
+        "deploypw sudo -S: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(stdout(&o), "root");
-    assert!(!ssh_input(&fleet, "deploypw@host1", &["sudo -S -p '' true"], "wrong-password\n").status.success());
+    assert!(!ssh_input(
+        &fleet,
+        "deploypw@host1",
+        &["sudo -S -p '' true"],
+        "wrong-password\n"
+    )
+    .status
+    .success());
 
     // hello: plain user
     let o = ssh(&fleet, "hello@host1", &["sh", "-c", "hostname; id -un"]);
     assert_eq!(stdout(&o), "host1\nhello");
     assert_eq!(fleet.exec_ok("host2", &["hostname"]).unwrap(), "host2");
-    assert!(fleet.sshd_auth_count("host1") >= 6, "auth count {}", fleet.sshd_auth_count("host1"));
+    assert!(
+        fleet.sshd_auth_count("host1") >= 6,
+        "auth count {}",
+        fleet.sshd_auth_count("host1")
+    );
 
-    let _ = std::process::Command::new("nix-store").args(["--delete", &p]).output();
+    let _ = std::process::Command::new("nix-store")
+        .args(["--delete", &p])
+        .output();
 }
 
 #[test]
@@ -62,7 +115,9 @@ fn kill_and_restart_sshd() {
     fleet.restart_sshd("host1").unwrap();
     assert!(ssh(&fleet, "host1", &["true"]).status.success());
     assert_eq!(fleet.sshd_auth_count("host1"), before + 1);
-    let pid = fleet.exec_ok("host1", &["cat", "/nix/var/rollout-lab/sshd.pid"]).unwrap();
+    let pid = fleet
+        .exec_ok("host1", &["cat", "/nix/var/rollout-lab/sshd.pid"])
+        .unwrap();
     assert_eq!(Some(pid.parse::<u32>().unwrap()), fleet.status()[0].sshd);
     // bad input
     assert!(fleet.exec("host9", &["true"]).is_err());
@@ -72,9 +127,16 @@ fn kill_and_restart_sshd() {
 fn assert_gone(dir: &std::path::Path, recorded: &[(u32, u64)]) {
     assert!(!recorded.is_empty());
     for &(pid, start) in recorded {
-        assert!(!process_alive(pid, start), "recorded process {pid} still alive");
+        assert!(
+            !process_alive(pid, start),
+            "recorded process {pid} still alive"
+        );
     }
-    assert!(mounted_below(dir).is_empty(), "mounts left: {:?}", mounted_below(dir));
+    assert!(
+        mounted_below(dir).is_empty(),
+        "mounts left: {:?}",
+        mounted_below(dir)
+    );
     assert!(!dir.exists(), "state dir {} not removed", dir.display());
 }
 
@@ -86,7 +148,12 @@ fn down_stops_everything() {
     let mut fleet = Fleet::temp(2).expect("fleet up");
     let dir = fleet.state_dir().to_path_buf();
     // leave a session and a background process inside a host
-    let _ = fleet.exec("host1", &["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"]).unwrap();
+    let _ = fleet
+        .exec(
+            "host1",
+            &["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"],
+        )
+        .unwrap();
     let mut sess = std::process::Command::new("ssh")
         .arg("-F")
         .arg(fleet.ssh_config())
@@ -98,22 +165,29 @@ fn down_stops_everything() {
     let inside = fleet.host_processes("host1").unwrap();
     assert!(inside.len() >= 3, "holder, daemon, sshd, sleep: {inside:?}");
     let recorded = fleet.recorded_processes();
-    let all_inside: Vec<u32> = fleet.host_names().iter().flat_map(|h| fleet.host_processes(h).unwrap()).collect();
+    let all_inside: Vec<(u32, u64)> = fleet
+        .host_names()
+        .iter()
+        .flat_map(|h| fleet.host_processes(h).unwrap())
+        .filter_map(|p| rollout_lab::process_start_time(p).map(|t| (p, t)))
+        .collect();
     fleet.down().expect("down");
     assert_gone(&dir, &recorded);
-    for p in all_inside {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || rollout_lab::process_alive(p, 0) == false);
+    for (p, t) in all_inside {
+        assert!(!process_alive(p, t), "process {p} of a host survived down");
     }
     let _ = sess.wait();
     fleet.down().expect("down is idempotent");
 }
+
+type Seen = (std::path::PathBuf, Vec<(u32, u64)>);
 
 #[test]
 fn teardown_after_panic() {
     if skip() {
         return;
     }
-    let seen: Mutex<Option<(std::path::PathBuf, Vec<(u32, u64)>)>> = Mutex::new(None);
+    let seen: Mutex<Option<Seen>> = Mutex::new(None);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let fleet = Fleet::temp(1).expect("fleet up");
         *seen.lock().unwrap() = Some((fleet.state_dir().to_path_buf(), fleet.recorded_processes()));
@@ -136,7 +210,12 @@ fn attach_and_already_up() {
     assert!(a.status()[0].listening);
     drop(a); // attached handles do not tear down
     assert!(fleet.status()[0].listening);
-    let opts = rollout_lab::LabOptions { state_dir: fleet.state_dir().to_path_buf(), netns: false, port: 0, keep_state: false };
+    let opts = rollout_lab::LabOptions {
+        state_dir: fleet.state_dir().to_path_buf(),
+        netns: false,
+        port: 0,
+        keep_state: false,
+    };
     match Fleet::up(1, opts) {
         Err(rollout_lab::LabError::AlreadyUp { .. }) => {}
         other => panic!("expected AlreadyUp, got {other:?}"),
@@ -155,13 +234,25 @@ fn netns_cut_and_heal() {
     fleet.cut("host1").unwrap();
     assert_eq!(fleet.status()[0].link_up, Some(false));
     let t = std::time::Instant::now();
-    assert!(!ssh(&fleet, "host1", &["-o", "ConnectTimeout=2", "true"]).status.success());
+    assert!(!ssh(&fleet, "host1", &["-o", "ConnectTimeout=2", "true"])
+        .status
+        .success());
     assert!(t.elapsed().as_secs() < 10);
-    assert!(ssh(&fleet, "host2", &["true"]).status.success(), "other hosts unaffected");
+    assert!(
+        ssh(&fleet, "host2", &["true"]).status.success(),
+        "other hosts unaffected"
+    );
     fleet.heal("host1").unwrap();
     let o = ssh(&fleet, "host1", &["ip", "-4", "-o", "addr", "show"]);
-    assert!(o.status.success(), "after heal: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "after heal: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let addrs = stdout(&o);
-    assert!(addrs.contains("10.77.1.2/30") && addrs.contains("127.0.0.1/8"), "{addrs}");
+    assert!(
+        addrs.contains("10.77.1.2/30") && addrs.contains("127.0.0.1/8"),
+        "{addrs}"
+    );
     assert_eq!(addrs.lines().count(), 2, "only lo and the veth: {addrs}");
 }
