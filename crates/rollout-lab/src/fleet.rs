@@ -273,7 +273,17 @@ impl Fleet {
                 let p = net::reserve_port(n)?;
                 (p, Some(p))
             }
-            (p, _) => (p, None),
+            (p, false) => {
+                if !net::port_free(p, n) {
+                    return Err(LabError::Invalid(format!(
+                        "port {p} is already in use on 127.0.0.11..=127.0.0.{} (another fleet or sshd?); \
+                         pick another with --port, or 0 for a free one",
+                        10 + n
+                    )));
+                }
+                (p, None)
+            }
+            (p, true) => (p, None),
         };
         mkdir(&dir.join("hosts"), 0o755)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&dir))?;
@@ -1189,6 +1199,9 @@ impl Fleet {
         if let Err(e) = self.check_no_mounts() {
             first_err.get_or_insert(e);
         }
+        if let Some(p) = self.reserved_port.take() {
+            net::release_port(p);
+        }
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -1196,9 +1209,6 @@ impl Fleet {
             for f in ["holder", "holder.ready", "sshd", "nix-daemon"] {
                 let _ = fs::remove_file(self.pidfile(i, f));
             }
-        }
-        if let Some(p) = self.reserved_port.take() {
-            net::release_port(p);
         }
         self.stopped = true;
         if !self.keep_state {

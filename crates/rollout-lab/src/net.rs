@@ -52,13 +52,36 @@ fn listening_ports_any() -> HashSet<(String, u16)> {
 
 static RESERVED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
+/// Cross-process port reservations: `/run/rollout-lab-ports/PORT` holding "PID STARTTIME UNIXTIME" of the
+/// reserving process. A reservation only has to cover the time until sshd listens; it counts while its
+/// owner lives and for at most 10 minutes.
+const RES_DIR: &str = "/run/rollout-lab-ports";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn reserved_elsewhere(port: u16) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("{RES_DIR}/{port}")) else { return false };
+    let f: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    match f[..] {
+        [pid, start, t] => {
+            crate::procs::start_time(pid as u32) == Some(start) && now_secs().saturating_sub(t) < 600
+        }
+        _ => false,
+    }
+}
+
 /// Loopback address of host I in normal mode: 127.0.0.(10+I) (carrying into the third octet past 245).
 pub(crate) fn loopback_addr(i: usize) -> Ipv4Addr {
     let n = 10 + i;
     Ipv4Addr::new(127, 0, (n / 256) as u8, (n % 256) as u8)
 }
 
-fn port_free(port: u16, n: usize, taken: &HashSet<(String, u16)>) -> bool {
+fn port_free_with(port: u16, n: usize, taken: &HashSet<(String, u16)>) -> bool {
     let wild = ["00000000", "00000000000000000000000000000000"];
     if wild.iter().any(|w| taken.contains(&(w.to_string(), port))) {
         return false;
@@ -71,33 +94,42 @@ fn port_free(port: u16, n: usize, taken: &HashSet<(String, u16)>) -> bool {
     })
 }
 
-/// Pick a port free on 127.0.0.11..=127.0.0.(10+n), and reserve it in this process until released.
-/// Tries 22 first, then ports from a range starting at a random offset.
+/// Whether `port` is free on 127.0.0.11..=127.0.0.(10+n).
+pub(crate) fn port_free(port: u16, n: usize) -> bool {
+    port_free_with(port, n, &listening_ports_any())
+}
+
+/// Pick a port free on 127.0.0.11..=127.0.0.(10+n) and reserve it (in this process and machine-wide)
+/// until released. Ports come from 20000..40000 starting at a random offset.
 pub(crate) fn reserve_port(n: usize) -> Result<u16> {
+    let _lock = crate::setup::Lock::take()?;
     let mut res = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     let taken = listening_ports_any();
-    let seed = (std::process::id() as u64).wrapping_mul(2654435761)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-    let base = 20000 + (seed % 20000) as u16;
-    let candidates =
-        std::iter::once(22).chain((0..2000u16).map(|k| 20000 + (base - 20000 + k * 7) % 20000));
-    for p in candidates {
-        if !res.contains(&p) && port_free(p, n, &taken) {
-            res.push(p);
-            return Ok(p);
+    let seed: u64 = crate::setup::random_token(8)?.bytes().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64));
+    let _ = std::fs::create_dir_all(RES_DIR);
+    for k in 0..4000u64 {
+        let p = 20000 + ((seed + k * 7919) % 20000) as u16;
+        if res.contains(&p) || reserved_elsewhere(p) || !port_free_with(p, n, &taken) {
+            continue;
         }
+        let me = std::process::id();
+        let st = crate::procs::start_time(me).unwrap_or(0);
+        let _ = std::fs::write(format!("{RES_DIR}/{p}"), format!("{me} {st} {}\n", now_secs()));
+        res.push(p);
+        return Ok(p);
     }
-    Err(LabError::Invalid(format!(
-        "no free port for {n} hosts on 127.0.0.11.."
-    )))
+    Err(LabError::Invalid(format!("no free port for {n} hosts on 127.0.0.11..")))
 }
 
 pub(crate) fn release_port(port: u16) {
     let mut res = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     res.retain(|p| *p != port);
+    let path = format!("{RES_DIR}/{port}");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if s.split_whitespace().next() == Some(&std::process::id().to_string()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Root-side veth name of host I.
