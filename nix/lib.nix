@@ -1,0 +1,359 @@
+# The rollout Nix library: the same interface as deploy-rs's `lib.<system>`, so a flake moves
+# from deploy-rs to rollout by changing its input and nothing else.
+#
+#   activate.{custom,nixos,home-manager,darwin,noop}   build an "activatable" profile closure
+#   setActivate                                         deprecated alias of activate.custom
+#   deployChecks deploy                                 { deploy-schema; deploy-activate; }
+#   deployIssues deploy                                 (rollout extra) the schema problems as a list
+#
+# Closure layout (the profile contract, shared with deploy-rs):
+#   /deploy-rs-activate  run on the target with PROFILE=<profile>, cwd = the profile and
+#                        DRY_ACTIVATE=1 (dry run), BOOT=1 (activate on next boot) or neither (switch)
+#   /rollout-agent       the rollout-agent built for the profile's system; the deployer prefers it
+#                        over the agent it would otherwise copy to the target
+#   /activate-rs         kept only so deploy-rs's `deploy` fails with an explanation instead of
+#                        "No such file or directory": rollout never runs it
+#
+# Only these pkgs attributes are used, so the library can be exercised with a stub pkgs
+# (nix/tests/stub-pkgs.nix): buildEnv, writeTextFile, writeScript, runtimeShell, runCommand.
+{ pkgs, rollout }:
+
+let
+  inherit (builtins)
+    attrNames concatMap concatStringsSep elem elemAt filter foldl' genList isAttrs isBool isInt
+    isList isString length match replaceStrings stringLength substring typeOf
+    unsafeDiscardStringContext;
+
+  # ---------------------------------------------------------------- activation -------------
+
+  # Single-quote a string for the shell.
+  shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  agentLink = pkgs.runCommand "rollout-agent-link" { } ''
+    mkdir -p "$out"
+    ln -s ${rollout}/bin/rollout-agent "$out/rollout-agent"
+  '';
+
+  activateRsShim = pkgs.writeTextFile {
+    name = "rollout-activate-rs-shim";
+    executable = true;
+    destination = "/activate-rs";
+    text = ''
+      #!${pkgs.runtimeShell}
+      echo "activate-rs: this profile was built with rollout's Nix library, which has no activate-rs." >&2
+      echo "Deploy it with rollout (\`rollout\`, or its \`deploy\` alias); rollout runs <profile>/rollout-agent" >&2
+      echo "and <profile>/deploy-rs-activate instead." >&2
+      exit 1
+    '';
+  };
+
+  custom = {
+    # `self` is the attrset this functor was called through, so
+    # `(activate.custom // { dryActivate = "…"; boot = "…"; }) base "script"` picks up the overrides.
+    __functor = self: base: activate:
+      let
+        activateScript = pkgs.writeScript "activate" activate;
+        # Default for dry-activate and boot: show what would run, do nothing.
+        dryActivate = self.dryActivate or "echo ${activateScript}";
+        boot = self.boot or "echo ${activateScript}";
+        # The `:` lines keep each branch valid when a script is empty. The scripts are inserted
+        # unindented so here-documents in them keep working.
+        entry = pkgs.writeTextFile {
+          name = base.name + "-activate-path";
+          executable = true;
+          destination = "/deploy-rs-activate";
+          text = ''
+            #!${pkgs.runtimeShell}
+            set -euo pipefail
+
+            if [ "''${DRY_ACTIVATE:-0}" = 1 ]; then
+            :
+            ${dryActivate}
+            elif [ "''${BOOT:-0}" = 1 ]; then
+            :
+            ${boot}
+            else
+            :
+            ${activate}
+            fi
+          '';
+        };
+      in
+      pkgs.buildEnv {
+        name = "activatable-" + base.name;
+        paths = [ base entry agentLink activateRsShim ];
+      };
+  };
+
+  # systemd-boot keeps a `default` line in loader.conf that pins the boot entry chosen at install
+  # time, so a new generation would never become the default (deploy-rs #31). deploy-rs removes it
+  # after `switch` only; rollout also does it after `boot`, where the next boot is the whole point.
+  # A missing loader.conf is not an error.
+  loaderFix = config:
+    if config.boot.loader.systemd-boot.enable or false then
+      let conf = "${config.boot.loader.efi.efiSysMountPoint}/loader/loader.conf"; in
+      ''
+        if [ -f ${shellQuote conf} ]; then sed -i '/^default /d' ${shellQuote conf}; fi
+      ''
+    else "";
+
+  nixos = base:
+    (custom // {
+      dryActivate = ''"$PROFILE/bin/switch-to-configuration" dry-activate'';
+      boot = ''
+        "$PROFILE/bin/switch-to-configuration" boot
+        ${loaderFix base.config}'';
+    })
+      base.config.system.build.toplevel
+      ''
+        # switch-to-configuration misbehaves when started from a directory it is about to
+        # garbage-collect or unmount (nixpkgs #73404)
+        cd /tmp
+        "$PROFILE/bin/switch-to-configuration" switch
+        ${loaderFix base.config}'';
+
+  home-manager = base: custom base.activationPackage ''"$PROFILE/activate"'';
+
+  # sudo on macOS keeps the caller's HOME, but nix-darwin's activation needs root's.
+  darwin = base: custom base.config.system.build.toplevel ''HOME=/var/root "$PROFILE/activate"'';
+
+  noop = base: custom base ":";
+
+  # ---------------------------------------------------------------- schema ----------------
+
+  genericKeys = [
+    "sshUser" "user" "sshOpts" "fastConnection" "autoRollback" "magicRollback" "confirmTimeout"
+    "activationTimeout" "tempPath" "interactiveSudo" "sudo" "remoteBuild"
+  ];
+  nodeKeys = [ "hostname" "profiles" "profilesOrder" "tags" ];
+  profileKeys = [ "path" "profilePath" ];
+  ownKeys = { top = [ "nodes" ]; node = nodeKeys; profile = profileKeys; };
+
+  quoteAttr = name:
+    if match "[a-zA-Z_][a-zA-Z0-9_'-]*" name != null then name
+    else "\"" + replaceStrings [ "\\" "\"" "$" "\n" "\t" ] [ "\\\\" "\\\"" "\\$" "\\n" "\\t" ] name + "\"";
+  child = path: key: path + "." + quoteAttr key;
+  issue = path: msg: "${path}: ${msg}";
+
+  describe = v:
+    let t = typeOf v; in
+    if t == "set" && (v.type or null) == "derivation" then "a derivation"
+    else if t == "int" && v < 0 then "a negative integer"
+    else {
+      bool = "a boolean"; int = "an integer"; float = "a float"; string = "a string";
+      list = "a list"; set = "an attribute set"; lambda = "a function"; path = "a path";
+      null = "null";
+    }.${t} or "a value of type ${t}";
+  typeErr = path: expected: v: [ (issue path "expected ${expected}, found ${describe v}") ];
+
+  lower = replaceStrings
+    (genList (i: substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ") 26)
+    (genList (i: substring i 1 "abcdefghijklmnopqrstuvwxyz") 26);
+  chars = s: genList (i: substring i 1 s) (stringLength s);
+  min2 = a: b: if a < b then a else b;
+  # Levenshtein distance; the keys are short, so the quadratic list building is fine.
+  distance = a: b:
+    let
+      ca = chars a; cb = chars b; lb = length cb;
+      row = prev: i:
+        foldl'
+          (cur: j: cur ++ [
+            (min2 (min2 (elemAt prev j + 1) (elemAt cur (j - 1) + 1))
+              (elemAt prev (j - 1) + (if elemAt ca i == elemAt cb (j - 1) then 0 else 1)))
+          ])
+          [ (i + 1) ]
+          (genList (j: j + 1) lb);
+    in
+    elemAt (foldl' row (genList (j: j) (lb + 1)) (genList (i: i) (length ca))) lb;
+  # "; did you mean `x`?" for the closest candidate within about one edit per three characters.
+  suggest = word: candidates:
+    let
+      lw = lower word;
+      scored = map (c: { inherit c; d = distance lw (lower c); }) candidates;
+      best = foldl' (acc: x: if acc == null || x.d < acc.d then x else acc) null scored;
+      limit = let l = stringLength word / 3; in if l < 1 then 1 else l;
+    in
+    if best != null && best.d <= limit then "; did you mean `${best.c}`?" else "";
+
+  unknownKey = key: level:
+    if elem key nodeKeys && level != "node" then
+      "`${key}` is a node setting and is not allowed here; put it on a node"
+    else if elem key profileKeys && level != "profile" then
+      "`${key}` is a profile setting and is not allowed here; put it on a profile"
+    else if key == "nodes" then
+      "`nodes` is only allowed at the top level of `deploy`"
+    else
+      let
+        valid = genericKeys ++ ownKeys.${level};
+        hint = suggest key valid;
+      in
+      if hint != "" then "unknown key${hint}"
+      else "unknown key; valid keys here: ${concatStringsSep ", " valid}";
+
+  # Values shown in messages lose their string context: the schema check must never depend on
+  # (and so build) the profiles it describes.
+  show = s: "`" + unsafeDiscardStringContext s + "`";
+
+  nonEmptyString = path: v: then':
+    if !isString v then typeErr path "a string" v
+    else if v == "" then [ (issue path "expected a non-empty string, found an empty string") ]
+    else then' (unsafeDiscardStringContext v);
+  # Host and user names become single command-line words.
+  word = path: what: s:
+    if match ".*[[:space:]].*" s != null then [ (issue path "expected ${what}, found ${show s}, which contains whitespace") ]
+    else if substring 0 1 s == "-" then [ (issue path "expected ${what}, found ${show s}, which starts with `-`") ]
+    else [ ];
+  absolute = path: what: s:
+    if substring 0 1 s == "/" then [ ] else [ (issue path "expected ${what}, found ${show s}") ];
+  boolean = path: v: if isBool v then [ ] else typeErr path "a boolean (true or false)" v;
+  seconds = path: v: if isInt v && v >= 0 then [ ] else typeErr path "a non-negative integer (seconds)" v;
+  stringList = path: v:
+    if !isList v then typeErr path "a list of strings" v
+    else concatMap (i: let x = elemAt v i; in if isString x then [ ] else typeErr "${path}[${toString i}]" "a string" x)
+      (genList (i: i) (length v));
+
+  genericCheck = {
+    sshUser = p: v: nonEmptyString p v (s: word p "a user name" s
+      ++ (if match ".*@.*" s != null then [ (issue p "expected a user name without `@`, found ${show s} (the host goes in `hostname`)") ] else [ ]));
+    user = p: v: nonEmptyString p v (word p "a user name");
+    sudo = p: v: nonEmptyString p v (_: [ ]);
+    tempPath = p: v: nonEmptyString p v (absolute p "an absolute path on the target");
+    sshOpts = stringList;
+    fastConnection = boolean;
+    autoRollback = boolean;
+    magicRollback = boolean;
+    remoteBuild = boolean;
+    interactiveSudo = boolean;
+    confirmTimeout = seconds;
+    activationTimeout = seconds;
+  };
+
+  # Generic settings and unknown keys of one level; the level's own keys are checked by the caller.
+  checkSettings = path: level: attrs:
+    concatMap
+      (k:
+        let kp = child path k; in
+        if genericCheck ? ${k} then genericCheck.${k} kp attrs.${k}
+        else if elem k ownKeys.${level} then [ ]
+        else [ (issue kp (unknownKey k level)) ])
+      (attrNames attrs);
+
+  checkProfile = path: prof:
+    if !isAttrs prof then typeErr path "an attribute set (a profile)" prof
+    else
+      checkSettings path "profile" prof
+      ++ (
+        let p = child path "path"; v = prof.path or null; in
+        if !(prof ? path) then [ (issue p "missing; every profile needs a `path` (the store path of its activatable closure)") ]
+        # A derivation is accepted without forcing its outPath: nothing gets instantiated or built.
+        else if isAttrs v && (v ? outPath) then [ ]
+        else if isString v then nonEmptyString p v (absolute p "an absolute store path")
+        else typeErr p "a store path (a string or a derivation)" v
+      )
+      ++ (if prof ? profilePath then nonEmptyString (child path "profilePath") prof.profilePath (_: [ ]) else [ ]);
+
+  checkNode = path: node:
+    if !isAttrs node then typeErr path "an attribute set (a node)" node
+    else
+      let
+        ppath = child path "profiles";
+        profiles = node.profiles or null;
+        names = if isAttrs profiles then attrNames profiles else null;
+        opath = child path "profilesOrder";
+        order = node.profilesOrder or [ ];
+      in
+      checkSettings path "node" node
+      ++ (if !(node ? hostname) then [ (issue (child path "hostname") "missing; every node needs a `hostname` (string)") ]
+          else nonEmptyString (child path "hostname") node.hostname (word (child path "hostname") "a host name or address"))
+      ++ (if node ? tags then stringList (child path "tags") node.tags else [ ])
+      ++ (if !(node ? profiles) then [ (issue ppath "missing; expected an attribute set with at least one profile") ]
+          else if !isAttrs profiles then typeErr ppath "an attribute set of profiles" profiles
+          else if names == [ ] then [ (issue ppath "the node has no profiles; expected at least one profile") ]
+          else concatMap (n: checkProfile (child ppath n) profiles.${n}) names)
+      ++ (
+        let listErrs = stringList opath order; in
+        if listErrs != [ ] then listErrs
+        else concatMap
+          (i:
+            let p = elemAt order i; ip = "${opath}[${toString i}]"; in
+            if length (filter (x: x == p) (genList (j: elemAt order j) i)) > 0 then
+              [ (issue ip "`${p}` is listed twice; expected each profile at most once") ]
+            else if names != null && !(elem p names) then
+              [ (issue ip "no profile named `${p}`${suggest p names}; profiles: ${concatStringsSep ", " (map quoteAttr names)}") ]
+            else [ ])
+          (genList (i: i) (length order))
+      );
+
+  deployIssues = deploy:
+    if !isAttrs deploy then typeErr "deploy" "an attribute set" deploy
+    else
+      checkSettings "deploy" "top" deploy
+      ++ (
+        let nodes = deploy.nodes or null; in
+        if !(deploy ? nodes) then [ (issue "deploy.nodes" "missing; expected an attribute set of nodes") ]
+        else if !isAttrs nodes then typeErr "deploy.nodes" "an attribute set of nodes" nodes
+        else concatMap (n: checkNode (child "deploy.nodes" n) nodes.${n}) (attrNames nodes)
+      );
+
+  # ---------------------------------------------------------------- checks ----------------
+
+  deployChecks = deploy: {
+    # Pure-Nix validation. Unlike deploy-rs's (check-jsonschema over `builtins.toJSON deploy`,
+    # which carries every profile's string context and so builds every profile first), this
+    # derivation has no inputs: it costs one evaluation of the `deploy` tree and no builds.
+    deploy-schema =
+      let issues = unsafeDiscardStringContext (concatStringsSep "\n" (deployIssues deploy)); in
+      pkgs.runCommand "rollout-check-deploy-schema" { inherit issues; } ''
+        if [ -n "$issues" ]; then
+          echo "the deploy output is invalid:" >&2
+          printf '%s\n' "$issues" >&2
+          exit 1
+        fi
+        echo ok > "$out"
+      '';
+
+    # This check does need the profiles: it looks inside each closure, so building it builds
+    # every profile of every node. Entries whose shape is wrong are left to deploy-schema.
+    deploy-activate =
+      let
+        nodes = if isAttrs (deploy.nodes or null) then deploy.nodes else { };
+        profilesOf = n:
+          let ps = nodes.${n}.profiles or null; in
+          if isAttrs nodes.${n} && isAttrs ps then
+            concatMap
+              (p:
+                let path = ps.${p}.path or null; in
+                if isString path || (isAttrs path && path ? outPath) then
+                  [ { name = "${n}.${p}"; path = "${path}"; } ]
+                else [ ])
+              (attrNames ps)
+          else [ ];
+        entries = concatMap profilesOf (attrNames nodes);
+      in
+      pkgs.runCommand "rollout-check-deploy-activate" { } ''
+        failed=0
+        check() {
+          if [ ! -e "$2/deploy-rs-activate" ]; then
+            echo "#$1 is missing deploy-rs-activate (build the profile with lib.<system>.activate.*): $2" >&2
+            failed=1
+          elif [ ! -f "$2/deploy-rs-activate" ] || [ ! -x "$2/deploy-rs-activate" ]; then
+            echo "#$1 has a deploy-rs-activate that is not an executable file: $2" >&2
+            failed=1
+          fi
+        }
+        ${concatStringsSep "\n" (map (e: "check ${shellQuote e.name} ${shellQuote e.path}") entries)}
+        if [ "$failed" != 0 ]; then exit 1; fi
+        echo ok > "$out"
+      '';
+  };
+
+in
+{
+  activate = { inherit custom nixos home-manager darwin noop; };
+
+  setActivate = builtins.trace
+    "warning: lib.setActivate is deprecated; use lib.activate.custom (or activate.nixos, activate.home-manager, activate.darwin, activate.noop)"
+    custom;
+
+  inherit deployChecks deployIssues;
+}
