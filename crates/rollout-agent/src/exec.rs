@@ -28,6 +28,13 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+const NIX_ATTEMPTS: u32 = 5;
+
+/// Whether nix-env's error output shows a lock-contention failure worth retrying.
+pub fn is_transient(stderr: &str) -> bool {
+    stderr.lines().any(|l| l.starts_with("error:") && l.contains("SQLite database") && l.contains("is busy"))
+}
+
 /// `nix-env` on one profile. Output goes to the worker's stdout/stderr, i.e. the deploy log.
 pub struct NixEnv {
     exe: PathBuf,
@@ -41,19 +48,42 @@ impl NixEnv {
             .ok_or_else(|| format!("nix-env not found on PATH nor in {}", NIX_FALLBACK_DIRS.join(", ")))
     }
 
+    /// Runs `nix-env -p PROFILE ARGS…`. A daemon-less (root) store can fail with "SQLite database … is
+    /// busy" under concurrent Nix use; every operation used here is idempotent, so that case is retried.
     fn run(&self, profile: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("-p").arg(profile).args(args).stdin(Stdio::null());
         let shown = format!("{} -p {} {}", self.exe.display(), profile.display(),
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-        if self.debug {
-            crate::log(&format!("running {shown}"));
+        for attempt in 1..=NIX_ATTEMPTS {
+            if self.debug {
+                crate::log(&format!("running {shown}"));
+            }
+            let out = Command::new(&self.exe)
+                .arg("-p")
+                .arg(profile)
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+            // Pass nix-env's messages on to the log, where they would have gone anyway.
+            {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(&out.stderr);
+            }
+            if out.status.success() {
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            if attempt < NIX_ATTEMPTS && is_transient(&err) {
+                crate::log(&format!("the Nix database is busy; retrying `{shown}` ({attempt}/{NIX_ATTEMPTS})"));
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
+            return Err(format!("`{shown}` failed ({}){detail}", describe_exit(out.status)));
         }
-        match cmd.status() {
-            Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("`{shown}` failed ({})", describe_exit(s))),
-            Err(e) => Err(format!("cannot run `{shown}`: {e}")),
-        }
+        Err(format!("`{shown}` failed"))
     }
 
     pub fn set(&self, profile: &Path, closure: &Path) -> Result<(), String> {
@@ -141,5 +171,31 @@ pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> R
             return Err(ScriptError::TimedOut(timeout_secs));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors() {
+        assert!(is_transient("error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\n"));
+        // Nix's own retry warnings are not failures.
+        assert!(!is_transient("warning: error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\nerror: path '/nix/store/x' is not valid"));
+        assert!(!is_transient("error: profile version 7 does not exist"));
+    }
+
+    #[test]
+    fn finds_programs_on_path_only_if_executable() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("prog");
+        std::fs::write(&f, "").unwrap();
+        let path = Some(d.path().as_os_str().to_owned());
+        assert_eq!(find_program("prog", path.clone()), None);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_program("prog", path), Some(f));
+        assert_eq!(find_program("prog", Some("relative/dir".into())), None);
     }
 }

@@ -31,13 +31,38 @@ fn build(script: Option<&str>) -> PathBuf {
         args = [ "-c" (if script == "" then "mkdir $out; echo $salt > $out/salt"
                  else "mkdir $out; cp ${builtins.toFile "deploy-rs-activate" script} $out/deploy-rs-activate; chmod +x $out/deploy-rs-activate") ];
     }"#;
-    let out = Command::new("nix-build")
-        .args(["--no-out-link", "-E", expr, "--argstr", "script", script.unwrap_or(""), "--argstr", "salt", &salt()])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run nix-build");
-    assert!(out.status.success(), "nix-build failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    let salt = salt();
+    // Tests run in parallel on a daemon-less local store; a busy SQLite database can make one
+    // nix-build give up, so builds are serialised and retried.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let mut errors = String::new();
+    for _ in 0..3 {
+        let out = Command::new("nix-build")
+            .args(["--no-out-link", "-E", expr, "--argstr", "script", script.unwrap_or(""), "--argstr", "salt", &salt])
+            .output()
+            .expect("run nix-build");
+        if out.status.success() {
+            return PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        }
+        errors.push_str(&String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("nix-build failed three times:\n{errors}");
+}
+
+/// nix-env for test setup, retried like the agent does when the database is busy.
+fn nix_env(profile: &Path, args: &[&str]) {
+    let mut errors = String::new();
+    for _ in 0..5 {
+        let out = Command::new("nix-env").arg("-p").arg(profile).args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        errors.push_str(&String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("nix-env {args:?} failed:\n{errors}");
 }
 
 impl Env {
@@ -397,8 +422,7 @@ fn first_deploy_failure_removes_profile() {
 fn previous_generation_without_activation_script() {
     let e = Env::new();
     let plain = build(None);
-    let st = Command::new("nix-env").arg("-p").arg(e.profile()).arg("--set").arg(&plain).status().unwrap();
-    assert!(st.success());
+    nix_env(&e.profile(), &["--set", plain.to_str().unwrap()]);
     let b = e.closure("B", "exit 1");
     let out = e.activate("noscrpt01", &b, &["--auto-rollback"]);
     assert_eq!(code(&out), 3);
@@ -547,8 +571,7 @@ fn reused_generation_survives_rollback() {
     let b = e.closure("B", "exit 1");
     assert_eq!(code(&e.activate("reusegen1", &a, &[])), 0);
     assert_eq!(code(&e.activate("reusegen2", &b, &[])), 1); // no auto-rollback: stays on gen 2
-    let st = Command::new("nix-env").arg("-p").arg(e.profile()).args(["--switch-generation", "1"]).status().unwrap();
-    assert!(st.success());
+    nix_env(&e.profile(), &["--switch-generation", "1"]);
     // nix-env reuses generation 2 (newest, same closure); rolling back must not delete it.
     let out = e.activate("reusegen3", &b, &["--auto-rollback"]);
     assert_eq!(code(&out), 3);
