@@ -632,3 +632,19 @@ fn abort_output_includes_rollback_log() {
     assert_eq!(code(&again), 1, "activated deploy cannot be aborted");
     assert!(!e.deploy_dir("abortlog1").join("abort").exists());
 }
+
+#[test]
+fn revoke_first_deploy_removes_profile() {
+    let e = Env::new();
+    let a = e.closure("A", "");
+    assert_eq!(code(&e.activate("revfirst1", &a, &[])), 0);
+    let (p, t) = (e.profile(), e.temp());
+    let out = e.agent(&["revoke", "--profile-path", p.to_str().unwrap(), "--closure", a.to_str().unwrap(),
+                        "--generation", "1", "--temp-path", t.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let st = reported(&out);
+    assert_eq!(st["state"], "rolled-back");
+    assert!(st["id"].as_str().unwrap().starts_with("revoke-1-"));
+    assert!(std::fs::symlink_metadata(&p).is_err());
+    assert!(std::fs::symlink_metadata(e.gen_link(1)).is_err());
+}
