@@ -82,6 +82,11 @@ struct Meta {
     hosts: usize,
     port: u16,
     netns: bool,
+    /// pid and start time of the process that owns the fleet (tears it down on drop); 0 when detached.
+    #[serde(default)]
+    owner_pid: u32,
+    #[serde(default)]
+    owner_start: u64,
 }
 
 /// One simulated host.
@@ -287,11 +292,14 @@ impl Fleet {
         };
         mkdir(&dir.join("hosts"), 0o755)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&dir))?;
+        let me = std::process::id();
         let meta = Meta {
             version: 1,
             hosts: n,
             port,
             netns: opts.netns,
+            owner_pid: me,
+            owner_start: procs::start_time(me).unwrap_or(0),
         };
         write(
             &dir.join(META),
@@ -378,8 +386,60 @@ impl Fleet {
     }
 
     /// Whether this handle tears the fleet down on drop.
+    /// A fleet that is not torn down on drop is "detached": [`Fleet::gc`] never collects it.
     pub fn set_down_on_drop(&mut self, on: bool) {
         self.owned = on;
+        if !on && self.meta.owner_pid != 0 {
+            self.meta.owner_pid = 0;
+            self.meta.owner_start = 0;
+            let _ = self.write_meta();
+        }
+    }
+
+    fn write_meta(&self) -> Result<()> {
+        let p = self.dir.join(META);
+        let tmp = self.dir.join(".rollout-lab.tmp");
+        write(
+            &tmp,
+            &serde_json::to_string_pretty(&self.meta).expect("meta serializes"),
+        )?;
+        fs::rename(&tmp, &p).map_err(io_err(&p))
+    }
+
+    /// Whether the fleet's owning process (the one whose handle tears it down on drop) is gone while the
+    /// fleet is not detached: a fleet leaked by a killed test process.
+    pub fn is_orphaned(&self) -> bool {
+        self.meta.owner_pid != 0
+            && !Recorded {
+                pid: self.meta.owner_pid,
+                start: self.meta.owner_start,
+            }
+            .alive()
+    }
+
+    /// Bring down fleets leaked by killed test processes: state dirs `/tmp/rollout-lab-*` whose owner is
+    /// gone ([`Fleet::is_orphaned`]). Detached fleets (started by the CLI) are left alone. Returns the
+    /// state dirs collected (or that would be, with `dry_run`).
+    pub fn gc(dry_run: bool) -> Result<Vec<PathBuf>> {
+        let mut done = Vec::new();
+        let rd = fs::read_dir("/tmp").map_err(io_err("/tmp"))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("rollout-lab-") || !e.path().join(META).is_file() {
+                continue;
+            }
+            let Ok(mut f) = Fleet::attach(e.path()) else {
+                continue;
+            };
+            if !f.is_orphaned() {
+                continue;
+            }
+            if !dry_run {
+                f.down()?;
+            }
+            done.push(e.path());
+        }
+        Ok(done)
     }
 
     // ----- accessors -----

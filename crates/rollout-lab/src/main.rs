@@ -79,6 +79,12 @@ enum Cmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Bring down fleets in /tmp/rollout-lab-* leaked by killed test processes
+    Gc {
+        /// Only list them
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print `export NIX_SSHOPTS=...` for the fleet
     Env {
         #[arg(long)]
@@ -172,6 +178,15 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             return Ok(ExitCode::from(
                 out.status.code().unwrap_or(1).clamp(0, 255) as u8
             ));
+        }
+        Cmd::Gc { dry_run } => {
+            for d in Fleet::gc(dry_run)? {
+                println!(
+                    "{}{}",
+                    if dry_run { "would stop " } else { "stopped " },
+                    d.display()
+                );
+            }
         }
         Cmd::Env { state } => {
             let f = Fleet::attach(&state)?;

@@ -65,11 +65,17 @@ fn now_secs() -> u64 {
 }
 
 fn reserved_elsewhere(port: u16) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("{RES_DIR}/{port}")) else { return false };
-    let f: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let Ok(s) = std::fs::read_to_string(format!("{RES_DIR}/{port}")) else {
+        return false;
+    };
+    let f: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     match f[..] {
         [pid, start, t] => {
-            crate::procs::start_time(pid as u32) == Some(start) && now_secs().saturating_sub(t) < 600
+            crate::procs::start_time(pid as u32) == Some(start)
+                && now_secs().saturating_sub(t) < 600
         }
         _ => false,
     }
@@ -105,7 +111,9 @@ pub(crate) fn reserve_port(n: usize) -> Result<u16> {
     let _lock = crate::setup::Lock::take()?;
     let mut res = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     let taken = listening_ports_any();
-    let seed: u64 = crate::setup::random_token(8)?.bytes().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64));
+    let seed: u64 = crate::setup::random_token(8)?
+        .bytes()
+        .fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64));
     let _ = std::fs::create_dir_all(RES_DIR);
     for k in 0..4000u64 {
         let p = 20000 + ((seed + k * 7919) % 20000) as u16;
@@ -114,11 +122,16 @@ pub(crate) fn reserve_port(n: usize) -> Result<u16> {
         }
         let me = std::process::id();
         let st = crate::procs::start_time(me).unwrap_or(0);
-        let _ = std::fs::write(format!("{RES_DIR}/{p}"), format!("{me} {st} {}\n", now_secs()));
+        let _ = std::fs::write(
+            format!("{RES_DIR}/{p}"),
+            format!("{me} {st} {}\n", now_secs()),
+        );
         res.push(p);
         return Ok(p);
     }
-    Err(LabError::Invalid(format!("no free port for {n} hosts on 127.0.0.11..")))
+    Err(LabError::Invalid(format!(
+        "no free port for {n} hosts on 127.0.0.11.."
+    )))
 }
 
 pub(crate) fn release_port(port: u16) {

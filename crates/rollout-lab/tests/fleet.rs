@@ -256,3 +256,65 @@ fn netns_cut_and_heal() {
     );
     assert_eq!(addrs.lines().count(), 2, "only lo and the veth: {addrs}");
 }
+
+/// Helper run in a child process by `gc_collects_leaked_fleet`: starts a fleet, prints its state dir and
+/// waits to be killed.
+#[test]
+#[ignore = "helper for gc_collects_leaked_fleet"]
+fn helper_leak_fleet() {
+    if std::env::var_os("ROLLOUT_LAB_LEAK_HELPER").is_none() {
+        return;
+    }
+    let fleet = Fleet::temp(1).expect("fleet up");
+    println!("STATE {}", fleet.state_dir().display());
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn gc_collects_leaked_fleet() {
+    if skip() {
+        return;
+    }
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_leak_fleet",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ROLLOUT_LAB_LEAK_HELPER", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut dir = None;
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        // libtest may print "test helper_leak_fleet ... " on the same line
+        if let Some(pos) = line.find("STATE /") {
+            dir = Some(std::path::PathBuf::from(line[pos + 6..].trim()));
+            break;
+        }
+    }
+    let Some(dir) = dir else {
+        let _ = child.kill();
+        panic!("helper did not print its state dir");
+    };
+    child.kill().unwrap(); // SIGKILL: no Drop runs
+    child.wait().unwrap();
+    let leaked = Fleet::attach(&dir).unwrap();
+    assert!(leaked.is_orphaned());
+    assert!(
+        leaked.status()[0].listening,
+        "hosts outlive their killed owner"
+    );
+    let recorded = leaked.recorded_processes();
+    let collected = Fleet::gc(false).unwrap();
+    assert!(collected.contains(&dir), "{collected:?}");
+    assert_gone(&dir, &recorded);
+}
