@@ -464,6 +464,12 @@ impl Fleet {
     pub fn nix_sshopts(&self) -> String {
         format!("-F {}", self.ssh_config().display())
     }
+    /// An `ssh -F DIR/ssh_config TARGET ARGS...` command (TARGET: `hostI` or `user@hostI`).
+    pub fn ssh(&self, target: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-F").arg(self.ssh_config()).arg(target).args(args);
+        c
+    }
     /// Number of hosts.
     pub fn len(&self) -> usize {
         self.meta.hosts

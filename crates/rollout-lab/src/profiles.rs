@@ -382,6 +382,10 @@ impl FlakeBuilder {
             nix_string(profile)
         )
     }
+    /// Same as [`FlakeBuilder::profile_attr`]: the Nix attribute path of a profile's store path.
+    pub fn profile_path_expr(node: &str, profile: &str) -> String {
+        FlakeBuilder::profile_attr(node, profile)
+    }
     /// Installable for `nix build`: `path:DIR#deploy.nodes."n".profiles."p".path`.
     pub fn profile_installable(&self, node: &str, profile: &str) -> String {
         format!(
