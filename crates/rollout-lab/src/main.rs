@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use rollout_lab::{Fleet, LabOptions};
 
 #[derive(Parser)]
@@ -97,7 +98,15 @@ fn pid(p: Option<u32>) -> String {
 }
 
 fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // help and version go to stdout with exit 0; every usage error exits 1
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
     match cli.cmd {
         Cmd::Up {
             n,
