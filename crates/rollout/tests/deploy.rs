@@ -88,8 +88,10 @@ fn killed_deployer_leaves_the_target_to_roll_back_and_a_redeploy_of_the_same_clo
     let mut child = env.spawn("#host1", &["--confirm-timeout", "3"]);
     let t0 = Instant::now();
     loop {
-        let started = env.fleet.exec("host1", &["sh", "-c", "ls /tmp/rollout-0/*/log >/dev/null 2>&1"]).unwrap().status.success();
-        if started || t0.elapsed() > Duration::from_secs(30) {
+        // the detached worker has taken over once it reports `activating`
+        let started = env.fleet.exec("host1", &["sh", "-c", "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json"]).unwrap().status.success();
+        assert!(t0.elapsed() < Duration::from_secs(30), "the activation never started");
+        if started {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -64,7 +64,7 @@ impl Env {
 
     /// The store path a profile points at on a host, or "" when absent.
     pub fn target_of(&self, host: &str, path: &str) -> String {
-        let o = self.fleet.exec(host, &["readlink", "-f", path]).unwrap();
+        let o = self.fleet.exec(host, &["readlink", "-e", path]).unwrap();
         if !o.status.success() {
             return String::new();
         }
