@@ -50,7 +50,7 @@ impl NixContext {
         let expr = format!(
             "let r = import {}; x = if builtins.isFunction r then r {{}} else r; in \
              if x ? checks && x.checks ? ${{builtins.currentSystem}} then x.checks.${{builtins.currentSystem}} else {{}}",
-            nix_path_literal(file)
+            crate::evalexpr::nix_path_expr(file)
         );
         Argv::new("nix-build").args(["--no-out-link", "-E", &expr]).args(self.extra_args.iter().cloned())
     }
@@ -151,28 +151,7 @@ pub fn profile_attr(node: &str, profile: &str) -> String {
 }
 
 fn attr_name(name: &str) -> String {
-    let ident = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c));
-    if ident {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
-/// A file path as a Nix path expression that cannot inject code.
-pub fn nix_path_literal(file: &str) -> String {
-    let abs = if file.starts_with('/') {
-        file.to_string()
-    } else {
-        let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_else(|_| ".".into());
-        format!("{cwd}/{file}")
-    };
-    // `/. + "/rest"` builds a path from a string literal, so no character in the name is special.
-    format!("(/. + \"{}\")", abs.replace('\\', "\\\\").replace('"', "\\\"").replace("${", "\\${"))
+    crate::target::quote_attr(name)
 }
 
 #[cfg(test)]
@@ -221,11 +200,5 @@ mod tests {
         assert!(old.sshopts_env(&opts).unwrap_err().contains("ProxyCommand"));
         let new = NixContext { version: (2, 28), ..Default::default() };
         assert_eq!(new.sshopts_env(&opts).unwrap(), "-o 'ProxyCommand=nc %h %p'");
-    }
-
-    #[test]
-    fn file_paths_cannot_inject_nix_code() {
-        let lit = nix_path_literal("/tmp/a\"${x}");
-        assert_eq!(lit, "(/. + \"/tmp/a\\\"\\${x}\")");
     }
 }

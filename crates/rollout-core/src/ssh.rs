@@ -57,13 +57,7 @@ pub fn via_master(ep: &Endpoint, socket: &str, remote: &[String]) -> Argv {
 /// master (the user's own ControlMaster settings included): the confirmation must prove that a
 /// fresh login still works after activation.
 pub fn fresh(ep: &Endpoint, remote: &[String]) -> Argv {
-    Argv::new("ssh")
-        .args(["-S", "none", "-o", "ControlMaster=no", "-o", "ControlPath=none"])
-        .args(ep.opts.iter().cloned())
-        .args(defaults())
-        .arg("--")
-        .arg(ep.destination())
-        .arg(shell_join(remote))
+    fresh_many(ep, std::slice::from_ref(&remote.to_vec()))
 }
 
 /// The same as [`fresh`] but for several commands run one after the other in one login (one per

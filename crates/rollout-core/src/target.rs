@@ -95,21 +95,7 @@ pub fn quote_attr(name: &str) -> String {
     if is_identifier(name) {
         return name.to_string();
     }
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '$' => out.push_str("\\$"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    crate::evalexpr::nix_string(name)
 }
 
 /// Parses the fragment after `#` into (node, profile). The error is a short problem statement;
