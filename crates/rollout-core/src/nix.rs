@@ -113,9 +113,10 @@ impl NixContext {
     }
 }
 
-/// `nix copy` of closures to a target over the legacy `ssh://` store.
+/// `nix copy` of closures to a target over the legacy `ssh://` store. The log is Nix's JSON
+/// log, so that rollout can count the paths and bytes copied (see `deploy::copy`).
 pub fn copy_to(store_uri: &str, paths: &[String], substitute: bool, check_sigs: bool, ssh_opts: &str) -> Argv {
-    let mut a = nix().arg("copy");
+    let mut a = nix().args(["copy", "--log-format", "internal-json"]);
     if substitute {
         a = a.arg("--substitute-on-destination");
     }
@@ -123,6 +124,12 @@ pub fn copy_to(store_uri: &str, paths: &[String], substitute: bool, check_sigs: 
         a = a.arg("--no-check-sigs");
     }
     a.arg("--to").arg(store_uri).args(paths.iter().cloned()).env("NIX_SSHOPTS", ssh_opts)
+}
+
+/// NAR sizes of the closures of `paths` (JSON: a list in older Nix, an object keyed by path in
+/// newer Nix; `deploy::copy` reads both).
+pub fn path_info_sizes(paths: &[String]) -> Argv {
+    nix().args(["path-info", "--json", "-r"]).args(paths.iter().cloned())
 }
 
 /// Add a local directory (the agent package) to the local store.

@@ -170,6 +170,9 @@ impl Sink for ProgressSink {
             Kind::Outcome { outcome, message } => {
                 b.set_message(format!("{prof}{} {message}", outcome_word(*outcome)));
             }
+            Kind::Progress { phase: Phase::Copy, done, .. } => {
+                b.set_message(format!("copy: {} copied", rollout_core::deploy::copy::human_bytes(*done)));
+            }
             Kind::Warn { message } => {
                 let _ = self.mp.println(format!("rollout: {} warning: {message}", scope(e)));
             }

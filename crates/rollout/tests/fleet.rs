@@ -151,4 +151,19 @@ fn json_events_describe_every_phase() {
     let outcome = events.iter().find(|e| e["event"] == "outcome").unwrap();
     assert_eq!((outcome["node"].as_str(), outcome["profile"].as_str(), outcome["outcome"].as_str()), (Some("host1"), Some("system"), Some("deployed")));
     assert!(outcome["time"].as_f64().unwrap() > 1.6e9);
+    let copy_msg = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .find(|e| e["event"] == "phase" && e["phase"] == "copy" && e["state"] == "succeeded")
+            .and_then(|e| e["message"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(copy_msg(&events).starts_with("copied 2 path(s)"), "closure and agent copied: {}", copy_msg(&events));
+    assert!(events.iter().any(|e| e["event"] == "progress" && e["phase"] == "copy" && e["done"].as_u64() > Some(0)));
+
+    // The same deploy again: nothing left to copy.
+    let out = env.rollout("", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    assert_eq!(copy_msg(&events), "all paths already present");
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod build;
 pub mod connection;
+pub mod copy;
 pub mod evaluate;
 pub mod node;
 
@@ -76,6 +77,8 @@ pub struct Shared {
     pub passwords: HashMap<String, String>,
     pub sockets: SocketDir,
     pub next_socket: AtomicUsize,
+    /// NAR sizes of everything that may be copied (for byte counts).
+    pub nar_sizes: HashMap<String, u64>,
     seq: AtomicU64,
 }
 
@@ -127,6 +130,9 @@ pub fn run(
     let local: Vec<&Deployment> = plan.deployments.iter().filter(|d| !d.settings.remote_build).collect();
     build::build_local(&runner, &ctx, mode, &local, opts.keep_result.as_deref())?;
     let agent_path = agent::resolve_agent(&runner, opts.agent.as_deref())?;
+    let mut local_paths: Vec<String> = local.iter().map(|d| d.closure.clone()).collect();
+    local_paths.push(agent_path.clone());
+    let nar_sizes = copy::nar_sizes(&runner, &local_paths);
     let shared = Shared {
         runner,
         ctx,
@@ -136,6 +142,7 @@ pub fn run(
         passwords,
         sockets: SocketDir::create().map_err(RunError::Sockets)?,
         next_socket: AtomicUsize::new(0),
+        nar_sizes,
         seq: AtomicU64::new(0),
     };
     let nodes = group_by_node(plan);

@@ -176,12 +176,21 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let substitute = !mine.iter().all(|d| d.settings.fast_connection);
         rep.phase(Phase::Copy, State::Started, Some(format!("copying {} path(s) to {}", paths.len(), ep.host)));
         let copy = nix::copy_to(&nix::store_uri("ssh", &ep.user, &ep.host), &paths, substitute, shared.opts.checksigs, &opts);
-        if let Err(e) = runner.checked(&copy, "nix copy") {
-            rep.phase(Phase::Copy, State::Failed, None);
-            fail_all(&mut run, 0, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.stderr().trim()));
-            return run;
+        match super::copy::run_copy(&runner, &rep, &copy, &shared.nar_sizes) {
+            Ok(st) => {
+                let msg = if st.paths == 0 {
+                    "all paths already present".to_string()
+                } else {
+                    format!("copied {} path(s), {}", st.paths, super::copy::human_bytes(st.bytes))
+                };
+                rep.phase(Phase::Copy, State::Succeeded, Some(msg));
+            }
+            Err(e) => {
+                rep.phase(Phase::Copy, State::Failed, None);
+                fail_all(&mut run, 0, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.trim()));
+                return run;
+            }
         }
-        rep.phase(Phase::Copy, State::Succeeded, None);
         let remote: Vec<String> = mine.iter().filter(|d| d.settings.remote_build).map(|d| build::installable(shared.mode, d)).collect();
         if !remote.is_empty() {
             rep.phase(Phase::Build, State::Started, Some(format!("building {} profile(s) on {}", remote.len(), ep.host)));
@@ -303,8 +312,14 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
 
     if let Some((k, why)) = failure {
         // Undo this node's earlier profiles: pending ones are aborted on the target; already
-        // activated ones (no magic rollback) are revoked, newest first.
-        abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &deps[k].profile);
+        // activated ones (no magic rollback) are revoked, newest first. With
+        // --rollback-succeeded false the earlier profiles stay: pending ones are confirmed
+        // (deploy-rs confirms each profile before activating the next one).
+        if opts.rollback_succeeded {
+            abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &deps[k].profile);
+        } else if !pending.is_empty() {
+            confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, pending, &mut done);
+        }
         if opts.rollback_succeeded && !opts.dry_activate {
             let mut acts: Vec<usize> = (0..done.len()).filter(|&i| done[i].activated.is_some() && done[i].outcome != Outcome::RolledBack).collect();
             acts.reverse();
