@@ -323,6 +323,13 @@ fn rows() -> Vec<Row> {
             &["cannot be used with", "--targets"],
         ),
         row(
+            "--hostname with more than one node",
+            base(),
+            &["--debug-logs", "-s", "--hostname", "one.example", "."],
+            1,
+            &["--hostname", "2 nodes", "db", "web"],
+        ),
+        row(
             "--dry-activate with --boot",
             base(),
             &["--debug-logs", "-s", "--dry-activate", "--boot", ".#web"],

@@ -112,5 +112,20 @@ pub fn prepare(args: &DeployArgs, reporter: &Reporter) -> Result<Prepared, Strin
             return Err(filter.empty_error(&all).to_string());
         }
     }
+    if let Some(h) = &args.hostname {
+        // deploy-rs applies --hostname to every node (its issue #122); sending several nodes'
+        // profiles to one machine is never what was meant.
+        let mut nodes: Vec<&str> = plan.deployments.iter().map(|d| d.node.as_str()).collect();
+        nodes.sort();
+        nodes.dedup();
+        if nodes.len() > 1 {
+            return Err(format!(
+                "--hostname {h} would send {} nodes ({}) to one machine; select one node (e.g. .#{})",
+                nodes.len(),
+                nodes.join(", "),
+                nodes[0]
+            ));
+        }
+    }
     Ok(Prepared { plan, mode, ctx })
 }
