@@ -127,7 +127,7 @@ fn a_host_with_three_profiles_costs_at_most_two_ssh_authentications() {
     let out = env.rollout("", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let used = env.fleet.sshd_auth_count("host1") - before;
-    assert!(used <= 2 && used >= 1, "{used} SSH authentications for 3 profiles");
+    assert!((1..=2).contains(&used), "{used} SSH authentications for 3 profiles");
     for p in ["a", "b", "c"] {
         assert_eq!(env.markers("host1", p).len(), 1);
     }

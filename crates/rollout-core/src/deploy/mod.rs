@@ -215,7 +215,7 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
                 }
             }
         }
-        todo.sort_by(|a, b| b.0.cmp(&a.0));
+        todo.sort_by_key(|t| std::cmp::Reverse(t.0));
         for (_, ri, pi) in todo {
             let run = &mut runs[ri];
             let a = run.results[pi].activated.clone().unwrap();

@@ -3,7 +3,7 @@
 //! fresh connection. Failures abort the node's pending profiles on the target.
 
 use super::agent::{self, ActivateArgs, AgentStatus, ProfileRef};
-use super::connection::{ConnectError, Master};
+use super::connection::Master;
 use super::build;
 use super::Shared;
 use crate::events::{Outcome, Phase, Reporter, State};
@@ -124,8 +124,9 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let rep = shared.runner.reporter.for_node(node);
     let runner = Runner::new(rep.clone());
     let mut run = NodeRun { node: node.to_string(), results: Vec::new(), masters: Vec::new() };
-    let fail_all = |run: &mut NodeRun, from: usize, outcome: Outcome, msg: &str| {
-        for d in &deps[from..] {
+    // Every profile of the node that has no result yet gets this one.
+    let fail_all = |run: &mut NodeRun, outcome: Outcome, msg: &str| {
+        for d in deps {
             if !run.results.iter().any(|r| r.profile == d.profile) {
                 let r = ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.to_string(), activated: None, seq: 0 };
                 rep.for_profile(node, &d.profile).outcome(outcome, msg);
@@ -146,12 +147,8 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
         match Master::open(&runner, &rep, ep, &shared.sockets.path, idx) {
             Ok(m) => run.masters.push(m),
-            Err(ConnectError::Failed { dest, detail }) => {
-                fail_all(&mut run, 0, Outcome::Failed, &format!("cannot connect to {dest}: {detail}"));
-                return run;
-            }
             Err(e) => {
-                fail_all(&mut run, 0, Outcome::Failed, &e.to_string());
+                fail_all(&mut run, Outcome::Failed, &e.to_string());
                 return run;
             }
         }
@@ -165,7 +162,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let opts = match shared.ctx.sshopts_env(&ssh::nix_sshopts(ep, &socket)) {
             Ok(o) => o,
             Err(e) => {
-                fail_all(&mut run, 0, Outcome::Failed, &e);
+                fail_all(&mut run, Outcome::Failed, &e);
                 return run;
             }
         };
@@ -187,7 +184,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             }
             Err(e) => {
                 rep.phase(Phase::Copy, State::Failed, None);
-                fail_all(&mut run, 0, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.trim()));
+                fail_all(&mut run, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.trim()));
                 return run;
             }
         }
@@ -207,7 +204,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             };
             if let Err(e) = runner.checked(&argv, "remote build") {
                 rep.phase(Phase::Build, State::Failed, None);
-                fail_all(&mut run, 0, Outcome::Failed, &format!("building on {} failed: {}", ep.host, e.stderr().trim()));
+                fail_all(&mut run, Outcome::Failed, &format!("building on {} failed: {}", ep.host, e.stderr().trim()));
                 return run;
             }
             rep.phase(Phase::Build, State::Succeeded, None);
@@ -217,14 +214,15 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let opts = &shared.opts;
     let mut pending: Vec<Pending> = Vec::new();
     let mut done: Vec<ProfileResult> = Vec::new();
-    let mut failure: Option<(usize, String)> = None;
+    // Index of the profile that failed, if one did.
+    let mut failure: Option<usize> = None;
 
     for (k, d) in deps.iter().enumerate() {
         let prep = rep.for_profile(node, &d.profile);
         let elevation = match elevation_of(d) {
             Ok(e) => e,
             Err(e) => {
-                failure = Some((k, e.clone()));
+                failure = Some(k);
                 prep.outcome(Outcome::Failed, e);
                 done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome: Outcome::Failed, message: String::new(), activated: None, seq: 0 });
                 break;
@@ -304,13 +302,13 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 };
                 prep.outcome(outcome, &msg);
                 done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.clone(), activated: None, seq: 0 });
-                failure = Some((k, msg));
+                failure = Some(k);
                 break;
             }
         }
     }
 
-    if let Some((k, why)) = failure {
+    if let Some(k) = failure {
         // Undo this node's earlier profiles: pending ones are aborted on the target; already
         // activated ones (no magic rollback) are revoked, newest first. With
         // --rollback-succeeded false the earlier profiles stay: pending ones are confirmed
@@ -335,9 +333,8 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 done[i].activated = None;
             }
         }
-        let _ = why;
         run.results = done;
-        fail_all(&mut run, 0, Outcome::Skipped, &format!("not started: an earlier profile of node `{node}` failed"));
+        fail_all(&mut run, Outcome::Skipped, &format!("not started: an earlier profile of node `{node}` failed"));
         return run;
     }
 
