@@ -131,6 +131,9 @@ pub struct Fleet {
     reserved_port: Option<u16>,
     password: Option<String>,
     children: Mutex<Vec<Child>>,
+    /// Held while a netns fleet of [`Fleet::temp_with`] is up: netns addresses and link names are
+    /// fixed, so such fleets take turns.
+    netns_turn: Option<fs::File>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -314,6 +317,7 @@ impl Fleet {
             reserved_port: reserved,
             password: None,
             children: Mutex::new(Vec::new()),
+            netns_turn: None,
         };
         match fleet.start_all() {
             Ok(()) => {
@@ -342,6 +346,13 @@ impl Fleet {
 
     /// Like [`Fleet::temp`], optionally in netns mode (only one netns fleet can be up at a time).
     pub fn temp_with(n: usize, netns: bool) -> Result<Fleet> {
+        let turn = if netns { Some(netns_turn()?) } else { None };
+        let mut fleet = Fleet::temp_with_inner(n, netns)?;
+        fleet.netns_turn = turn;
+        Ok(fleet)
+    }
+
+    fn temp_with_inner(n: usize, netns: bool) -> Result<Fleet> {
         let td = tempfile::Builder::new()
             .prefix("rollout-lab-")
             .tempdir_in("/tmp")
@@ -377,6 +388,7 @@ impl Fleet {
             reserved_port: None,
             password: None,
             children: Mutex::new(Vec::new()),
+            netns_turn: None,
         })
     }
 
@@ -1317,5 +1329,26 @@ mod tests {
         assert!(check_state_path(Path::new("/tmp/a b")).is_err());
         assert!(check_state_path(Path::new("/nix/x")).is_err());
         assert!(check_state_path(Path::new("/tmp/../etc")).is_err());
+    }
+}
+
+/// Wait (up to 5 minutes) for this machine's one netns-fleet turn: a lock on a file in /run.
+fn netns_turn() -> Result<fs::File> {
+    let path = Path::new("/run/rollout-lab-netns.lock");
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err(path))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            Err(_) => {
+                return Err(LabError::Netns(format!(
+                    "another netns fleet held {} for 5 minutes (only one netns fleet can be up at a time)",
+                    path.display()
+                )))
+            }
+        }
     }
 }
