@@ -295,10 +295,17 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 let detail = status.as_ref().and_then(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
                     if err.trim().is_empty() { format!("the agent exited with {code:?}") } else { err.trim().to_string() }
                 });
-                let outcome = if st == Some("rolled-back") { Outcome::RolledBack } else { Outcome::Failed };
-                let msg = match outcome {
-                    Outcome::RolledBack => format!("activation failed and was rolled back on the target: {detail}"),
-                    _ => format!("activation failed: {detail}"),
+                // ssh exits 255 when the connection itself fails; with no status line we never
+                // heard the agent's verdict, but the agent goes on without us.
+                let lost = code == Some(255) && status.is_none();
+                let (outcome, msg) = if lost && args.magic_rollback {
+                    (Outcome::RolledBack, format!("lost the SSH connection to {} during activation ({detail}); nothing will confirm it, so the target rolls back by itself within {} s of activating", master.endpoint.host, d.settings.confirm_timeout))
+                } else if lost {
+                    (Outcome::Failed, format!("lost the SSH connection to {} during activation ({detail}); the activation goes on there and its result is unknown (magic rollback is off)", master.endpoint.host))
+                } else if st == Some("rolled-back") {
+                    (Outcome::RolledBack, format!("activation failed and was rolled back on the target: {detail}"))
+                } else {
+                    (Outcome::Failed, format!("activation failed: {detail}"))
                 };
                 prep.outcome(outcome, &msg);
                 done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.clone(), activated: None, seq: 0 });
