@@ -79,10 +79,17 @@ pub struct Shared {
     pub next_socket: AtomicUsize,
     /// NAR sizes of everything that may be copied (for byte counts).
     pub nar_sizes: HashMap<String, u64>,
+    /// Set when a node failed and the run is to stop (not with --keep-going).
+    stop: AtomicBool,
     seq: AtomicU64,
 }
 
 impl Shared {
+    /// Should nodes still in flight stop and undo their work?
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     /// A run-wide sequence number: the order in which profiles became active.
     pub fn seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
@@ -143,6 +150,7 @@ pub fn run(
         sockets: SocketDir::create().map_err(RunError::Sockets)?,
         next_socket: AtomicUsize::new(0),
         nar_sizes,
+        stop: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
     let nodes = group_by_node(plan);
@@ -152,7 +160,7 @@ pub fn run(
 
 fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) -> Vec<NodeRun> {
     let results: Mutex<Vec<NodeRun>> = Mutex::new(Vec::new());
-    let stop = AtomicBool::new(false);
+    let stop = &shared.stop;
     let canary = shared.opts.canary.min(nodes.len());
     let waves: Vec<&[(String, Vec<&Deployment>)]> = if canary > 0 { vec![&nodes[..canary], &nodes[canary..]] } else { vec![nodes] };
     for (w, wave) in waves.iter().enumerate() {

@@ -214,15 +214,19 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let opts = &shared.opts;
     let mut pending: Vec<Pending> = Vec::new();
     let mut done: Vec<ProfileResult> = Vec::new();
-    // Index of the profile that failed, if one did.
-    let mut failure: Option<usize> = None;
+    // Why this node stops early, if it does: "profile `x` failed" or "another node failed".
+    let mut failure: Option<String> = None;
 
-    for (k, d) in deps.iter().enumerate() {
+    for d in deps.iter() {
+        if shared.stopping() {
+            failure = Some("another node of this run failed".to_string());
+            break;
+        }
         let prep = rep.for_profile(node, &d.profile);
         let elevation = match elevation_of(d) {
             Ok(e) => e,
             Err(e) => {
-                failure = Some(k);
+                failure = Some(format!("profile `{}` failed", d.profile));
                 prep.outcome(Outcome::Failed, e);
                 done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome: Outcome::Failed, message: String::new(), activated: None, seq: 0 });
                 break;
@@ -309,19 +313,23 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 };
                 prep.outcome(outcome, &msg);
                 done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.clone(), activated: None, seq: 0 });
-                failure = Some(k);
+                failure = Some(format!("profile `{}` failed", d.profile));
                 break;
             }
         }
     }
 
-    if let Some(k) = failure {
+    if failure.is_none() && !pending.is_empty() && shared.stopping() {
+        // Another node failed while this one activated: undo rather than confirm and revoke.
+        failure = Some("another node of this run failed".to_string());
+    }
+    if let Some(why) = failure {
         // Undo this node's earlier profiles: pending ones are aborted on the target; already
         // activated ones (no magic rollback) are revoked, newest first. With
         // --rollback-succeeded false the earlier profiles stay: pending ones are confirmed
         // (deploy-rs confirms each profile before activating the next one).
         if opts.rollback_succeeded {
-            abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &deps[k].profile);
+            abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &why);
         } else if !pending.is_empty() {
             confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, pending, &mut done);
         }
@@ -334,14 +342,14 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                     continue;
                 }
                 let m = &run.masters[run_master_index(&endpoints, &a.endpoint)];
-                let (outcome, msg) = revoke(&runner, &rep.for_profile(node, &done[i].profile), m, &a, &format!("profile `{}` failed", deps[k].profile));
+                let (outcome, msg) = revoke(&runner, &rep.for_profile(node, &done[i].profile), m, &a, &why);
                 done[i].outcome = outcome;
                 done[i].message = msg;
                 done[i].activated = None;
             }
         }
         run.results = done;
-        fail_all(&mut run, Outcome::Skipped, &format!("not started: an earlier profile of node `{node}` failed"));
+        fail_all(&mut run, Outcome::Skipped, &format!("not started: {why}"));
         return run;
     }
 
@@ -389,10 +397,10 @@ fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending
 /// Roll back this node's profiles that still wait for confirmation, newest first, one at a
 /// time: the reverse of the order they were activated in.
 #[allow(clippy::too_many_arguments)]
-fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], done: &mut Vec<ProfileResult>, failed_profile: &str) {
+fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], done: &mut Vec<ProfileResult>, why: &str) {
     for p in pending.iter().rev() {
         let prep = rep.for_profile(node, &p.d.profile);
-        prep.phase(Phase::Revoke, State::Started, Some(format!("profile `{failed_profile}` failed")));
+        prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
         let master = &masters[run_master_index(endpoints, &p.act.endpoint)];
         let args = agent::ids_args("abort", &p.act.temp_path, std::slice::from_ref(&p.id), Some(300));
         let r = agent_call(runner, &prep, master, p.act.elevation.as_ref(), p.act.password.as_deref(), &p.act.agent_bin, &args);
@@ -400,13 +408,13 @@ fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master]
         let (outcome, msg) = match state.as_deref() {
             Some("rolled-back") => {
                 prep.phase(Phase::Revoke, State::Succeeded, None);
-                (Outcome::RolledBack, format!("rolled back because profile `{failed_profile}` failed"))
+                (Outcome::RolledBack, format!("rolled back because {why}"))
             }
             Some("failed") => {
                 prep.phase(Phase::Revoke, State::Failed, None);
-                (Outcome::Failed, format!("profile `{failed_profile}` failed, and rolling this one back failed too; see the agent log on the target"))
+                (Outcome::Failed, format!("{why}, and rolling this profile back failed too; see the agent log on the target"))
             }
-            _ => (Outcome::RolledBack, format!("profile `{failed_profile}` failed; not confirmed, so the target rolls back by itself")),
+            _ => (Outcome::RolledBack, format!("{why}; not confirmed, so the target rolls back by itself")),
         };
         prep.outcome(outcome, &msg);
         done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated: None, seq: 0 });
