@@ -56,8 +56,12 @@ fn one_failing_host_rolls_back_the_whole_fleet_unless_keep_going() {
     let after: Vec<String> = hosts(4).iter().map(|h| env.target_of(h, SYSTEM)).collect();
     assert_eq!(after, before, "{err}");
     for h in ["host1", "host2", "host4"] {
-        assert_eq!(env.markers(h, "system").len(), 3, "{h}: activated, then the old generation re-activated");
+        // Either it activated and the old generation was re-activated (3 markers), or it had not
+        // started activating when host3 failed and was left alone (1 marker); never half-done.
+        let n = env.markers(h, "system").len();
+        assert!(n == 3 || n == 1, "{h}: {n} markers: {err}");
     }
+    assert!(hosts(4).iter().filter(|h| *h != "host3").any(|h| env.markers(h, "system").len() == 3), "some node was rolled back: {err}");
 
     // Same change with --keep-going: the others stay on the new generation; host3 is reported.
     fleet_flake(&mut env, 4, 0.0, Some(("host3", Profile::failing("system").salt(salt()))));
