@@ -48,8 +48,9 @@ fn one_failing_host_rolls_back_the_whole_fleet_unless_keep_going() {
     assert_eq!(env.rollout("", &[]).status.code(), Some(0));
     let before: Vec<String> = hosts(4).iter().map(|h| env.target_of(h, SYSTEM)).collect();
 
-    // host3 fails; the others activate and are rolled back: the fleet ends where it started.
-    fleet_flake(&mut env, 4, 0.0, Some(("host3", Profile::failing("system").salt(salt()))));
+    // host3 fails (after 2 s, so the others have activated by then); the others are rolled
+    // back: the fleet ends where it started.
+    fleet_flake(&mut env, 4, 0.0, Some(("host3", Profile::failing("system").salt(salt()).sleep(2.0))));
     let out = env.rollout("", &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
