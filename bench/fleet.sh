@@ -9,4 +9,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(pwd)/target}
 echo "bench: cargo build --release --workspace --bins (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
 cargo build --release --workspace --bins
 bin=$CARGO_TARGET_DIR/release
+# Record what was measured: the commit, and whether the product's sources had uncommitted changes.
+ROLLOUT_BENCH_REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || ROLLOUT_BENCH_REV+="+dirty"
+export ROLLOUT_BENCH_REV
 exec "$bin/rollout-bench" --rollout "$bin/rollout" "$@"

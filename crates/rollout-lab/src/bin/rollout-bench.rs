@@ -60,6 +60,9 @@ struct Args {
     /// Kill a rollout run (by its pid) after this many seconds
     #[arg(long, default_value_t = 600)]
     run_timeout: u64,
+    /// Extra words appended to the flake's `sshOpts` (e.g. `-o KexAlgorithms=curve25519-sha256`); what-if runs
+    #[arg(long, allow_hyphen_values = true)]
+    extra_ssh_opts: Option<String>,
     /// Write the results as JSON to this file
     #[arg(long)]
     out: Option<PathBuf>,
@@ -169,13 +172,12 @@ fn hosts(n: usize) -> Vec<String> {
 }
 
 /// A flake with one `system` profile (user root) per host, all with the same salt.
-fn write_flake(dir: &Path, fleet: &Fleet, n: usize, salt: &str) -> anyhow::Result<()> {
+fn write_flake(dir: &Path, fleet: &Fleet, n: usize, salt: &str, extra: Option<&str>) -> anyhow::Result<()> {
     let mut f = FlakeBuilder::new(dir);
     f.top_setting("sshUser", json!("deploy"));
-    f.top_setting(
-        "sshOpts",
-        json!(["-F", fleet.ssh_config().display().to_string()]),
-    );
+    let mut opts = vec!["-F".to_string(), fleet.ssh_config().display().to_string()];
+    opts.extend(extra.unwrap_or("").split_whitespace().map(str::to_string));
+    f.top_setting("sshOpts", json!(opts));
     for h in hosts(n) {
         f.node(&h, &h).profile(
             "system",
@@ -727,7 +729,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     sizes.dedup();
     let mut run_noop = |fleet: &Fleet, flake: &Path, n: usize, deployed: bool, all: &mut Vec<RunResult>| -> anyhow::Result<()> {
         if !deployed {
-            write_flake(flake, fleet, n, &fresh_salt("bench-noop"))?;
+            write_flake(flake, fleet, n, &fresh_salt("bench-noop"), args.extra_ssh_opts.as_deref())?;
             let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
             all.push(r);
         }
@@ -749,7 +751,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             .tempdir()?;
         let mut last_ok = false;
         for i in 1..=args.runs {
-            write_flake(dir.path(), &fleet, n, &fresh_salt("bench"))?;
+            write_flake(dir.path(), &fleet, n, &fresh_salt("bench"), args.extra_ssh_opts.as_deref())?;
             let r = one_run(args, &rollout, &fleet, dir.path(), n, "fresh", i)?;
             last_ok = r.ok;
             all_runs.push(r);
@@ -818,9 +820,10 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     if let Some(p) = &args.out {
         let v = json!({
             "rollout": rollout.display().to_string(),
+            "revision": std::env::var("ROLLOUT_BENCH_REV").ok(),
             "config": {
                 "sizes": sizes, "runs": args.runs, "noop_hosts": args.noop_hosts, "noop_runs": args.noop_runs,
-                "parallel": args.parallel, "confirm_timeout": args.confirm_timeout,
+                "parallel": args.parallel, "extra_ssh_opts": args.extra_ssh_opts, "confirm_timeout": args.confirm_timeout,
                 "cpus": cpus(),
                 "background_cpu_util": background,
             },
