@@ -162,7 +162,7 @@ fn mark_and_wait(
         };
         let mut st = statedir::read_status(dir).ok();
         while st.as_ref().is_some_and(|s| !s.state.is_terminal()) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
             st = statedir::read_status(dir).ok();
         }
         if let Some(s) = &st {
