@@ -37,11 +37,6 @@ pub fn master(ep: &Endpoint, socket: &str) -> Argv {
         .arg(ep.destination())
 }
 
-/// Is the master up and authenticated?
-pub fn master_check(ep: &Endpoint, socket: &str) -> Argv {
-    Argv::new("ssh").args(["-S", socket, "-O", "check"]).arg("--").arg(ep.destination())
-}
-
 /// A remote command multiplexed over the master (no new authentication).
 pub fn via_master(ep: &Endpoint, socket: &str, remote: &[String]) -> Argv {
     Argv::new("ssh")

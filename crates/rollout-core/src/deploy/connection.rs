@@ -46,7 +46,6 @@ pub struct Master {
     pub endpoint: Endpoint,
     pub socket: String,
     child: Option<Child>,
-    runner: Runner,
 }
 
 impl Master {
@@ -66,11 +65,10 @@ impl Master {
                 let detail = if err.trim().is_empty() { format!("ssh exited with {status}") } else { err.trim().to_string() };
                 return Err(ConnectError::Failed { dest: ep.destination(), detail });
             }
+            // OpenSSH creates the control socket (under a temporary name, then renamed) only
+            // after authentication, so its existence means the master is ready.
             if Path::new(&socket).exists() {
-                let c = runner.capture(&ssh::master_check(ep, &socket))?;
-                if c.status.success() {
-                    break;
-                }
+                break;
             }
             if started.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
@@ -81,7 +79,7 @@ impl Master {
             std::thread::sleep(Duration::from_millis(20));
         }
         rep.phase(Phase::Connect, State::Succeeded, None);
-        Ok(Master { endpoint: ep.clone(), socket, child: Some(child), runner: runner.clone() })
+        Ok(Master { endpoint: ep.clone(), socket, child: Some(child) })
     }
 
     /// Is the connection still up? (It goes down when the target cut itself off.)
@@ -94,8 +92,11 @@ impl Master {
 
     pub fn close(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // Ask the master to exit; if it does not, end the process we started (by its pid).
-            let _ = self.runner.capture(&crate::cmd::Argv::new("ssh").args(["-S", &self.socket, "-O", "exit", "--", &self.endpoint.destination()]));
+            // End the master we started, by its pid (SIGTERM lets ssh remove its socket).
+            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
