@@ -1,7 +1,6 @@
 //! The deployer's side of the agent protocol (docs/agent-protocol.md): where the agent comes
 //! from, the argv of each agent command, and the `ROLLOUT-STATUS` lines it answers with.
 
-use crate::cmd::Argv;
 use crate::exec::{ExecError, Runner};
 use crate::nix;
 use serde::Deserialize;
@@ -200,11 +199,6 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 /// `<agent store path>/bin/rollout-agent`
 pub fn agent_bin(agent_path: &str) -> String {
     format!("{agent_path}/bin/rollout-agent")
-}
-
-/// For callers that want to show the agent command they are about to run.
-pub fn describe(argv: &Argv) -> String {
-    argv.to_string()
 }
 
 #[cfg(test)]

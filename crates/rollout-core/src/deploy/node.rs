@@ -460,8 +460,7 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
         let mut cmds = Vec::new();
         let mut password_lines = 0;
         let mut password = None;
-        let subset: Vec<Pending> = mine.iter().map(|p| Pending { d: p.d, id: p.id.clone(), act: p.act.clone() }).collect();
-        for ((_, _, temp, agent_bin), ps) in groups(endpoints, &subset) {
+        for ((_, _, temp, agent_bin), ps) in groups(endpoints, &pending).into_iter().filter(|(k, _)| k.0 == mi) {
             let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
             let e = ps[0].act.elevation.as_ref();
             if e.is_some_and(|e| e.password_on_stdin) {
