@@ -18,7 +18,7 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 rmdir "$STATE"
-"$LAB" up 2 --state "$STATE" --port 2222
+"$LAB" up 2 --state "$STATE" --port 0   # a free port
 SYSTEM=$(nix --extra-experimental-features nix-command eval --impure --raw --expr builtins.currentSystem)
 write_flake() {
   sed -e "s|@SYSTEM@|$SYSTEM|" -e "s|@SSH_CONFIG@|$STATE/ssh_config|" -e "s|@VARIANT@|$1|" \
