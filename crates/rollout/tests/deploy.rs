@@ -240,3 +240,19 @@ fn deploy_rs_style_profile_deploys_unchanged() {
     assert_eq!(env.target_of("host1", SYSTEM), env.build("host1", "system"));
     assert_eq!(env.markers("host1", "system").last().unwrap().user, "root");
 }
+
+#[test]
+fn an_agent_that_cannot_run_on_the_target_is_a_clear_error_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new(1);
+    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    // An "agent" built for another system: the target's kernel refuses to execute it.
+    let bogus = env.flake_dir().join("foreign-agent");
+    std::fs::write(&bogus, format!("\x7fELF-not-for-this-machine {}", salt())).unwrap();
+    std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.rollout("#host1", &["--agent", &bogus.display().to_string()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("could not run on host1") && err.contains("--agent"), "{err}");
+    assert_eq!(env.target_of("host1", SYSTEM), "", "nothing changed on the target");
+}

@@ -302,7 +302,14 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 // ssh exits 255 when the connection itself fails; with no status line we never
                 // heard the agent's verdict, but the agent goes on without us.
                 let lost = code == Some(255) && status.is_none();
-                let (outcome, msg) = if lost && args.magic_rollback {
+                // The remote shell's "cannot execute" (126) / "not found" (127): the agent never ran.
+                let no_agent = matches!(code, Some(126) | Some(127)) && status.is_none();
+                let (outcome, msg) = if no_agent {
+                    (Outcome::Failed, format!(
+                        "the agent {agent_bin} could not run on {} ({detail}); nothing was changed there. If the target's system differs from this machine's, build the profile with rollout's lib.<system>.activate.* (it puts an agent built for the target into the closure) or pass --agent with a rollout-agent store path built for the target",
+                        master.endpoint.host
+                    ))
+                } else if lost && args.magic_rollback {
                     (Outcome::RolledBack, format!("lost the SSH connection to {} during activation ({detail}); nothing will confirm it, so the target rolls back by itself within {} s of activating", master.endpoint.host, d.settings.confirm_timeout))
                 } else if lost {
                     (Outcome::Failed, format!("lost the SSH connection to {} during activation ({detail}); the activation goes on there and its result is unknown (magic rollback is off)", master.endpoint.host))
