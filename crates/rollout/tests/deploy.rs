@@ -256,3 +256,57 @@ fn an_agent_that_cannot_run_on_the_target_is_a_clear_error_and_changes_nothing()
     assert!(err.contains("could not run on host1") && err.contains("--agent"), "{err}");
     assert_eq!(env.target_of("host1", SYSTEM), "", "nothing changed on the target");
 }
+
+/// Processes whose command line mentions `needle` (read-only scan of /proc; nothing is signalled).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_the_ssh_masters_and_the_target_rolls_back() {
+    let mut env = Env::new(1);
+    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
+    let good = env.target_of("host1", SYSTEM);
+
+    env.flake.node("host1", "host1").profile("system", marker("system").sleep(2.0).setting("user", json!("root")));
+    let mut child = env.spawn("#host1", &["--confirm-timeout", "3"]);
+    let t0 = Instant::now();
+    while !env.fleet.exec("host1", &["sh", "-c", "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json"]).unwrap().status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the activation never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id();
+    // SAFETY: SIGTERM to the rollout process this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "exits as interrupted");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("interrupted"), "{err}");
+    // Its SSH master (and anything else using its control sockets) is gone, and so is the directory.
+    let needle = format!("/rollout-{pid}-");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(processes_mentioning(&needle).is_empty(), "{:?}", processes_mentioning(&needle));
+    // The target rolls back by itself: no confirmation ever comes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.target_of("host1", SYSTEM) != good && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(env.target_of("host1", SYSTEM), good);
+}

@@ -7,7 +7,29 @@ use crate::ssh::{self, Endpoint};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Pids of the SSH masters that are open, so that an interrupted run can end them (see
+/// [`end_all_masters`]); a master outlives nothing of rollout's.
+static OPEN_MASTERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// The socket directories of this process, removed by [`end_all_masters`] too.
+static SOCKET_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// End every open master (by the pid we started it with). Called when rollout is interrupted:
+/// the agents on the targets then roll back whatever was not confirmed.
+pub fn end_all_masters() {
+    let pids = std::mem::take(&mut *OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        // SAFETY: kill(2) on a child we spawned and have not reaped (reaping removes it here).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    for dir in std::mem::take(&mut *SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner())) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -32,12 +54,14 @@ impl SocketDir {
             .unwrap_or_else(|| PathBuf::from("/tmp"));
         let path = base.join(format!("rollout-{}-{}", std::process::id(), &super::agent::new_id()[1..9]));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
         Ok(SocketDir { path })
     }
 }
 
 impl Drop for SocketDir {
     fn drop(&mut self) {
+        SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &self.path);
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -79,6 +103,7 @@ impl Master {
             std::thread::sleep(Duration::from_millis(20));
         }
         rep.phase(Phase::Connect, State::Succeeded, None);
+        OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
         Ok(Master { endpoint: ep.clone(), socket, child: Some(child) })
     }
 
@@ -92,6 +117,7 @@ impl Master {
 
     pub fn close(&mut self) {
         if let Some(mut c) = self.child.take() {
+            OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != c.id());
             // End the master we started, by its pid (SIGTERM lets ssh remove its socket).
             // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
             unsafe {
