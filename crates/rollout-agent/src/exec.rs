@@ -122,6 +122,16 @@ impl std::fmt::Display for ScriptError {
 /// After the timeout, SIGTERM to the group; SIGKILL if it is still there after this grace.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
+/// Has child `pid` exited? Leaves it unreaped.
+fn exited_unreaped(pid: i32) -> bool {
+    // SAFETY: waitid(2) into a zeroed siginfo we own; WNOWAIT leaves the child waitable.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
+        r == 0 && info.si_pid() != 0
+    }
+}
+
 fn kill_group(pgid: i32, sig: i32) {
     // SAFETY: plain syscall; a stale group id only yields ESRCH.
     unsafe {
@@ -160,7 +170,9 @@ pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> R
             kill_group(pgid, libc::SIGTERM);
             let grace_end = Instant::now() + KILL_GRACE;
             while Instant::now() < grace_end {
-                if let Ok(Some(_)) = child.try_wait() {
+                // Not reaped (WNOWAIT): the leader's zombie keeps the group id from being reused
+                // by another process before the SIGKILL below.
+                if exited_unreaped(pgid) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -21,7 +21,12 @@ static SOCKET_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub fn end_all_masters() {
     let pids = std::mem::take(&mut *OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()));
     for pid in pids {
-        // SAFETY: kill(2) on a child we spawned and have not reaped (reaping removes it here).
+        // A worker thread may have reaped it a moment ago: only signal a process that is still a
+        // child of ours.
+        if parent_of(pid) != Some(std::process::id()) {
+            continue;
+        }
+        // SAFETY: kill(2) on a live child of this process.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
@@ -110,16 +115,28 @@ impl Master {
     /// Is the connection still up? (It goes down when the target cut itself off.)
     pub fn alive(&mut self) -> bool {
         match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
+            Some(c) => match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    // Reaped: its pid may be reused by anyone from now on, so forget it.
+                    forget_pid(c.id());
+                    false
+                }
+            },
             None => false,
         }
     }
 
     pub fn close(&mut self) {
         if let Some(mut c) = self.child.take() {
-            OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != c.id());
+            forget_pid(c.id());
+            // Only a child that has not been reaped may be signalled by its pid (a reaped one's
+            // pid can already belong to another process); std remembers a reaped status.
+            if !matches!(c.try_wait(), Ok(None)) {
+                return;
+            }
             // End the master we started, by its pid (SIGTERM lets ssh remove its socket).
-            // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+            // SAFETY: kill(2) on our own child, not reaped yet (at worst a zombie).
             unsafe {
                 libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
             }
@@ -134,6 +151,18 @@ impl Master {
             let _ = c.wait();
         }
     }
+}
+
+fn forget_pid(pid: u32) {
+    OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+}
+
+/// The parent pid of `pid`, from /proc (None if it is gone).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
 }
 
 impl Drop for Master {
