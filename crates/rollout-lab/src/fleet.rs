@@ -1309,6 +1309,27 @@ impl Drop for Fleet {
     }
 }
 
+/// Wait (up to 5 minutes) for this machine's one netns-fleet turn: a lock on a file in /run.
+fn netns_turn() -> Result<fs::File> {
+    let path = Path::new("/run/rollout-lab-netns.lock");
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err(path))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            Err(_) => {
+                return Err(LabError::Netns(format!(
+                    "another netns fleet held {} for 5 minutes (only one netns fleet can be up at a time)",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1332,23 +1353,3 @@ mod tests {
     }
 }
 
-/// Wait (up to 5 minutes) for this machine's one netns-fleet turn: a lock on a file in /run.
-fn netns_turn() -> Result<fs::File> {
-    let path = Path::new("/run/rollout-lab-netns.lock");
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err(path))?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(200))
-            }
-            Err(_) => {
-                return Err(LabError::Netns(format!(
-                    "another netns fleet held {} for 5 minutes (only one netns fleet can be up at a time)",
-                    path.display()
-                )))
-            }
-        }
-    }
-}
