@@ -769,21 +769,8 @@ impl Fleet {
             .open(&log)
             .map_err(io_err(&log))?;
         let mut cmd = Command::new("setsid");
-        cmd.arg("nsenter")
-            .arg(format!("--target={holder}"))
-            .args(["--mount", "--uts"]);
-        if self.meta.netns {
-            cmd.arg("--net");
-        }
-        cmd.args([
-            "--",
-            "env",
-            "-i",
-            &format!("PATH={SYSPATH}"),
-            "HOME=/root",
-            "LANG=C.UTF-8",
-        ])
-        .args(argv)
+        cmd.args(self.enter_host(holder))
+            .args(argv)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().map_err(io_err(&log))?)
         .stderr(logf);
@@ -897,21 +884,9 @@ impl Fleet {
         }
         let i = host_index(host, self.meta.hosts)?;
         let holder = self.live_holder(i)?;
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--target={holder}"))
-            .args(["--mount", "--uts"]);
-        if self.meta.netns {
-            cmd.arg("--net");
-        }
-        cmd.args([
-            "--",
-            "env",
-            "-i",
-            &format!("PATH={SYSPATH}"),
-            "HOME=/root",
-            "LANG=C.UTF-8",
-        ])
-        .args(argv);
+        let enter = self.enter_host(holder);
+        let mut cmd = Command::new(&enter[0]);
+        cmd.args(&enter[1..]).args(argv);
         match input {
             None => setup::output(&mut cmd),
             Some(inp) => {
@@ -1101,6 +1076,18 @@ impl Fleet {
     }
 
     // ----- stop -----
+
+    /// `nsenter … -- env -i …`: the words that run a command as root inside a host's namespaces
+    /// with a clean environment.
+    fn enter_host(&self, holder: u32) -> Vec<String> {
+        let mut v = vec!["nsenter".to_string(), format!("--target={holder}"), "--mount".into(), "--uts".into()];
+        if self.meta.netns {
+            v.push("--net".into());
+        }
+        v.extend(["--", "env", "-i"].map(String::from));
+        v.extend([format!("PATH={SYSPATH}"), "HOME=/root".into(), "LANG=C.UTF-8".into()]);
+        v
+    }
 
     fn mount_key(&self, i: usize) -> Option<String> {
         let s = fs::read_to_string(self.pidfile(i, "nix.mount")).ok()?;
