@@ -576,18 +576,7 @@ impl Fleet {
         let _ = fs::create_dir_all("/run/sshd");
         let n = self.meta.hosts;
         let this = &*self;
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..=n)
-                .map(|i| s.spawn(move || this.start_host(i)))
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(LabError::Invalid("host start thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
+        let results = this.on_each_host(n, "host start", |i| this.start_host(i));
         results.into_iter().collect::<Result<Vec<()>>>()?;
         self.write_client_files()
     }
@@ -1077,6 +1066,17 @@ impl Fleet {
 
     // ----- stop -----
 
+    /// Run `f` for hosts 1..=n at once (one thread each), returning each host's result in order.
+    fn on_each_host(&self, n: usize, what: &str, f: impl Fn(usize) -> Result<()> + Sync) -> Vec<Result<()>> {
+        std::thread::scope(|s| {
+            let f = &f;
+            let hs: Vec<_> = (1..=n).map(|i| s.spawn(move || f(i))).collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(LabError::Invalid(format!("{what} thread panicked")))))
+                .collect()
+        })
+    }
+
     /// `nsenter … -- env -i …`: the words that run a command as root inside a host's namespaces
     /// with a clean environment.
     fn enter_host(&self, holder: u32) -> Vec<String> {
@@ -1223,17 +1223,7 @@ impl Fleet {
         }
         let n = self.meta.hosts;
         let this = &*self;
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = (1..=n)
-                .map(|i| s.spawn(move || this.stop_host(i)))
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(LabError::Invalid("stop thread panicked".into())))
-                })
-                .collect()
-        });
+        let results = this.on_each_host(n, "stop", |i| this.stop_host(i));
         self.reap();
         let mut first_err = results.into_iter().find_map(|r| r.err());
         if self.meta.netns {
