@@ -64,11 +64,27 @@ pub enum Command {
     Activate(ActivateArgs),
     Revoke(RevokeArgs),
     /// Internal: the detached worker, started by `activate`/`revoke` themselves.
-    Worker { dir: PathBuf },
-    Confirm { ids: Vec<String>, temp_path: PathBuf, wait: u64 },
-    Extend { ids: Vec<String>, temp_path: PathBuf },
-    Abort { ids: Vec<String>, temp_path: PathBuf, wait: u64 },
-    Status { id: String, temp_path: PathBuf },
+    Worker {
+        dir: PathBuf,
+    },
+    Confirm {
+        ids: Vec<String>,
+        temp_path: PathBuf,
+        wait: u64,
+    },
+    Extend {
+        ids: Vec<String>,
+        temp_path: PathBuf,
+    },
+    Abort {
+        ids: Vec<String>,
+        temp_path: PathBuf,
+        wait: u64,
+    },
+    Status {
+        id: String,
+        temp_path: PathBuf,
+    },
     Help,
     Version,
 }
@@ -94,18 +110,15 @@ struct Opts {
 }
 
 impl Opts {
-    fn parse(
-        cmd: &'static str,
-        args: &[String],
-        valued: &[&str],
-        flag_names: &[&str],
-    ) -> Result<Opts, UsageError> {
+    fn parse(cmd: &'static str, args: &[String], valued: &[&str], flag_names: &[&str]) -> Result<Opts, UsageError> {
         let mut values = Vec::new();
         let mut flags = Vec::new();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let Some(body) = arg.strip_prefix("--") else {
-                return usage(format!("{cmd}: unexpected argument '{arg}' (every value needs its --option)"));
+                return usage(format!(
+                    "{cmd}: unexpected argument '{arg}' (every value needs its --option)"
+                ));
             };
             let (name, inline) = match body.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
@@ -135,7 +148,11 @@ impl Opts {
     }
 
     fn all(&self, name: &str) -> Vec<&str> {
-        self.values.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// A single-valued option; giving it twice is an error rather than "last one wins".
@@ -198,7 +215,10 @@ impl Opts {
                 if n.is_empty() || n == "." || n == ".." || n.contains('/') || n.contains('\0') {
                     return usage(format!("{}: --profile-name '{n}' is not a profile name", self.cmd));
                 }
-                Ok(ProfileSpec::User { user: u.to_string(), name: n.to_string() })
+                Ok(ProfileSpec::User {
+                    user: u.to_string(),
+                    name: n.to_string(),
+                })
             }
             _ => usage(format!(
                 "{}: give either --profile-path or both --profile-user and --profile-name",
@@ -212,7 +232,9 @@ fn parse_number(cmd: &str, name: &str, v: &str, min: u64) -> Result<u64, UsageEr
     match v.parse::<u64>() {
         // Upper bound keeps deadline arithmetic far from overflow (≈136 years is plenty).
         Ok(n) if n >= min && n <= u64::from(u32::MAX) => Ok(n),
-        _ => usage(format!("{cmd}: --{name} '{v}' is not a whole number of seconds ≥ {min}")),
+        _ => usage(format!(
+            "{cmd}: --{name} '{v}' is not a whole number of seconds ≥ {min}"
+        )),
     }
 }
 
@@ -246,8 +268,16 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             let o = Opts::parse(
                 "activate",
                 rest,
-                &["id", "closure", "profile-path", "profile-user", "profile-name", "temp-path",
-                  "confirm-timeout", "activation-timeout"],
+                &[
+                    "id",
+                    "closure",
+                    "profile-path",
+                    "profile-user",
+                    "profile-name",
+                    "temp-path",
+                    "confirm-timeout",
+                    "activation-timeout",
+                ],
                 &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
             )?;
             let id = validate_id("activate", o.required("id")?)?;
@@ -274,8 +304,16 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             let o = Opts::parse(
                 "revoke",
                 rest,
-                &["profile-path", "profile-user", "profile-name", "closure", "generation", "previous",
-                  "temp-path", "activation-timeout"],
+                &[
+                    "profile-path",
+                    "profile-user",
+                    "profile-name",
+                    "closure",
+                    "generation",
+                    "previous",
+                    "temp-path",
+                    "activation-timeout",
+                ],
                 &["debug"],
             )?;
             let generation = parse_number("revoke", "generation", o.required("generation")?, 1)?;
@@ -295,7 +333,9 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         "worker" => {
             let o = Opts::parse("worker", rest, &["dir"], &[])?;
-            Ok(Command::Worker { dir: absolute_path("worker", "dir", o.required("dir")?)? })
+            Ok(Command::Worker {
+                dir: absolute_path("worker", "dir", o.required("dir")?)?,
+            })
         }
         "confirm" => {
             let o = Opts::parse("confirm", rest, &["id", "temp-path", "wait"], &[])?;
@@ -307,7 +347,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         "extend" => {
             let o = Opts::parse("extend", rest, &["id", "temp-path"], &[])?;
-            Ok(Command::Extend { ids: o.ids()?, temp_path: o.temp_path()? })
+            Ok(Command::Extend {
+                ids: o.ids()?,
+                temp_path: o.temp_path()?,
+            })
         }
         "abort" => {
             let o = Opts::parse("abort", rest, &["id", "temp-path", "wait"], &[])?;
@@ -323,7 +366,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             if ids.len() != 1 {
                 return usage("status: give exactly one --id");
             }
-            Ok(Command::Status { id: ids.into_iter().next().unwrap_or_default(), temp_path: o.temp_path()? })
+            Ok(Command::Status {
+                id: ids.into_iter().next().unwrap_or_default(),
+                temp_path: o.temp_path()?,
+            })
         }
         other => usage(format!(
             "unknown command '{other}' (expected activate, confirm, extend, abort, status or revoke)"
@@ -346,7 +392,13 @@ mod tests {
                    --temp-path /var/t --confirm-timeout 5 --activation-timeout=7 --magic-rollback --auto-rollback --debug")
             .unwrap();
         let Command::Activate(a) = c else { panic!() };
-        assert_eq!(a.profile, ProfileSpec::User { user: "root".into(), name: "system".into() });
+        assert_eq!(
+            a.profile,
+            ProfileSpec::User {
+                user: "root".into(),
+                name: "system".into()
+            }
+        );
         assert_eq!((a.confirm_timeout, a.activation_timeout), (5, 7));
         assert!(a.magic_rollback && a.auto_rollback && a.debug && !a.boot && !a.dry_activate);
         assert_eq!(a.temp_path, PathBuf::from("/var/t"));
@@ -355,7 +407,9 @@ mod tests {
     #[test]
     fn activate_defaults() {
         let Command::Activate(a) = p("activate --id abcdefgh --closure /nix/store/x --profile-path /p/q").unwrap()
-        else { panic!() };
+        else {
+            panic!()
+        };
         assert_eq!(a.temp_path, PathBuf::from("/tmp"));
         assert_eq!((a.confirm_timeout, a.activation_timeout), (30, 240));
     }
@@ -367,8 +421,14 @@ mod tests {
         assert!(e("activate --id abcdefgh --closure x --profile-path /p").contains("--closure 'x'"));
         assert!(e("activate --id abcdefgh --closure /x").contains("--profile-path"));
         assert!(e("activate --id abcdefgh --closure /x --profile-path /p --profile-user u").contains("either"));
-        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout 0").contains("--confirm-timeout"));
-        assert!(e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout x").contains("--confirm-timeout"));
+        assert!(
+            e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout 0")
+                .contains("--confirm-timeout")
+        );
+        assert!(
+            e("activate --id abcdefgh --closure /x --profile-path /p --confirm-timeout x")
+                .contains("--confirm-timeout")
+        );
         assert!(e("activate --id abcdefgh --closure /x --profile-path /p --bogus").contains("--bogus"));
         assert!(e("activate --id abcdefgh --closure /x --profile-path /p --boot --dry-activate").contains("exclude"));
         assert!(e("activate --id abcdefgh --id abcdefgi --closure /x --profile-path /p").contains("more than once"));
@@ -387,17 +447,29 @@ mod tests {
         let c = p("confirm --id abcdefgh --id ABC_def-9 --wait 0").unwrap();
         assert_eq!(
             c,
-            Command::Confirm { ids: vec!["abcdefgh".into(), "ABC_def-9".into()], temp_path: "/tmp".into(), wait: 0 }
+            Command::Confirm {
+                ids: vec!["abcdefgh".into(), "ABC_def-9".into()],
+                temp_path: "/tmp".into(),
+                wait: 0
+            }
         );
-        let Command::Abort { wait, .. } = p("abort --id abcdefgh").unwrap() else { panic!() };
+        let Command::Abort { wait, .. } = p("abort --id abcdefgh").unwrap() else {
+            panic!()
+        };
         assert_eq!(wait, 300);
     }
 
     #[test]
     fn revoke_parses() {
-        let Command::Revoke(r) = p("revoke --profile-path /p/x --closure /nix/store/c --generation 4 --previous 3").unwrap() else { panic!() };
+        let Command::Revoke(r) =
+            p("revoke --profile-path /p/x --closure /nix/store/c --generation 4 --previous 3").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!((r.generation, r.previous), (4, Some(3)));
-        let Command::Revoke(r) = p("revoke --profile-path /p/x --closure /nix/store/c --generation 1").unwrap() else { panic!() };
+        let Command::Revoke(r) = p("revoke --profile-path /p/x --closure /nix/store/c --generation 1").unwrap() else {
+            panic!()
+        };
         assert_eq!(r.previous, None);
     }
 

@@ -18,7 +18,12 @@ fn resolve_profile(spec: &ProfileSpec) -> Result<PathBuf, String> {
 }
 
 /// Common foreground of `activate` and `revoke`: deploy dir, request, worker, follow.
-fn start_and_follow(temp_path: &Path, id: &str, spec: &ProfileSpec, build: impl Fn(PathBuf) -> Request) -> Result<Status, String> {
+fn start_and_follow(
+    temp_path: &Path,
+    id: &str,
+    spec: &ProfileSpec,
+    build: impl Fn(PathBuf) -> Request,
+) -> Result<Status, String> {
     let root = statedir::state_root(temp_path, true)?;
     statedir::cleanup_old(&root);
     let dir = statedir::create_deploy_dir(&root, id)?;
@@ -129,8 +134,10 @@ fn mark_and_wait(
     let dirs = deploy_dirs(temp_path, ids)?;
     let mut usable: Vec<Option<PathBuf>> = Vec::new();
     // Log lines the worker writes from now on (e.g. the rollback's re-activation) are shown too.
-    let mut tails: Vec<Option<LogTail>> =
-        dirs.iter().map(|d| d.as_ref().map(|d| LogTail::from_end(&d.join(statedir::LOG)))).collect();
+    let mut tails: Vec<Option<LogTail>> = dirs
+        .iter()
+        .map(|d| d.as_ref().map(|d| LogTail::from_end(&d.join(statedir::LOG))))
+        .collect();
     for d in dirs {
         let Some(dir) = d else {
             usable.push(None);
@@ -186,7 +193,11 @@ pub fn confirm(temp_path: &Path, ids: &[String], wait: u64) -> i32 {
             Ok(())
         } else {
             // Confirming before activation finished would pre-approve an unseen result.
-            Err(format!("deploy {} is {}, not awaiting confirmation; not confirming it", st.id, st.state.as_str()))
+            Err(format!(
+                "deploy {} is {}, not awaiting confirmation; not confirming it",
+                st.id,
+                st.state.as_str()
+            ))
         }
     });
     match res {

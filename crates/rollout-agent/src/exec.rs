@@ -12,12 +12,18 @@ pub const NIX_FALLBACK_DIRS: &[&str] = &["/nix/var/nix/profiles/default/bin", "/
 /// Finds an executable `name` on `path_var`, then in the fallback directories.
 pub fn find_program(name: &str, path_var: Option<OsString>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let mut dirs: Vec<PathBuf> = path_var.map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = path_var
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     dirs.extend(NIX_FALLBACK_DIRS.iter().map(PathBuf::from));
     dirs.into_iter()
         .filter(|d| d.is_absolute())
         .map(|d| d.join(name))
-        .find(|p| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 pub fn describe_exit(status: ExitStatus) -> String {
@@ -32,7 +38,9 @@ const NIX_ATTEMPTS: u32 = 5;
 
 /// Whether nix-env's error output shows a lock-contention failure worth retrying.
 pub fn is_transient(stderr: &str) -> bool {
-    stderr.lines().any(|l| l.starts_with("error:") && l.contains("SQLite database") && l.contains("is busy"))
+    stderr
+        .lines()
+        .any(|l| l.starts_with("error:") && l.contains("SQLite database") && l.contains("is busy"))
 }
 
 /// `nix-env` on one profile. Output goes to the worker's stdout/stderr, i.e. the deploy log.
@@ -51,8 +59,12 @@ impl NixEnv {
     /// Runs `nix-env -p PROFILE ARGS…`. A daemon-less (root) store can fail with "SQLite database … is
     /// busy" under concurrent Nix use; every operation used here is idempotent, so that case is retried.
     fn run(&self, profile: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
-        let shown = format!("{} -p {} {}", self.exe.display(), profile.display(),
-            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        let shown = format!(
+            "{} -p {} {}",
+            self.exe.display(),
+            profile.display(),
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
         for attempt in 1..=NIX_ATTEMPTS {
             if self.debug {
                 crate::log(&format!("running {shown}"));
@@ -75,12 +87,18 @@ impl NixEnv {
             }
             let err = String::from_utf8_lossy(&out.stderr);
             if attempt < NIX_ATTEMPTS && is_transient(&err) {
-                crate::log(&format!("the Nix database is busy; retrying `{shown}` ({attempt}/{NIX_ATTEMPTS})"));
+                crate::log(&format!(
+                    "the Nix database is busy; retrying `{shown}` ({attempt}/{NIX_ATTEMPTS})"
+                ));
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
             let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            let detail = if last.is_empty() { String::new() } else { format!(": {last}") };
+            let detail = if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {last}")
+            };
             return Err(format!("`{shown}` failed ({}){detail}", describe_exit(out.status)));
         }
         Err(format!("`{shown}` failed"))
@@ -91,11 +109,17 @@ impl NixEnv {
     }
 
     pub fn switch_generation(&self, profile: &Path, generation: u64) -> Result<(), String> {
-        self.run(profile, &["--switch-generation".as_ref(), generation.to_string().as_ref()])
+        self.run(
+            profile,
+            &["--switch-generation".as_ref(), generation.to_string().as_ref()],
+        )
     }
 
     pub fn delete_generation(&self, profile: &Path, generation: u64) -> Result<(), String> {
-        self.run(profile, &["--delete-generations".as_ref(), generation.to_string().as_ref()])
+        self.run(
+            profile,
+            &["--delete-generations".as_ref(), generation.to_string().as_ref()],
+        )
     }
 }
 
@@ -127,7 +151,12 @@ fn exited_unreaped(pid: i32) -> bool {
     // SAFETY: waitid(2) into a zeroed siginfo we own; WNOWAIT leaves the child waitable.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
         r == 0 && info.si_pid() != 0
     }
 }
@@ -166,7 +195,9 @@ pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> R
             Err(e) => return Err(ScriptError::Spawn(script, e.to_string())),
         }
         if Instant::now() >= deadline {
-            crate::log(&format!("activation timed out after {timeout_secs} s; terminating its process group {pgid}"));
+            crate::log(&format!(
+                "activation timed out after {timeout_secs} s; terminating its process group {pgid}"
+            ));
             kill_group(pgid, libc::SIGTERM);
             let grace_end = Instant::now() + KILL_GRACE;
             while Instant::now() < grace_end {
@@ -192,7 +223,9 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        assert!(is_transient("error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\n"));
+        assert!(is_transient(
+            "error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\n"
+        ));
         // Nix's own retry warnings are not failures.
         assert!(!is_transient("warning: error: SQLite database '/nix/var/nix/db/db.sqlite' is busy\nerror: path '/nix/store/x' is not valid"));
         assert!(!is_transient("error: profile version 7 does not exist"));

@@ -25,9 +25,16 @@ pub fn spawn_worker(dir: &Path) -> Result<Child, String> {
         .mode(0o600)
         .open(&log_path)
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-    let log2 = log.try_clone().map_err(|e| format!("cannot duplicate log handle: {e}"))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("cannot duplicate log handle: {e}"))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("worker").arg("--dir").arg(dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+    cmd.arg("worker")
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
     // A daemon-like process must not keep the SSH user's cwd (maybe an unmountable home) busy.
     cmd.current_dir("/");
     // SAFETY: only async-signal-safe calls (setsid, signal) between fork and exec.
@@ -61,8 +68,13 @@ impl LogTail {
     /// A tail that starts at the current end of `path` (only lines written from now on are shown).
     pub fn from_end(path: &Path) -> LogTail {
         use std::io::{Seek, SeekFrom};
-        let file = File::open(path).ok().and_then(|mut f| f.seek(SeekFrom::End(0)).ok().map(|_| f));
-        LogTail { file, pending: Vec::new() }
+        let file = File::open(path)
+            .ok()
+            .and_then(|mut f| f.seek(SeekFrom::End(0)).ok().map(|_| f));
+        LogTail {
+            file,
+            pending: Vec::new(),
+        }
     }
 
     pub fn pump(&mut self, path: &Path, flush_partial: bool) {
@@ -88,7 +100,10 @@ impl LogTail {
 /// Follows until the deploy is awaiting confirmation or over; returns the status to report.
 pub fn follow(dir: &Path, mut child: Child) -> Status {
     let log_path = dir.join(LOG);
-    let mut tail = LogTail { file: None, pending: Vec::new() };
+    let mut tail = LogTail {
+        file: None,
+        pending: Vec::new(),
+    };
     let mut worker_gone = false;
     loop {
         tail.pump(&log_path, false);
@@ -103,9 +118,21 @@ pub fn follow(dir: &Path, mut child: Child) -> Status {
             // The worker exited without a final state (crashed or was killed): say so on its behalf.
             tail.pump(&log_path, true);
             let mut st = status.unwrap_or_else(|_| {
-                Status::new(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_str(), None, None, "")
+                Status::new(
+                    dir.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                        .as_str(),
+                    None,
+                    None,
+                    "",
+                )
             });
-            let msg = format!("the worker exited before finishing (state was {}); see {}", st.state.as_str(), log_path.display());
+            let msg = format!(
+                "the worker exited before finishing (state was {}); see {}",
+                st.state.as_str(),
+                log_path.display()
+            );
             if st.advance(State::Failed, msg.clone()).is_err() {
                 st.state = State::Failed;
                 st.message = msg;

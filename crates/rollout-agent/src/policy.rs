@@ -67,7 +67,9 @@ pub fn plan_rollback(previous: Option<u64>, new: Option<u64>, new_created: bool)
 pub const DEPLOY_DIR_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub fn is_expired(mtime: SystemTime, now: SystemTime) -> bool {
-    now.duration_since(mtime).map(|age| age > DEPLOY_DIR_MAX_AGE).unwrap_or(false)
+    now.duration_since(mtime)
+        .map(|age| age > DEPLOY_DIR_MAX_AGE)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -83,9 +85,21 @@ mod tests {
     fn deadline() {
         let t = Duration::from_secs(30);
         assert_eq!(confirm_deadline(s(100), None, s(101), t), s(130));
-        assert_eq!(confirm_deadline(s(100), Some(s(50)), s(101), t), s(130), "old heartbeat ignored");
-        assert_eq!(confirm_deadline(s(100), Some(s(120)), s(125), t), s(150), "heartbeat extends");
-        assert_eq!(confirm_deadline(s(100), Some(s(9999)), s(125), t), s(155), "future heartbeat capped at now");
+        assert_eq!(
+            confirm_deadline(s(100), Some(s(50)), s(101), t),
+            s(130),
+            "old heartbeat ignored"
+        );
+        assert_eq!(
+            confirm_deadline(s(100), Some(s(120)), s(125), t),
+            s(150),
+            "heartbeat extends"
+        );
+        assert_eq!(
+            confirm_deadline(s(100), Some(s(9999)), s(125), t),
+            s(155),
+            "future heartbeat capped at now"
+        );
     }
 
     #[test]
@@ -99,11 +113,35 @@ mod tests {
 
     #[test]
     fn rollback_plans() {
-        assert_eq!(plan_rollback(Some(3), Some(4), true), RollbackPlan::Restore { previous: 3, delete: Some(4) });
-        assert_eq!(plan_rollback(Some(3), Some(5), false), RollbackPlan::Restore { previous: 3, delete: None });
-        assert_eq!(plan_rollback(Some(3), Some(3), false), RollbackPlan::Restore { previous: 3, delete: None });
-        assert_eq!(plan_rollback(None, Some(1), true), RollbackPlan::RemoveProfile { delete_link: Some(1) });
-        assert_eq!(plan_rollback(None, Some(2), false), RollbackPlan::RemoveProfile { delete_link: None });
+        assert_eq!(
+            plan_rollback(Some(3), Some(4), true),
+            RollbackPlan::Restore {
+                previous: 3,
+                delete: Some(4)
+            }
+        );
+        assert_eq!(
+            plan_rollback(Some(3), Some(5), false),
+            RollbackPlan::Restore {
+                previous: 3,
+                delete: None
+            }
+        );
+        assert_eq!(
+            plan_rollback(Some(3), Some(3), false),
+            RollbackPlan::Restore {
+                previous: 3,
+                delete: None
+            }
+        );
+        assert_eq!(
+            plan_rollback(None, Some(1), true),
+            RollbackPlan::RemoveProfile { delete_link: Some(1) }
+        );
+        assert_eq!(
+            plan_rollback(None, Some(2), false),
+            RollbackPlan::RemoveProfile { delete_link: None }
+        );
         assert_eq!(plan_rollback(Some(3), None, false), RollbackPlan::Nothing);
     }
 

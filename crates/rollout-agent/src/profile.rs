@@ -16,7 +16,11 @@ pub struct ProfileEnv {
 impl ProfileEnv {
     pub fn from_process() -> ProfileEnv {
         let get = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-        ProfileEnv { nix_state_dir: get("NIX_STATE_DIR"), xdg_state_home: get("XDG_STATE_HOME"), home: get("HOME") }
+        ProfileEnv {
+            nix_state_dir: get("NIX_STATE_DIR"),
+            xdg_state_home: get("XDG_STATE_HOME"),
+            home: get("HOME"),
+        }
     }
 }
 
@@ -56,7 +60,10 @@ pub fn resolve(spec: &ProfileSpec, env: &ProfileEnv, dir_exists: impl Fn(&Path) 
 
 /// Generation number from a generation link's file name, `<profile name>-<N>-link`.
 pub fn parse_generation_name(profile_name: &str, file_name: &str) -> Option<u64> {
-    let digits = file_name.strip_prefix(profile_name)?.strip_prefix('-')?.strip_suffix("-link")?;
+    let digits = file_name
+        .strip_prefix(profile_name)?
+        .strip_prefix('-')?
+        .strip_suffix("-link")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -72,7 +79,10 @@ fn profile_name(profile: &Path) -> io::Result<&str> {
 
 /// Path of generation `n`'s link next to the profile.
 pub fn generation_link(profile: &Path, n: u64) -> PathBuf {
-    let name = profile.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = profile
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     profile.with_file_name(format!("{name}-{n}-link"))
 }
 
@@ -84,9 +94,13 @@ pub fn current_generation(profile: &Path) -> Result<Option<u64>, String> {
         Err(e) => return Err(format!("cannot inspect profile {}: {e}", profile.display())),
     };
     if !meta.file_type().is_symlink() {
-        return Err(format!("profile {} exists but is not a symlink to a generation", profile.display()));
+        return Err(format!(
+            "profile {} exists but is not a symlink to a generation",
+            profile.display()
+        ));
     }
-    let target = std::fs::read_link(profile).map_err(|e| format!("cannot read profile link {}: {e}", profile.display()))?;
+    let target =
+        std::fs::read_link(profile).map_err(|e| format!("cannot read profile link {}: {e}", profile.display()))?;
     let name = profile_name(profile).map_err(|e| e.to_string())?;
     target
         .file_name()
@@ -125,24 +139,55 @@ mod tests {
     use super::*;
 
     fn user(u: &str, n: &str) -> ProfileSpec {
-        ProfileSpec::User { user: u.into(), name: n.into() }
+        ProfileSpec::User {
+            user: u.into(),
+            name: n.into(),
+        }
     }
 
     #[test]
     fn resolution_table() {
-        let env = ProfileEnv { nix_state_dir: Some("/sd".into()), xdg_state_home: None, home: Some("/home/a".into()) };
+        let env = ProfileEnv {
+            nix_state_dir: Some("/sd".into()),
+            xdg_state_home: None,
+            home: Some("/home/a".into()),
+        };
         let no = |_: &Path| false;
-        assert_eq!(resolve(&user("root", "system"), &env, no).unwrap(), PathBuf::from("/sd/profiles/system"));
-        assert_eq!(resolve(&user("root", "foo"), &env, no).unwrap(), PathBuf::from("/sd/profiles/per-user/root/foo"));
+        assert_eq!(
+            resolve(&user("root", "system"), &env, no).unwrap(),
+            PathBuf::from("/sd/profiles/system")
+        );
+        assert_eq!(
+            resolve(&user("root", "foo"), &env, no).unwrap(),
+            PathBuf::from("/sd/profiles/per-user/root/foo")
+        );
         let bob = |p: &Path| p == Path::new("/sd/profiles/per-user/bob");
-        assert_eq!(resolve(&user("bob", "hm"), &env, bob).unwrap(), PathBuf::from("/sd/profiles/per-user/bob/hm"));
-        assert_eq!(resolve(&user("alice", "hm"), &env, no).unwrap(), PathBuf::from("/home/a/.local/state/nix/profiles/hm"));
-        let xdg = ProfileEnv { xdg_state_home: Some("/x".into()), ..env.clone() };
-        assert_eq!(resolve(&user("alice", "hm"), &xdg, no).unwrap(), PathBuf::from("/x/nix/profiles/hm"));
+        assert_eq!(
+            resolve(&user("bob", "hm"), &env, bob).unwrap(),
+            PathBuf::from("/sd/profiles/per-user/bob/hm")
+        );
+        assert_eq!(
+            resolve(&user("alice", "hm"), &env, no).unwrap(),
+            PathBuf::from("/home/a/.local/state/nix/profiles/hm")
+        );
+        let xdg = ProfileEnv {
+            xdg_state_home: Some("/x".into()),
+            ..env.clone()
+        };
+        assert_eq!(
+            resolve(&user("alice", "hm"), &xdg, no).unwrap(),
+            PathBuf::from("/x/nix/profiles/hm")
+        );
         let bare = ProfileEnv::default();
-        assert_eq!(resolve(&user("root", "system"), &bare, no).unwrap(), PathBuf::from("/nix/var/nix/profiles/system"));
+        assert_eq!(
+            resolve(&user("root", "system"), &bare, no).unwrap(),
+            PathBuf::from("/nix/var/nix/profiles/system")
+        );
         assert!(resolve(&user("alice", "hm"), &bare, no).unwrap_err().contains("alice"));
-        assert_eq!(resolve(&ProfileSpec::Path("/p/q".into()), &bare, no).unwrap(), PathBuf::from("/p/q"));
+        assert_eq!(
+            resolve(&ProfileSpec::Path("/p/q".into()), &bare, no).unwrap(),
+            PathBuf::from("/p/q")
+        );
     }
 
     #[test]
@@ -167,7 +212,10 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", d.path().join("prof-x-9-link")).unwrap();
         std::os::unix::fs::symlink("prof-10-link", &p).unwrap();
         assert_eq!(current_generation(&p).unwrap(), Some(10));
-        assert_eq!(existing_generations(&p).unwrap().into_iter().collect::<Vec<_>>(), vec![3, 10]);
+        assert_eq!(
+            existing_generations(&p).unwrap().into_iter().collect::<Vec<_>>(),
+            vec![3, 10]
+        );
         let q = d.path().join("q");
         std::os::unix::fs::symlink("/nix/store/abc", &q).unwrap();
         assert!(current_generation(&q).unwrap_err().contains("not a q-<N>-link"));

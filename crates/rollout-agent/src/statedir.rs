@@ -58,12 +58,22 @@ pub fn state_root(temp_path: &Path, create: bool) -> Result<PathBuf, String> {
     let meta = match fs::symlink_metadata(&root) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!("no rollout state under {} ({} does not exist)", temp_path.display(), root.display()))
+            return Err(format!(
+                "no rollout state under {} ({} does not exist)",
+                temp_path.display(),
+                root.display()
+            ))
         }
         Err(e) => return Err(format!("cannot inspect state root {}: {e}", root.display())),
     };
-    check_root(meta.file_type().is_symlink(), meta.is_dir(), meta.uid(), meta.mode(), uid)
-        .map_err(|why| format!("refusing state root {}: it {why} (remove or fix it)", root.display()))?;
+    check_root(
+        meta.file_type().is_symlink(),
+        meta.is_dir(),
+        meta.uid(),
+        meta.mode(),
+        uid,
+    )
+    .map_err(|why| format!("refusing state root {}: it {why} (remove or fix it)", root.display()))?;
     Ok(root)
 }
 
@@ -94,7 +104,12 @@ pub fn existing_deploy_dir(root: &Path, id: &str) -> Result<PathBuf, String> {
 /// Write to a unique temporary name, fsync, rename: readers see the old or the new file, never half.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -148,7 +163,8 @@ pub fn touch_heartbeat(dir: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(&p)
         .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-    f.set_modified(SystemTime::now()).map_err(|e| format!("cannot touch {}: {e}", p.display()))
+    f.set_modified(SystemTime::now())
+        .map_err(|e| format!("cannot touch {}: {e}", p.display()))
 }
 
 pub fn mtime(path: &Path) -> Option<SystemTime> {
@@ -177,7 +193,13 @@ pub fn lock_name(profile: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let base: String = profile
         .file_name()
-        .map(|n| n.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect())
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(32)
+                .collect()
+        })
         .unwrap_or_default();
     format!("{base}-{:016x}.lock", fnv1a64(profile.as_os_str().as_bytes()))
 }
@@ -185,7 +207,10 @@ pub fn lock_name(profile: &Path) -> String {
 /// Canonical key for a profile: its parent resolved (so `/nix/var/nix/profiles` reached through a
 /// symlinked directory gives the same lock) plus the file name, which itself is not resolved.
 pub fn profile_key(profile: &Path) -> PathBuf {
-    match (profile.parent().and_then(|p| fs::canonicalize(p).ok()), profile.file_name()) {
+    match (
+        profile.parent().and_then(|p| fs::canonicalize(p).ok()),
+        profile.file_name(),
+    ) {
         (Some(parent), Some(name)) => parent.join(name),
         _ => profile.to_path_buf(),
     }
@@ -216,7 +241,9 @@ pub fn lock_profile(root: &Path, profile: &Path, wait: Duration) -> Result<Profi
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(ProfileLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(100)),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(format!(
                     "profile is locked: another deploy of {} is still running (lock {})",
@@ -255,10 +282,15 @@ pub fn cleanup_old(root: &Path) {
 pub fn random_hex() -> String {
     use std::io::Read;
     let mut buf = [0u8; 6];
-    let ok = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_ok();
+    let ok = File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
     if !ok {
         // Without /dev/urandom, pid and time still make a collision unlikely; mkdir refuses one anyway.
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let v = fnv1a64(format!("{}-{t}", std::process::id()).as_bytes());
         buf.copy_from_slice(&v.to_le_bytes()[..6]);
     }
@@ -273,7 +305,9 @@ mod tests {
     fn root_checks() {
         assert!(check_root(false, true, 5, 0o40700, 5).is_ok());
         assert!(check_root(true, false, 5, 0o700, 5).unwrap_err().contains("symlink"));
-        assert!(check_root(false, false, 5, 0o700, 5).unwrap_err().contains("not a directory"));
+        assert!(check_root(false, false, 5, 0o700, 5)
+            .unwrap_err()
+            .contains("not a directory"));
         assert!(check_root(false, true, 0, 0o700, 5).unwrap_err().contains("uid 0"));
         assert!(check_root(false, true, 5, 0o755, 5).unwrap_err().contains("0755"));
         assert!(check_root(false, true, 5, 0o1700, 5).is_err());
@@ -294,8 +328,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = state_root(&t.path().join("new/sub"), true).unwrap();
         create_deploy_dir(&root, "abcdefgh").unwrap();
-        assert!(create_deploy_dir(&root, "abcdefgh").unwrap_err().contains("already exists"));
-        assert!(existing_deploy_dir(&root, "zzzzzzzz").unwrap_err().contains("unknown deploy id"));
+        assert!(create_deploy_dir(&root, "abcdefgh")
+            .unwrap_err()
+            .contains("already exists"));
+        assert!(existing_deploy_dir(&root, "zzzzzzzz")
+            .unwrap_err()
+            .contains("unknown deploy id"));
     }
 
     #[test]

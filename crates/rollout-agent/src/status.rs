@@ -21,7 +21,10 @@ pub enum State {
 
 impl State {
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Confirmed | State::Activated | State::RolledBack | State::Failed)
+        matches!(
+            self,
+            State::Confirmed | State::Activated | State::RolledBack | State::Failed
+        )
     }
 
     /// The states after which the foreground `activate` stops following and reports.
@@ -90,7 +93,11 @@ impl Status {
     /// Moves to `to`; refuses transitions the protocol does not have.
     pub fn advance(&mut self, to: State, message: impl Into<String>) -> Result<(), String> {
         if !self.state.can_go_to(to) {
-            return Err(format!("internal error: state {} cannot go to {}", self.state.as_str(), to.as_str()));
+            return Err(format!(
+                "internal error: state {} cannot go to {}",
+                self.state.as_str(),
+                to.as_str()
+            ));
         }
         self.state = to;
         self.message = message.into();
@@ -117,7 +124,11 @@ pub fn activate_exit(state: State) -> i32 {
 
 /// Exit code of `revoke`: only a completed rollback is success.
 pub fn revoke_exit(state: State) -> i32 {
-    if state == State::RolledBack { 0 } else { 1 }
+    if state == State::RolledBack {
+        0
+    } else {
+        1
+    }
 }
 
 /// Exit code of `confirm`: 0 all confirmed, 3 any rolled back (confirmation came too late), else 1.
@@ -134,8 +145,14 @@ pub fn confirm_exit(states: &[Option<State>]) -> i32 {
 /// Exit code of `abort`: 0 when no deploy is left live on its new generation, i.e. every one ended
 /// `rolled-back` or `failed`; `confirmed`/`activated` (too late to abort) or still running → 1.
 pub fn abort_exit(states: &[Option<State>]) -> i32 {
-    let ok = states.iter().all(|s| matches!(s, Some(State::RolledBack) | Some(State::Failed)));
-    if ok && !states.is_empty() { 0 } else { 1 }
+    let ok = states
+        .iter()
+        .all(|s| matches!(s, Some(State::RolledBack) | Some(State::Failed)));
+    if ok && !states.is_empty() {
+        0
+    } else {
+        1
+    }
 }
 
 /// Formats seconds since the Unix epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
@@ -152,7 +169,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn now_rfc3339() -> String {
@@ -180,7 +202,10 @@ mod tests {
         assert!(!s.line().contains('\n'));
         let back: Status = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
-        assert_eq!(serde_json::to_string(&State::AwaitingConfirmation).unwrap(), "\"awaiting-confirmation\"");
+        assert_eq!(
+            serde_json::to_string(&State::AwaitingConfirmation).unwrap(),
+            "\"awaiting-confirmation\""
+        );
     }
 
     #[test]
@@ -194,7 +219,16 @@ mod tests {
         assert!(s.advance(Activated, "x").is_err());
         assert!(s.advance(RollingBack, "d").is_ok());
         assert!(s.advance(RolledBack, "e").is_ok());
-        for to in [Started, Activating, AwaitingConfirmation, Confirmed, Activated, RollingBack, RolledBack, Failed] {
+        for to in [
+            Started,
+            Activating,
+            AwaitingConfirmation,
+            Confirmed,
+            Activated,
+            RollingBack,
+            RolledBack,
+            Failed,
+        ] {
             assert!(!s.state.can_go_to(to), "terminal state left");
         }
         assert_eq!(s.message, "e");

@@ -24,7 +24,10 @@ pub fn run(dir: &Path) -> i32 {
         Err(e) => {
             crate::log(&e);
             // Without a request we cannot know more than the directory name.
-            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut st = Status::new(&id, None, None, "");
             let _ = st.advance(State::Failed, format!("worker cannot start: {e}"));
             let _ = statedir::write_status(dir, &mut st);
@@ -32,9 +35,18 @@ pub fn run(dir: &Path) -> i32 {
         }
     };
     let status = statedir::read_status(dir).unwrap_or_else(|_| {
-        Status::new(&req.id, Some(req.profile_path.clone()), req.closure.clone(), "worker started")
+        Status::new(
+            &req.id,
+            Some(req.profile_path.clone()),
+            req.closure.clone(),
+            "worker started",
+        )
     });
-    let mut w = Worker { dir: dir.to_path_buf(), req, status };
+    let mut w = Worker {
+        dir: dir.to_path_buf(),
+        req,
+        status,
+    };
     match w.req.kind {
         Kind::Activate => w.activate(),
         Kind::Revoke => w.revoke(),
@@ -150,7 +162,10 @@ impl Worker {
             };
         }
 
-        self.set(State::Activating, format!("setting {} to {}", profile.display(), closure.display()));
+        self.set(
+            State::Activating,
+            format!("setting {} to {}", profile.display(), closure.display()),
+        );
         let nix = match NixEnv::find(self.req.debug) {
             Ok(n) => n,
             Err(e) => return self.fail(e),
@@ -174,19 +189,33 @@ impl Worker {
             return self.fail(format!("profile set, but {e}"));
         }
 
-        let what = if self.req.boot { "activating for next boot" } else { "activating" };
+        let what = if self.req.boot {
+            "activating for next boot"
+        } else {
+            "activating"
+        };
         let gen_txt = new.map(|n| format!(" (generation {n})")).unwrap_or_default();
         self.set(State::Activating, format!("{what} {}{gen_txt}", profile.display()));
         if let Err(e) = run_activation(&profile, false, self.req.boot, timeout) {
             return self.after_failure(&nix, &before, new, new_created, e.to_string());
         }
         if statedir::exists(&self.dir, ABORT) {
-            return self.rollback(&nix, &before, new, new_created, "deploy aborted during activation".into());
+            return self.rollback(
+                &nix,
+                &before,
+                new,
+                new_created,
+                "deploy aborted during activation".into(),
+            );
         }
         if self.req.magic_rollback && !self.req.boot {
             self.await_confirmation(&nix, &before, new, new_created);
         } else {
-            let how = if self.req.boot { "profile set; activation for next boot succeeded" } else { "activation succeeded" };
+            let how = if self.req.boot {
+                "profile set; activation for next boot succeeded"
+            } else {
+                "activation succeeded"
+            };
             self.set(State::Activated, how);
         }
     }
@@ -195,8 +224,13 @@ impl Worker {
         if self.req.auto_rollback || statedir::exists(&self.dir, ABORT) {
             self.rollback(nix, before, new, new_created, why);
         } else {
-            let at = new.map(|n| format!("generation {n}")).unwrap_or_else(|| "the new closure".into());
-            self.fail(format!("{why}; no auto-rollback, so {} stays at {at}", self.profile().display()));
+            let at = new
+                .map(|n| format!("generation {n}"))
+                .unwrap_or_else(|| "the new closure".into());
+            self.fail(format!(
+                "{why}; no auto-rollback, so {} stays at {at}",
+                self.profile().display()
+            ));
         }
     }
 
@@ -205,7 +239,10 @@ impl Worker {
         let since = SystemTime::now();
         self.set(
             State::AwaitingConfirmation,
-            format!("activation succeeded; waiting up to {} s for confirmation", self.req.confirm_timeout),
+            format!(
+                "activation succeeded; waiting up to {} s for confirmation",
+                self.req.confirm_timeout
+            ),
         );
         loop {
             let now = SystemTime::now();
@@ -248,7 +285,10 @@ impl Worker {
                 if problems.is_empty() {
                     self.set(
                         State::RolledBack,
-                        format!("{why}; first deploy of {}: removed the profile again (nothing to re-activate)", profile.display()),
+                        format!(
+                            "{why}; first deploy of {}: removed the profile again (nothing to re-activate)",
+                            profile.display()
+                        ),
                     );
                 } else {
                     self.fail(format!("{why}; rollback failed: {}", problems.join("; ")));
@@ -295,7 +335,10 @@ impl Worker {
         let Some((_lock, before)) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
         if before.current != Some(generation) {
-            let now = before.current.map(|n| format!("generation {n}")).unwrap_or_else(|| "nothing (absent)".into());
+            let now = before
+                .current
+                .map(|n| format!("generation {n}"))
+                .unwrap_or_else(|| "nothing (absent)".into());
             return self.fail(format!(
                 "refusing to revoke: {} points at {now}, not generation {generation}; it was deployed again since",
                 profile.display()
@@ -303,7 +346,9 @@ impl Worker {
         }
         if let Some(closure) = self.req.closure.clone() {
             let link = generation_link(&profile, generation);
-            let holds = std::fs::read_link(&link).map(|t| same_path(&t, &closure)).unwrap_or(false);
+            let holds = std::fs::read_link(&link)
+                .map(|t| same_path(&t, &closure))
+                .unwrap_or(false);
             if !holds {
                 return self.fail(format!(
                     "refusing to revoke: generation {generation} of {} is not {} any more; it was deployed again since",
@@ -317,7 +362,10 @@ impl Worker {
             Err(e) => return self.fail(e),
         };
         // Roll back relative to the generation the original deploy started from, not today's.
-        let before = Before { current: self.req.previous, existing: before.existing };
+        let before = Before {
+            current: self.req.previous,
+            existing: before.existing,
+        };
         self.status.previous_generation = self.req.previous;
         self.status.new_generation = Some(generation);
         if self.req.previous == Some(generation) {
@@ -330,10 +378,19 @@ impl Worker {
         if let Some(p) = self.req.previous {
             if !before.existing.contains(&p) {
                 self.set(State::RollingBack, format!("revoking generation {generation}"));
-                return self.fail(format!("cannot revoke: previous generation {p} of {} no longer exists", profile.display()));
+                return self.fail(format!(
+                    "cannot revoke: previous generation {p} of {} no longer exists",
+                    profile.display()
+                ));
             }
         }
-        self.rollback(&nix, &before, Some(generation), true, format!("revoking generation {generation}"));
+        self.rollback(
+            &nix,
+            &before,
+            Some(generation),
+            true,
+            format!("revoking generation {generation}"),
+        );
     }
 }
 

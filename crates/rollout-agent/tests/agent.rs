@@ -16,7 +16,10 @@ struct Env {
 static SALT: AtomicU32 = AtomicU32::new(0);
 
 fn salt() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{}-{}-{t}", std::process::id(), SALT.fetch_add(1, Ordering::SeqCst))
 }
 
@@ -39,7 +42,17 @@ fn build(script: Option<&str>) -> PathBuf {
     let mut errors = String::new();
     for _ in 0..3 {
         let out = Command::new("nix-build")
-            .args(["--no-out-link", "-E", expr, "--argstr", "script", script.unwrap_or(""), "--argstr", "salt", &salt])
+            .args([
+                "--no-out-link",
+                "-E",
+                expr,
+                "--argstr",
+                "script",
+                script.unwrap_or(""),
+                "--argstr",
+                "salt",
+                &salt,
+            ])
             .output()
             .expect("run nix-build");
         if out.status.success() {
@@ -55,7 +68,12 @@ fn build(script: Option<&str>) -> PathBuf {
 fn nix_env(profile: &Path, args: &[&str]) {
     let mut errors = String::new();
     for _ in 0..5 {
-        let out = Command::new("nix-env").arg("-p").arg(profile).args(args).output().unwrap();
+        let out = Command::new("nix-env")
+            .arg("-p")
+            .arg(profile)
+            .args(args)
+            .output()
+            .unwrap();
         if out.status.success() {
             return;
         }
@@ -92,7 +110,11 @@ impl Env {
         build(Some(&script))
     }
     fn marker_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.marker()).unwrap_or_default().lines().map(String::from).collect()
+        std::fs::read_to_string(self.marker())
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
     fn agent(&self, args: &[&str]) -> Output {
         Command::new(BIN).args(args).output().unwrap()
@@ -100,8 +122,15 @@ impl Env {
     fn activate(&self, id: &str, closure: &Path, extra: &[&str]) -> Output {
         let (profile, temp) = (self.profile(), self.temp());
         let mut args = vec![
-            "activate", "--id", id, "--closure", closure.to_str().unwrap(),
-            "--profile-path", profile.to_str().unwrap(), "--temp-path", temp.to_str().unwrap(),
+            "activate",
+            "--id",
+            id,
+            "--closure",
+            closure.to_str().unwrap(),
+            "--profile-path",
+            profile.to_str().unwrap(),
+            "--temp-path",
+            temp.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         self.agent(&args)
@@ -113,7 +142,9 @@ impl Env {
         self.agent(&args)
     }
     fn deploy_dir(&self, id: &str) -> PathBuf {
-        self.temp().join(format!("rollout-{}", unsafe { libc::geteuid() })).join(id)
+        self.temp()
+            .join(format!("rollout-{}", unsafe { libc::geteuid() }))
+            .join(id)
     }
     fn status(&self, id: &str) -> Value {
         serde_json::from_slice(&std::fs::read(self.deploy_dir(id).join("status.json")).unwrap()).unwrap()
@@ -142,7 +173,12 @@ impl Env {
 fn reported(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let json = last.strip_prefix("ROLLOUT-STATUS ").unwrap_or_else(|| panic!("no status line in:\n{stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let json = last.strip_prefix("ROLLOUT-STATUS ").unwrap_or_else(|| {
+        panic!(
+            "no status line in:\n{stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     serde_json::from_str(json).unwrap()
 }
 
@@ -193,11 +229,17 @@ fn auto_rollback_on_failed_activation() {
     assert_eq!(code(&out), 3);
     let st = reported(&out);
     assert_eq!(st["state"], "rolled-back");
-    assert_eq!((st["previous_generation"].as_u64(), st["new_generation"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (st["previous_generation"].as_u64(), st["new_generation"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(e.current(), Some(a));
     assert!(!e.gen_link(2).exists(), "failed generation must be deleted");
     let p = e.profile();
-    assert_eq!(e.marker_lines(), vec![line("A", &p, 0, 0), line("B", &p, 0, 0), line("A", &p, 0, 0)]);
+    assert_eq!(
+        e.marker_lines(),
+        vec![line("A", &p, 0, 0), line("B", &p, 0, 0), line("A", &p, 0, 0)]
+    );
 }
 
 #[test]
@@ -245,7 +287,10 @@ fn magic_rollback_confirm() {
     assert_eq!(code(&c), 0, "{}", stderr(&c));
     assert_eq!(reported(&c)["state"], "confirmed");
     assert_eq!(e.current(), Some(b));
-    assert!(!e.deploy_dir("magicc001").join("confirm").exists(), "canary must not survive");
+    assert!(
+        !e.deploy_dir("magicc001").join("confirm").exists(),
+        "canary must not survive"
+    );
 }
 
 #[test]
@@ -258,7 +303,11 @@ fn magic_rollback_extend() {
     std::thread::sleep(Duration::from_millis(1200).saturating_sub(t0.elapsed()));
     assert_eq!(code(&e.cmd("extend", &["--id", "magice001"])), 0);
     std::thread::sleep(Duration::from_millis(2600).saturating_sub(t0.elapsed()));
-    assert_eq!(e.status("magice001")["state"], "awaiting-confirmation", "extend must push the deadline");
+    assert_eq!(
+        e.status("magice001")["state"],
+        "awaiting-confirmation",
+        "extend must push the deadline"
+    );
     let c = e.cmd("confirm", &["--id", "magice001"]);
     assert_eq!(code(&c), 0);
     assert_eq!(e.current(), Some(b));
@@ -271,7 +320,10 @@ fn magic_rollback_abort() {
     let a = e.closure("A", "");
     let b = e.closure("B", "");
     assert_eq!(code(&e.activate("magica001", &a, &[])), 0);
-    assert_eq!(code(&e.activate("magica002", &b, &["--magic-rollback", "--confirm-timeout", "60"])), 0);
+    assert_eq!(
+        code(&e.activate("magica002", &b, &["--magic-rollback", "--confirm-timeout", "60"])),
+        0
+    );
     let t0 = Instant::now();
     let out = e.cmd("abort", &["--id", "magica002", "--wait", "20"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -290,7 +342,11 @@ fn reused_id_and_stale_canaries() {
     let out = e.activate("reuse0001", &b, &[]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
-    assert_eq!(e.current(), Some(a.clone()), "refused deploy must not touch the profile");
+    assert_eq!(
+        e.current(),
+        Some(a.clone()),
+        "refused deploy must not touch the profile"
+    );
     // A leftover dir (e.g. from a crashed run) is refused the same way, even with a canary in it.
     std::fs::create_dir(e.deploy_dir("stale0001")).unwrap();
     std::fs::write(e.deploy_dir("stale0001").join("confirm"), "").unwrap();
@@ -317,9 +373,18 @@ fn survives_killed_foreground() {
     assert_eq!(code(&e.activate("killfg001", &a, &[])), 0);
     let mut child = Command::new(BIN)
         .args([
-            "activate", "--id", "killfg002", "--closure", b.to_str().unwrap(), "--profile-path",
-            e.profile().to_str().unwrap(), "--temp-path", e.temp().to_str().unwrap(),
-            "--magic-rollback", "--confirm-timeout", "2",
+            "activate",
+            "--id",
+            "killfg002",
+            "--closure",
+            b.to_str().unwrap(),
+            "--profile-path",
+            e.profile().to_str().unwrap(),
+            "--temp-path",
+            e.temp().to_str().unwrap(),
+            "--magic-rollback",
+            "--confirm-timeout",
+            "2",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -347,7 +412,11 @@ fn dry_activate() {
     let b = e.closure("B", "");
     let c = e.closure("C", "exit 1");
     assert_eq!(code(&e.activate("dryact001", &a, &[])), 0);
-    let out = e.activate("dryact002", &b, &["--dry-activate", "--magic-rollback", "--auto-rollback"]);
+    let out = e.activate(
+        "dryact002",
+        &b,
+        &["--dry-activate", "--magic-rollback", "--auto-rollback"],
+    );
     assert_eq!(code(&out), 0);
     assert_eq!(reported(&out)["state"], "activated");
     assert_eq!(e.current(), Some(a.clone()));
@@ -366,7 +435,11 @@ fn dry_activate() {
 fn boot_skips_confirmation() {
     let e = Env::new();
     let b = e.closure("B", "");
-    let out = e.activate("bootac001", &b, &["--boot", "--magic-rollback", "--confirm-timeout", "1"]);
+    let out = e.activate(
+        "bootac001",
+        &b,
+        &["--boot", "--magic-rollback", "--confirm-timeout", "1"],
+    );
     assert_eq!(code(&out), 0);
     assert_eq!(reported(&out)["state"], "activated");
     assert_eq!(e.current(), Some(b));
@@ -381,7 +454,10 @@ fn boot_failure_rolls_back_in_switch_mode() {
     assert_eq!(code(&e.activate("bootfl001", &a, &[])), 0);
     assert_eq!(code(&e.activate("bootfl002", &b, &["--boot", "--auto-rollback"])), 3);
     let p = e.profile();
-    assert_eq!(e.marker_lines(), vec![line("A", &p, 0, 0), line("B", &p, 0, 1), line("A", &p, 0, 0)]);
+    assert_eq!(
+        e.marker_lines(),
+        vec![line("A", &p, 0, 0), line("B", &p, 0, 1), line("A", &p, 0, 0)]
+    );
 }
 
 #[test]
@@ -395,13 +471,18 @@ fn activation_timeout_kills_group() {
     let out = e.activate("actto0002", &b, &["--activation-timeout", "2", "--auto-rollback"]);
     assert_eq!(code(&out), 3);
     let st = reported(&out);
-    assert!(st["message"].as_str().unwrap().contains("did not finish within 2 s"), "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("did not finish within 2 s"),
+        "{st}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(e.current(), Some(a));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     // The grandchild got SIGTERM with its group; give the kernel a moment to reap it.
     std::thread::sleep(Duration::from_millis(300));
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false);
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
     assert!(!alive, "sleep {pid} survived the activation timeout");
 }
 
@@ -414,8 +495,14 @@ fn first_deploy_failure_removes_profile() {
     let st = reported(&out);
     assert_eq!(st["state"], "rolled-back");
     assert!(st["previous_generation"].is_null());
-    assert!(std::fs::symlink_metadata(e.profile()).is_err(), "profile must be absent");
-    assert!(std::fs::symlink_metadata(e.gen_link(1)).is_err(), "generation link must be gone");
+    assert!(
+        std::fs::symlink_metadata(e.profile()).is_err(),
+        "profile must be absent"
+    );
+    assert!(
+        std::fs::symlink_metadata(e.gen_link(1)).is_err(),
+        "generation link must be gone"
+    );
 }
 
 #[test]
@@ -428,7 +515,10 @@ fn previous_generation_without_activation_script() {
     assert_eq!(code(&out), 3);
     let st = reported(&out);
     assert_eq!(st["state"], "rolled-back");
-    assert!(st["message"].as_str().unwrap().contains("could not be re-activated"), "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("could not be re-activated"),
+        "{st}"
+    );
     assert_eq!(e.current(), Some(plain));
 }
 
@@ -439,14 +529,29 @@ fn revoke_confirmed_deploy() {
     let b = e.closure("B", "");
     let c = e.closure("C", "");
     assert_eq!(code(&e.activate("revoke001", &a, &[])), 0);
-    assert_eq!(code(&e.activate("revoke002", &b, &["--magic-rollback", "--confirm-timeout", "20"])), 0);
+    assert_eq!(
+        code(&e.activate("revoke002", &b, &["--magic-rollback", "--confirm-timeout", "20"])),
+        0
+    );
     assert_eq!(code(&e.cmd("confirm", &["--id", "revoke002"])), 0);
     let p = e.profile();
     let ps = p.to_str().unwrap();
     let t = e.temp();
     let ts = t.to_str().unwrap();
     let bs = b.to_str().unwrap();
-    let out = e.agent(&["revoke", "--profile-path", ps, "--closure", bs, "--generation", "2", "--previous", "1", "--temp-path", ts]);
+    let out = e.agent(&[
+        "revoke",
+        "--profile-path",
+        ps,
+        "--closure",
+        bs,
+        "--generation",
+        "2",
+        "--previous",
+        "1",
+        "--temp-path",
+        ts,
+    ]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(reported(&out)["state"], "rolled-back");
     assert_eq!(e.current(), Some(a));
@@ -456,13 +561,37 @@ fn revoke_confirmed_deploy() {
     // matches, the closure does not, and the revoke is refused without touching anything.
     assert_eq!(code(&e.activate("revoke003", &c, &[])), 0);
     assert_eq!(e.status("revoke003")["new_generation"], 2);
-    let out = e.agent(&["revoke", "--profile-path", ps, "--closure", bs, "--generation", "2", "--previous", "1", "--temp-path", ts]);
+    let out = e.agent(&[
+        "revoke",
+        "--profile-path",
+        ps,
+        "--closure",
+        bs,
+        "--generation",
+        "2",
+        "--previous",
+        "1",
+        "--temp-path",
+        ts,
+    ]);
     assert_eq!(code(&out), 1);
     assert!(reported(&out)["message"].as_str().unwrap().contains("refusing"));
     assert_eq!(e.current(), Some(c.clone()));
     // And a plain number mismatch is refused too.
     let cs = c.to_str().unwrap();
-    let out = e.agent(&["revoke", "--profile-path", ps, "--closure", cs, "--generation", "5", "--previous", "1", "--temp-path", ts]);
+    let out = e.agent(&[
+        "revoke",
+        "--profile-path",
+        ps,
+        "--closure",
+        cs,
+        "--generation",
+        "5",
+        "--previous",
+        "1",
+        "--temp-path",
+        ts,
+    ]);
     assert_eq!(code(&out), 1);
     assert!(reported(&out)["message"].as_str().unwrap().contains("not generation 5"));
     assert_eq!(e.current(), Some(c.clone()));
@@ -476,18 +605,31 @@ fn temp_path_created_and_state_root_checked() {
     let uid = unsafe { libc::geteuid() };
     let p = e.profile();
     let run = |temp: &Path, id: &str| {
-        e.agent(&["activate", "--id", id, "--closure", a.to_str().unwrap(), "--profile-path",
-                  p.to_str().unwrap(), "--temp-path", temp.to_str().unwrap()])
+        e.agent(&[
+            "activate",
+            "--id",
+            id,
+            "--closure",
+            a.to_str().unwrap(),
+            "--profile-path",
+            p.to_str().unwrap(),
+            "--temp-path",
+            temp.to_str().unwrap(),
+        ])
     };
     let deep = e.path("does/not/exist");
     assert_eq!(code(&run(&deep, "tmpath001")), 0);
     let meta = std::fs::metadata(deep.join(format!("rollout-{uid}"))).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700);
+    assert_eq!(PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700);
 
     use std::os::unix::fs::PermissionsExt;
     let wide = e.path("wide");
     std::fs::create_dir_all(wide.join(format!("rollout-{uid}"))).unwrap();
-    std::fs::set_permissions(wide.join(format!("rollout-{uid}")), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        wide.join(format!("rollout-{uid}")),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let out = run(&wide, "tmpath002");
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("mode 0755"), "{}", stderr(&out));
@@ -519,10 +661,16 @@ fn second_deploy_of_locked_profile_fails() {
     let e = Env::new();
     let a = e.closure("A", "");
     let b = e.closure("B", "");
-    assert_eq!(code(&e.activate("locked001", &a, &["--magic-rollback", "--confirm-timeout", "30"])), 0);
+    assert_eq!(
+        code(&e.activate("locked001", &a, &["--magic-rollback", "--confirm-timeout", "30"])),
+        0
+    );
     let out = e.activate("locked002", &b, &[]);
     assert_eq!(code(&out), 1);
-    assert!(reported(&out)["message"].as_str().unwrap().contains("profile is locked"));
+    assert!(reported(&out)["message"]
+        .as_str()
+        .unwrap()
+        .contains("profile is locked"));
     assert_eq!(e.current(), Some(a));
     assert_eq!(code(&e.cmd("confirm", &["--id", "locked001"])), 0);
 }
@@ -531,9 +679,36 @@ fn second_deploy_of_locked_profile_fails() {
 fn usage_errors_exit_2_with_one_line() {
     let e = Env::new();
     for (args, needle) in [
-        (vec!["activate", "--id", "x", "--closure", "/nix/store/x", "--profile-path", "/p"], "--id 'x'"),
-        (vec!["activate", "--id", "abcdefgh", "--profile-path", "/p"], "--closure is required"),
-        (vec!["activate", "--id", "abcdefgh", "--closure", "/x", "--profile-path", "/p", "--confirm-timeout", "soon"], "--confirm-timeout"),
+        (
+            vec![
+                "activate",
+                "--id",
+                "x",
+                "--closure",
+                "/nix/store/x",
+                "--profile-path",
+                "/p",
+            ],
+            "--id 'x'",
+        ),
+        (
+            vec!["activate", "--id", "abcdefgh", "--profile-path", "/p"],
+            "--closure is required",
+        ),
+        (
+            vec![
+                "activate",
+                "--id",
+                "abcdefgh",
+                "--closure",
+                "/x",
+                "--profile-path",
+                "/p",
+                "--confirm-timeout",
+                "soon",
+            ],
+            "--confirm-timeout",
+        ),
         (vec!["confirm"], "--id is required"),
         (vec!["nonsense"], "unknown command"),
         (vec![], "missing command"),
@@ -552,15 +727,32 @@ fn multiple_ids_confirm_and_status_lines() {
     let a = e.closure("A", "");
     let e2 = Env::new();
     let b = e2.closure("B", "");
-    assert_eq!(code(&e.activate("multi0001", &a, &["--magic-rollback", "--confirm-timeout", "20"])), 0);
+    assert_eq!(
+        code(&e.activate("multi0001", &a, &["--magic-rollback", "--confirm-timeout", "20"])),
+        0
+    );
     // Second profile, same temp path.
-    let out = e.agent(&["activate", "--id", "multi0002", "--closure", b.to_str().unwrap(), "--profile-path",
-        e.path("profiles/other").to_str().unwrap(), "--temp-path", e.temp().to_str().unwrap(),
-        "--magic-rollback", "--confirm-timeout", "20"]);
+    let out = e.agent(&[
+        "activate",
+        "--id",
+        "multi0002",
+        "--closure",
+        b.to_str().unwrap(),
+        "--profile-path",
+        e.path("profiles/other").to_str().unwrap(),
+        "--temp-path",
+        e.temp().to_str().unwrap(),
+        "--magic-rollback",
+        "--confirm-timeout",
+        "20",
+    ]);
     assert_eq!(code(&out), 0);
     let c = e.cmd("confirm", &["--id", "multi0001", "--id", "multi0002"]);
     assert_eq!(code(&c), 0);
-    let states: Vec<_> = all_reported(&c).iter().map(|s| s["state"].as_str().unwrap().to_string()).collect();
+    let states: Vec<_> = all_reported(&c)
+        .iter()
+        .map(|s| s["state"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(states, vec!["confirmed", "confirmed"]);
 }
 
@@ -576,9 +768,15 @@ fn reused_generation_survives_rollback() {
     let out = e.activate("reusegen3", &b, &["--auto-rollback"]);
     assert_eq!(code(&out), 3);
     let st = reported(&out);
-    assert_eq!((st["previous_generation"].as_u64(), st["new_generation"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (st["previous_generation"].as_u64(), st["new_generation"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(e.current(), Some(a));
-    assert!(std::fs::symlink_metadata(e.gen_link(2)).is_ok(), "pre-existing generation 2 was deleted");
+    assert!(
+        std::fs::symlink_metadata(e.gen_link(2)).is_ok(),
+        "pre-existing generation 2 was deleted"
+    );
 }
 
 #[test]
@@ -594,11 +792,22 @@ fn profile_user_and_name_resolution() {
     assert!(!Path::new("/nix/var/nix/profiles/per-user").join(user).exists());
     let run = |id: &str, with_xdg: bool| {
         let mut c = Command::new(BIN);
-        c.args(["activate", "--id", id, "--closure", a.to_str().unwrap(), "--profile-user", user,
-                "--profile-name", "hm", "--temp-path", temp.to_str().unwrap()])
-            .env("HOME", &home)
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("NIX_STATE_DIR");
+        c.args([
+            "activate",
+            "--id",
+            id,
+            "--closure",
+            a.to_str().unwrap(),
+            "--profile-user",
+            user,
+            "--profile-name",
+            "hm",
+            "--temp-path",
+            temp.to_str().unwrap(),
+        ])
+        .env("HOME", &home)
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("NIX_STATE_DIR");
         if with_xdg {
             c.env("XDG_STATE_HOME", &xdg);
         }
@@ -611,7 +820,11 @@ fn profile_user_and_name_resolution() {
         let out = run(id, with_xdg);
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
         assert_eq!(reported(&out)["profile_path"], expect.to_str().unwrap());
-        assert_eq!(std::fs::canonicalize(&expect).unwrap(), a, "parent directory created, profile set");
+        assert_eq!(
+            std::fs::canonicalize(&expect).unwrap(),
+            a,
+            "parent directory created, profile set"
+        );
     }
 }
 
@@ -621,7 +834,10 @@ fn abort_output_includes_rollback_log() {
     let a = e.closure("A", "echo reactivating-A");
     let b = e.closure("B", "");
     assert_eq!(code(&e.activate("abortlog1", &a, &[])), 0);
-    assert_eq!(code(&e.activate("abortlog2", &b, &["--magic-rollback", "--confirm-timeout", "60"])), 0);
+    assert_eq!(
+        code(&e.activate("abortlog2", &b, &["--magic-rollback", "--confirm-timeout", "60"])),
+        0
+    );
     let out = e.cmd("abort", &["--id", "abortlog2", "--wait", "20"]);
     assert_eq!(code(&out), 0);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -639,8 +855,17 @@ fn revoke_first_deploy_removes_profile() {
     let a = e.closure("A", "");
     assert_eq!(code(&e.activate("revfirst1", &a, &[])), 0);
     let (p, t) = (e.profile(), e.temp());
-    let out = e.agent(&["revoke", "--profile-path", p.to_str().unwrap(), "--closure", a.to_str().unwrap(),
-                        "--generation", "1", "--temp-path", t.to_str().unwrap()]);
+    let out = e.agent(&[
+        "revoke",
+        "--profile-path",
+        p.to_str().unwrap(),
+        "--closure",
+        a.to_str().unwrap(),
+        "--generation",
+        "1",
+        "--temp-path",
+        t.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
     let st = reported(&out);
     assert_eq!(st["state"], "rolled-back");

@@ -15,7 +15,11 @@ pub struct Argv {
 
 impl Argv {
     pub fn new(program: impl Into<String>) -> Self {
-        Argv { program: program.into(), args: Vec::new(), env: Vec::new() }
+        Argv {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -39,7 +43,9 @@ impl Argv {
 
     /// The whole command line, program first.
     pub fn words(&self) -> Vec<String> {
-        std::iter::once(self.program.clone()).chain(self.args.iter().cloned()).collect()
+        std::iter::once(self.program.clone())
+            .chain(self.args.iter().cloned())
+            .collect()
     }
 
     /// A shell line in which every word is quoted: safe to hand to a remote shell (ssh joins its
@@ -100,14 +106,22 @@ mod tests {
 
     #[test]
     fn shell_line_round_trips_through_a_shell_splitter() {
-        let words = vec!["echo".to_string(), "a b".into(), "it's".into(), "$HOME".into(), "".into()];
+        let words = vec![
+            "echo".to_string(),
+            "a b".into(),
+            "it's".into(),
+            "$HOME".into(),
+            "".into(),
+        ];
         let line = shell_join(&words);
         assert_eq!(shlex::split(&line).unwrap(), words);
     }
 
     #[test]
     fn display_shows_env_then_quoted_words() {
-        let a = Argv::new("nix").args(["copy", "--to", "ssh://u@h"]).env("NIX_SSHOPTS", "-p 22");
+        let a = Argv::new("nix")
+            .args(["copy", "--to", "ssh://u@h"])
+            .env("NIX_SSHOPTS", "-p 22");
         assert_eq!(a.to_string(), "NIX_SSHOPTS='-p 22' nix copy --to ssh://u@h");
     }
 }

@@ -151,9 +151,15 @@ pub fn parse_deploy(v: &Value, source: &str) -> Result<DeployConfig, ConfigError
         Some(cfg) if cx.issues.is_empty() => Ok(cfg),
         _ => {
             if cx.issues.is_empty() {
-                cx.push("deploy", "evaluation output has an unexpected shape (internal error)".into());
+                cx.push(
+                    "deploy",
+                    "evaluation output has an unexpected shape (internal error)".into(),
+                );
             }
-            Err(ConfigError { origin: source.to_string(), issues: cx.issues })
+            Err(ConfigError {
+                origin: source.to_string(),
+                issues: cx.issues,
+            })
         }
     }
 }
@@ -279,7 +285,10 @@ struct Cx {
 
 impl Cx {
     fn push(&mut self, path: &str, message: String) {
-        self.issues.push(Issue { path: path.to_string(), message });
+        self.issues.push(Issue {
+            path: path.to_string(),
+            message,
+        });
     }
 
     fn type_err(&mut self, path: &str, expected: &str, found: &Value) {
@@ -308,7 +317,10 @@ impl Cx {
         let parsed: Option<Vec<String>> =
             names.and_then(|n| n.iter().map(|x| x.as_str().map(str::to_string)).collect());
         if parsed.is_none() {
-            self.push(path, "evaluation output lacks the list of names (internal error)".into());
+            self.push(
+                path,
+                "evaluation output lacks the list of names (internal error)".into(),
+            );
         }
         parsed
     }
@@ -337,7 +349,12 @@ impl Cx {
                 }
             }
         }
-        Some(DeployConfig { settings, nodes: out_nodes, all_node_names, all_profile_names })
+        Some(DeployConfig {
+            settings,
+            nodes: out_nodes,
+            all_node_names,
+            all_profile_names,
+        })
     }
 
     fn node(&mut self, v: &Value, path: &str) -> Option<(NodeConfig, Vec<String>)> {
@@ -349,11 +366,15 @@ impl Cx {
 
         let hostname = match get("hostname") {
             None => {
-                self.push(&child(path, "hostname"), "missing; every node needs a `hostname` (string)".into());
+                self.push(
+                    &child(path, "hostname"),
+                    "missing; every node needs a `hostname` (string)".into(),
+                );
                 None
             }
             Some(h) => self.nonempty_string(h, &child(path, "hostname")).and_then(|h| {
-                self.check_word(&h, &child(path, "hostname"), "a host name or address").then_some(h)
+                self.check_word(&h, &child(path, "hostname"), "a host name or address")
+                    .then_some(h)
             }),
         };
         let tags = match get("tags") {
@@ -364,7 +385,10 @@ impl Cx {
         let ppath = child(path, "profiles");
         let (profiles, names) = match node.get("profiles") {
             None | Some(Value::Null) => {
-                self.push(&ppath, "missing; expected an attribute set with at least one profile".into());
+                self.push(
+                    &ppath,
+                    "missing; expected an attribute set with at least one profile".into(),
+                );
                 (BTreeMap::new(), None)
             }
             Some(p) => match self.as_set(p, &ppath, "an attribute set of profiles") {
@@ -394,12 +418,19 @@ impl Cx {
                 let mut seen = BTreeSet::new();
                 for (i, p) in list.iter().enumerate() {
                     if !seen.insert(p.as_str()) {
-                        self.push(&format!("{opath}[{i}]"), format!("`{p}` is listed twice; expected each profile at most once"));
+                        self.push(
+                            &format!("{opath}[{i}]"),
+                            format!("`{p}` is listed twice; expected each profile at most once"),
+                        );
                     } else if let Some(names) = &names {
                         if !names.contains(p) {
                             self.push(
                                 &format!("{opath}[{i}]"),
-                                format!("no profile named `{p}`{}; profiles: {}", suggest(p, names.iter().map(String::as_str)), list_names(names)),
+                                format!(
+                                    "no profile named `{p}`{}; profiles: {}",
+                                    suggest(p, names.iter().map(String::as_str)),
+                                    list_names(names)
+                                ),
                             );
                         }
                     }
@@ -409,7 +440,13 @@ impl Cx {
         }
 
         Some((
-            NodeConfig { settings, hostname: hostname?, profiles, profiles_order, tags },
+            NodeConfig {
+                settings,
+                hostname: hostname?,
+                profiles,
+                profiles_order,
+                tags,
+            },
             names?,
         ))
     }
@@ -423,7 +460,10 @@ impl Cx {
         let p = child(path, "path");
         let closure = match get("path") {
             None => {
-                self.push(&p, "missing; every profile needs a `path` (the store path of its activatable closure)".into());
+                self.push(
+                    &p,
+                    "missing; every profile needs a `path` (the store path of its activatable closure)".into(),
+                );
                 None
             }
             Some(Value::String(s)) if !s.starts_with('/') => {
@@ -433,22 +473,33 @@ impl Cx {
             Some(v) => self.nonempty_string(v, &p),
         };
         let profile_path = get("profilePath").and_then(|v| self.nonempty_string(v, &child(path, "profilePath")));
-        Some(ProfileConfig { settings, path: closure?, profile_path })
+        Some(ProfileConfig {
+            settings,
+            path: closure?,
+            profile_path,
+        })
     }
 
     /// Reads the generic settings from `attrs` and reports unknown keys. The level's own keys
     /// are skipped here and read by the caller.
     fn settings(&mut self, attrs: Option<&Value>, path: &str, level: Level) -> GenericSettings {
         let mut s = GenericSettings::default();
-        let Some(attrs) = attrs.and_then(Value::as_object) else { return s };
+        let Some(attrs) = attrs.and_then(Value::as_object) else {
+            return s;
+        };
         for (key, v) in attrs {
             let kp = child(path, key);
             match key.as_str() {
                 "sshUser" => {
-                    s.ssh_user =
-                        self.nonempty_string(v, &kp).filter(|u| self.check_word(u, &kp, "a user name") && self.check_no_at(u, &kp))
+                    s.ssh_user = self
+                        .nonempty_string(v, &kp)
+                        .filter(|u| self.check_word(u, &kp, "a user name") && self.check_no_at(u, &kp))
                 }
-                "user" => s.user = self.nonempty_string(v, &kp).filter(|u| self.check_word(u, &kp, "a user name")),
+                "user" => {
+                    s.user = self
+                        .nonempty_string(v, &kp)
+                        .filter(|u| self.check_word(u, &kp, "a user name"))
+                }
                 "sudo" => s.sudo = self.nonempty_string(v, &kp),
                 "tempPath" => {
                     s.temp_path = self.nonempty_string(v, &kp).and_then(|t| {
@@ -494,7 +545,10 @@ impl Cx {
 
     fn check_no_at(&mut self, s: &str, path: &str) -> bool {
         if s.contains('@') {
-            self.push(path, format!("expected a user name without `@`, found `{s}` (the host goes in `hostname`)"));
+            self.push(
+                path,
+                format!("expected a user name without `@`, found `{s}` (the host goes in `hostname`)"),
+            );
             return false;
         }
         true
@@ -557,12 +611,18 @@ impl Cx {
 fn unknown_key_message(key: &str, level: Level, path: &str) -> String {
     // A valid key at another level: say where it belongs.
     if NODE_KEYS.contains(&key) && level != Level::Node {
-        return format!("`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})");
+        return format!(
+            "`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})"
+        );
     }
     if PROFILE_KEYS.contains(&key) && level != Level::Profile {
         return format!(
             "`{key}` is a profile setting and is not allowed here; put it on a profile ({}.profiles.<name>.{key})",
-            if level == Level::Node { path.to_string() } else { "deploy.nodes.<node>".to_string() }
+            if level == Level::Node {
+                path.to_string()
+            } else {
+                "deploy.nodes.<node>".to_string()
+            }
         );
     }
     if key == "nodes" && level != Level::Top {
@@ -597,7 +657,11 @@ pub(crate) fn list_names<S: AsRef<str>>(names: &[S]) -> String {
     if names.is_empty() {
         return "(none)".into();
     }
-    names.iter().map(|n| quote_attr(n.as_ref())).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| quote_attr(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -676,7 +740,10 @@ mod tests {
         assert_eq!(c.nodes["n"].tags, vec!["a", "b"]);
         assert_eq!(c.nodes["n"].profiles_order, vec!["p"]);
         assert_eq!(c.nodes["n"].profiles["p"].settings, expect("prof"));
-        assert_eq!(c.nodes["n"].profiles["p"].profile_path.as_deref(), Some("/nix/var/nix/profiles/x"));
+        assert_eq!(
+            c.nodes["n"].profiles["p"].profile_path.as_deref(),
+            Some("/nix/var/nix/profiles/x")
+        );
     }
 
     #[test]
@@ -689,14 +756,20 @@ mod tests {
         );
         let mut raw = minimal();
         raw["sshuser"] = json!("x");
-        assert_eq!(one_issue(raw), "deploy.sshuser: unknown setting; did you mean `sshUser`?");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.sshuser: unknown setting; did you mean `sshUser`?"
+        );
         let mut raw = minimal();
         raw["nodes"]["web"]["hostnme"] = json!("x");
         assert!(one_issue(raw).starts_with("deploy.nodes.web.hostnme: unknown setting; did you mean `hostname`?"));
         let mut raw = minimal();
         raw["frobnicate"] = json!(1);
         let e = one_issue(raw);
-        assert!(e.starts_with("deploy.frobnicate: unknown setting; valid settings here: sshUser,"), "{e}");
+        assert!(
+            e.starts_with("deploy.frobnicate: unknown setting; valid settings here: sshUser,"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -704,11 +777,17 @@ mod tests {
         let mut raw = minimal();
         raw["nodes"]["web"]["profiles"]["system"]["hostname"] = json!("x");
         let e = one_issue(raw);
-        assert!(e.starts_with("deploy.nodes.web.profiles.system.hostname: `hostname` is a node setting"), "{e}");
+        assert!(
+            e.starts_with("deploy.nodes.web.profiles.system.hostname: `hostname` is a node setting"),
+            "{e}"
+        );
         let mut raw = minimal();
         raw["nodes"]["web"]["path"] = json!("/nix/store/x");
         let e = one_issue(raw);
-        assert!(e.starts_with("deploy.nodes.web.path: `path` is a profile setting"), "{e}");
+        assert!(
+            e.starts_with("deploy.nodes.web.path: `path` is a profile setting"),
+            "{e}"
+        );
         assert!(e.contains("deploy.nodes.web.profiles.<name>.path"), "{e}");
         let mut raw = minimal();
         raw["profilePath"] = json!("/x");
@@ -733,18 +812,54 @@ mod tests {
             "deploy.nodes.web.confirmTimeout: expected a non-negative integer (seconds), found a string"
         );
         let cases: Vec<(&str, Value, &str)> = vec![
-            ("activationTimeout", json!(-1), "expected a non-negative integer (seconds), found a negative integer"),
-            ("activationTimeout", json!(1.5), "expected a non-negative integer (seconds), found a float"),
-            ("magicRollback", json!("yes"), "expected a boolean (true or false), found a string"),
-            ("autoRollback", json!(null), "expected a boolean (true or false), found null"),
-            ("fastConnection", json!(1), "expected a boolean (true or false), found an integer"),
-            ("remoteBuild", json!([]), "expected a boolean (true or false), found a list"),
-            ("interactiveSudo", json!({}), "expected a boolean (true or false), found an attribute set"),
+            (
+                "activationTimeout",
+                json!(-1),
+                "expected a non-negative integer (seconds), found a negative integer",
+            ),
+            (
+                "activationTimeout",
+                json!(1.5),
+                "expected a non-negative integer (seconds), found a float",
+            ),
+            (
+                "magicRollback",
+                json!("yes"),
+                "expected a boolean (true or false), found a string",
+            ),
+            (
+                "autoRollback",
+                json!(null),
+                "expected a boolean (true or false), found null",
+            ),
+            (
+                "fastConnection",
+                json!(1),
+                "expected a boolean (true or false), found an integer",
+            ),
+            (
+                "remoteBuild",
+                json!([]),
+                "expected a boolean (true or false), found a list",
+            ),
+            (
+                "interactiveSudo",
+                json!({}),
+                "expected a boolean (true or false), found an attribute set",
+            ),
             ("sshUser", json!(true), "expected a string, found a boolean"),
             ("user", json!(""), "expected a non-empty string, found an empty string"),
-            ("sudo", json!({"$type": "lambda"}), "expected a string, found a function"),
+            (
+                "sudo",
+                json!({"$type": "lambda"}),
+                "expected a string, found a function",
+            ),
             ("tempPath", json!({"$type": "path"}), "expected a string, found a path"),
-            ("tempPath", json!("tmp"), "expected an absolute path on the target, found `tmp`"),
+            (
+                "tempPath",
+                json!("tmp"),
+                "expected an absolute path on the target, found `tmp`",
+            ),
             ("sshOpts", json!("-p 22"), "expected a list of strings, found a string"),
         ];
         for (key, value, msg) in cases {
@@ -757,10 +872,16 @@ mod tests {
         assert_eq!(one_issue(raw), "deploy.sshOpts[1]: expected a string, found an integer");
         let mut raw = minimal();
         raw["nodes"]["web"]["tags"] = json!("prod");
-        assert_eq!(one_issue(raw), "deploy.nodes.web.tags: expected a list of strings, found a string");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.tags: expected a list of strings, found a string"
+        );
         let mut raw = minimal();
         raw["nodes"]["web"]["hostname"] = json!(3);
-        assert_eq!(one_issue(raw), "deploy.nodes.web.hostname: expected a string, found an integer");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.hostname: expected a string, found an integer"
+        );
         let mut raw = minimal();
         raw["nodes"]["web"]["profiles"]["system"]["path"] = json!("result");
         assert_eq!(
@@ -772,7 +893,10 @@ mod tests {
     #[test]
     fn missing_required() {
         let raw = json!({ "nodes": { "web": { "profiles": { "system": { "path": "/nix/store/a" } } } } });
-        assert_eq!(one_issue(raw), "deploy.nodes.web.hostname: missing; every node needs a `hostname` (string)");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.hostname: missing; every node needs a `hostname` (string)"
+        );
         let raw = json!({ "nodes": { "web": { "hostname": "h", "profiles": { "system": {} } } } });
         assert!(one_issue(raw).starts_with("deploy.nodes.web.profiles.system.path: missing;"));
         let raw = json!({ "nodes": { "web": { "hostname": "h" } } });
@@ -783,12 +907,18 @@ mod tests {
             "deploy.nodes.web.profiles: the node has no profiles; expected at least one profile"
         );
         let raw = json!({ "sshUser": "x" });
-        assert_eq!(one_issue(raw), "deploy.nodes: missing; expected an attribute set of nodes");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes: missing; expected an attribute set of nodes"
+        );
     }
 
     #[test]
     fn non_set_containers() {
-        assert_eq!(one_issue(json!(3)), "deploy: expected an attribute set, found an integer");
+        assert_eq!(
+            one_issue(json!(3)),
+            "deploy: expected an attribute set, found an integer"
+        );
         assert_eq!(
             one_issue(json!({ "nodes": [] })),
             "deploy.nodes: expected an attribute set of nodes, found a list"
@@ -821,7 +951,10 @@ mod tests {
         );
         let mut raw = minimal();
         raw["nodes"]["web"]["profilesOrder"] = json!("system");
-        assert_eq!(one_issue(raw), "deploy.nodes.web.profilesOrder: expected a list of strings, found a string");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profilesOrder: expected a list of strings, found a string"
+        );
     }
 
     #[test]
@@ -868,9 +1001,15 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("magicRolback", GENERIC_KEYS.iter().copied()), "; did you mean `magicRollback`?");
+        assert_eq!(
+            suggest("magicRolback", GENERIC_KEYS.iter().copied()),
+            "; did you mean `magicRollback`?"
+        );
         assert_eq!(suggest("xyz", GENERIC_KEYS.iter().copied()), "");
-        assert_eq!(suggest("SSHUSER", GENERIC_KEYS.iter().copied()), "; did you mean `sshUser`?");
+        assert_eq!(
+            suggest("SSHUSER", GENERIC_KEYS.iter().copied()),
+            "; did you mean `sshUser`?"
+        );
         assert_eq!(suggest("x", ["db"]), "");
         assert_eq!(suggest("dc", ["db"]), "; did you mean `db`?");
     }
@@ -900,6 +1039,9 @@ mod tests {
     #[test]
     fn raw_json_given_to_parse_deploy_is_an_internal_error() {
         let e = parse_deploy(&minimal(), "").unwrap_err().to_string();
-        assert!(e.starts_with("deploy: evaluation output has an unexpected shape"), "{e}");
+        assert!(
+            e.starts_with("deploy: evaluation output has an unexpected shape"),
+            "{e}"
+        );
     }
 }

@@ -218,9 +218,21 @@ mod tests {
 
     #[test]
     fn selection_from_targets() {
-        let t = |n: Option<&str>, p: Option<&str>| Target { flake: ".".into(), node: n.map(Into::into), profile: p.map(Into::into) };
-        let ts = [t(Some("a"), Some("x")), t(Some("a"), Some("y")), t(Some("b"), None), t(Some("b"), Some("z"))];
-        assert_eq!(Selection::from_targets(&ts), nodes(&[("a", Some(&["x", "y"])), ("b", None)]));
+        let t = |n: Option<&str>, p: Option<&str>| Target {
+            flake: ".".into(),
+            node: n.map(Into::into),
+            profile: p.map(Into::into),
+        };
+        let ts = [
+            t(Some("a"), Some("x")),
+            t(Some("a"), Some("y")),
+            t(Some("b"), None),
+            t(Some("b"), Some("z")),
+        ];
+        assert_eq!(
+            Selection::from_targets(&ts),
+            nodes(&[("a", Some(&["x", "y"])), ("b", None)])
+        );
         let ts = [t(Some("a"), Some("x")), t(Some("a"), None)];
         assert_eq!(Selection::from_targets(&ts), nodes(&[("a", None)]));
         let ts = [t(Some("a"), Some("x")), t(None, None), t(Some("b"), None)];
@@ -234,14 +246,20 @@ mod tests {
         assert!(l.starts_with("deploy:\n"));
         assert!(l.contains("sel = builtins.fromJSON \"null\";"));
         let l = apply_lambda(&nodes(&[("web", None), ("a\"b${x}\\", Some(&["p"]))]));
-        assert!(l.contains(r#"sel = builtins.fromJSON "{\"a\\\"b\${x}\\\\\":[\"p\"],\"web\":null}";"#), "{l}");
+        assert!(
+            l.contains(r#"sel = builtins.fromJSON "{\"a\\\"b\${x}\\\\\":[\"p\"],\"web\":null}";"#),
+            "{l}"
+        );
         assert!(!l.contains("SELECTION"));
     }
 
     #[test]
     fn non_flake_expression() {
         let e = non_flake_expr("./dir", "d: d");
-        assert_eq!(e, "let r = import (./. + \"/./dir\"); d = (if builtins.isFunction r then r { } else r).deploy; in (d: d) d");
+        assert_eq!(
+            e,
+            "let r = import (./. + \"/./dir\"); d = (if builtins.isFunction r then r { } else r).deploy; in (d: d) d"
+        );
         assert!(non_flake_expr("/abs/x\"${y}.nix", "d: d").contains(r#"import (/. + "/abs/x\"\${y}.nix")"#));
         assert_eq!(nix_path_expr("~/fleet"), "(/. + builtins.getEnv \"HOME\" + \"/fleet\")");
         assert_eq!(nix_path_expr("."), "(./. + \"/.\")");

@@ -47,16 +47,37 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Kind {
-    Phase { phase: Phase, state: State, #[serde(skip_serializing_if = "Option::is_none")] message: Option<String> },
+    Phase {
+        phase: Phase,
+        state: State,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// A line of output from the target (agent and activation script).
-    Log { line: String },
-    Outcome { outcome: Outcome, message: String },
+    Log {
+        line: String,
+    },
+    Outcome {
+        outcome: Outcome,
+        message: String,
+    },
     /// Bytes copied so far (when known).
-    Progress { phase: Phase, done: u64, #[serde(skip_serializing_if = "Option::is_none")] total: Option<u64> },
-    Info { message: String },
-    Warn { message: String },
+    Progress {
+        phase: Phase,
+        done: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+    },
+    Info {
+        message: String,
+    },
+    Warn {
+        message: String,
+    },
     /// An external command about to run (shown with `--debug-logs`).
-    Command { argv: String },
+    Command {
+        argv: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,7 +93,10 @@ pub struct Event {
 }
 
 pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// A consumer of events. Implementations must be cheap: they run on the pipeline's threads.
@@ -90,7 +114,11 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
-        Reporter { sinks: Arc::new(sinks), node: None, profile: None }
+        Reporter {
+            sinks: Arc::new(sinks),
+            node: None,
+            profile: None,
+        }
     }
 
     pub fn silent() -> Self {
@@ -98,15 +126,28 @@ impl Reporter {
     }
 
     pub fn for_node(&self, node: &str) -> Self {
-        Reporter { sinks: self.sinks.clone(), node: Some(node.to_string()), profile: None }
+        Reporter {
+            sinks: self.sinks.clone(),
+            node: Some(node.to_string()),
+            profile: None,
+        }
     }
 
     pub fn for_profile(&self, node: &str, profile: &str) -> Self {
-        Reporter { sinks: self.sinks.clone(), node: Some(node.to_string()), profile: Some(profile.to_string()) }
+        Reporter {
+            sinks: self.sinks.clone(),
+            node: Some(node.to_string()),
+            profile: Some(profile.to_string()),
+        }
     }
 
     pub fn emit(&self, kind: Kind) {
-        let e = Event { time: now(), node: self.node.clone(), profile: self.profile.clone(), kind };
+        let e = Event {
+            time: now(),
+            node: self.node.clone(),
+            profile: self.profile.clone(),
+            kind,
+        };
         for s in self.sinks.iter() {
             s.emit(&e);
         }
@@ -117,11 +158,15 @@ impl Reporter {
     }
 
     pub fn info(&self, message: impl Into<String>) {
-        self.emit(Kind::Info { message: message.into() });
+        self.emit(Kind::Info {
+            message: message.into(),
+        });
     }
 
     pub fn warn(&self, message: impl Into<String>) {
-        self.emit(Kind::Warn { message: message.into() });
+        self.emit(Kind::Warn {
+            message: message.into(),
+        });
     }
 
     pub fn log(&self, line: impl Into<String>) {
@@ -129,7 +174,10 @@ impl Reporter {
     }
 
     pub fn outcome(&self, outcome: Outcome, message: impl Into<String>) {
-        self.emit(Kind::Outcome { outcome, message: message.into() });
+        self.emit(Kind::Outcome {
+            outcome,
+            message: message.into(),
+        });
     }
 }
 
@@ -153,10 +201,17 @@ mod tests {
             time: 1.5,
             node: Some("web".into()),
             profile: Some("system".into()),
-            kind: Kind::Phase { phase: Phase::Activate, state: State::Started, message: None },
+            kind: Kind::Phase {
+                phase: Phase::Activate,
+                state: State::Started,
+                message: None,
+            },
         };
         let j = serde_json::to_value(&e).unwrap();
-        assert_eq!(j, serde_json::json!({"time":1.5,"node":"web","profile":"system","event":"phase","phase":"activate","state":"started"}));
+        assert_eq!(
+            j,
+            serde_json::json!({"time":1.5,"node":"web","profile":"system","event":"phase","phase":"activate","state":"started"})
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@ pub enum ExecError {
     #[error("could not run `{argv}`: {source}")]
     Spawn { argv: String, source: std::io::Error },
     #[error("{what} failed ({status}): `{argv}`{stderr}")]
-    Failed { what: String, argv: String, status: String, stderr: String },
+    Failed {
+        what: String,
+        argv: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 impl ExecError {
@@ -70,9 +75,15 @@ impl Runner {
                 "ssh" => "; rollout needs the OpenSSH client".to_string(),
                 _ => String::new(),
             };
-            ExecError::NotFound { program: argv.program.clone(), hint }
+            ExecError::NotFound {
+                program: argv.program.clone(),
+                hint,
+            }
         } else {
-            ExecError::Spawn { argv: argv.to_string(), source: e }
+            ExecError::Spawn {
+                argv: argv.to_string(),
+                source: e,
+            }
         }
     }
 
@@ -101,7 +112,11 @@ impl Runner {
                 what: what.to_string(),
                 argv: argv.to_string(),
                 status: status_text(&c.status),
-                stderr: if c.stderr.trim().is_empty() { String::new() } else { format!("\n{}", tail(c.stderr.trim_end(), 40)) },
+                stderr: if c.stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{}", tail(c.stderr.trim_end(), 40))
+                },
             })
         }
     }
@@ -145,7 +160,10 @@ impl Runner {
             }
             h.join().unwrap_or_default()
         });
-        let status = child.wait().map_err(|e| ExecError::Spawn { argv: argv.to_string(), source: e })?;
+        let status = child.wait().map_err(|e| ExecError::Spawn {
+            argv: argv.to_string(),
+            source: e,
+        })?;
         Ok((status, err_tail))
     }
 
@@ -165,7 +183,11 @@ impl Runner {
             what: what.to_string(),
             argv: argv.to_string(),
             status: status_text(status),
-            stderr: if stderr.trim().is_empty() { String::new() } else { format!("\n{}", tail(stderr.trim_end(), 40)) },
+            stderr: if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!("\n{}", tail(stderr.trim_end(), 40))
+            },
         }
     }
 }
@@ -185,7 +207,9 @@ mod tests {
     #[test]
     fn failure_quotes_command_and_stderr() {
         let r = Runner::new(Reporter::silent());
-        let e = r.checked(&Argv::new("sh").args(["-c", "echo boom >&2; exit 3"]), "test step").unwrap_err();
+        let e = r
+            .checked(&Argv::new("sh").args(["-c", "echo boom >&2; exit 3"]), "test step")
+            .unwrap_err();
         let m = e.to_string();
         assert!(m.contains("test step failed (exit code 3)"), "{m}");
         assert!(m.contains("boom"), "{m}");
@@ -196,9 +220,11 @@ mod tests {
         let r = Runner::new(Reporter::silent());
         let seen = Mutex::new(Vec::new());
         let (st, _) = r
-            .stream(&Argv::new("sh").args(["-c", "read x; echo got $x; echo err >&2"]), Some("pw\n"), &|l| {
-                seen.lock().unwrap().push(l.to_string())
-            })
+            .stream(
+                &Argv::new("sh").args(["-c", "read x; echo got $x; echo err >&2"]),
+                Some("pw\n"),
+                &|l| seen.lock().unwrap().push(l.to_string()),
+            )
             .unwrap();
         assert!(st.success());
         let mut v = seen.into_inner().unwrap();

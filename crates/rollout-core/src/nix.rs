@@ -13,7 +13,10 @@ pub struct NixContext {
 
 impl Default for NixContext {
     fn default() -> Self {
-        NixContext { version: (2, 18), extra_args: Vec::new() }
+        NixContext {
+            version: (2, 18),
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -42,7 +45,9 @@ pub fn flake_probe() -> Argv {
 
 impl NixContext {
     pub fn flake_check(&self, flake: &str) -> Argv {
-        nix().args(["flake", "check", flake]).args(self.extra_args.iter().cloned())
+        nix()
+            .args(["flake", "check", flake])
+            .args(self.extra_args.iter().cloned())
     }
 
     /// Non-flake checks: build `checks.<currentSystem>` of the file's value if it has any.
@@ -52,7 +57,9 @@ impl NixContext {
              if x ? checks && x.checks ? ${{builtins.currentSystem}} then x.checks.${{builtins.currentSystem}} else {{}}",
             crate::evalexpr::nix_path_expr(file)
         );
-        Argv::new("nix-build").args(["--no-out-link", "-E", &expr]).args(self.extra_args.iter().cloned())
+        Argv::new("nix-build")
+            .args(["--no-out-link", "-E", &expr])
+            .args(self.extra_args.iter().cloned())
     }
 
     /// One evaluation of a flake's `deploy` output through a selecting `--apply` lambda.
@@ -123,7 +130,10 @@ pub fn copy_to(store_uri: &str, paths: &[String], substitute: bool, check_sigs: 
     if !check_sigs {
         a = a.arg("--no-check-sigs");
     }
-    a.arg("--to").arg(store_uri).args(paths.iter().cloned()).env("NIX_SSHOPTS", ssh_opts)
+    a.arg("--to")
+        .arg(store_uri)
+        .args(paths.iter().cloned())
+        .env("NIX_SSHOPTS", ssh_opts)
 }
 
 /// NAR sizes of the closures of `paths` (JSON: a list in older Nix, an object keyed by path in
@@ -175,19 +185,43 @@ mod tests {
 
     #[test]
     fn eval_passes_apply_lambda_and_extra_args() {
-        let ctx = NixContext { version: (2, 8), extra_args: vec!["--impure".into()] };
+        let ctx = NixContext {
+            version: (2, 8),
+            extra_args: vec!["--impure".into()],
+        };
         let a = ctx.eval_flake("./f", "d: d");
         assert_eq!(
             a.words(),
-            vec!["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--json", "./f#deploy", "--apply", "d: d", "--impure"]
+            vec![
+                "nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "eval",
+                "--json",
+                "./f#deploy",
+                "--apply",
+                "d: d",
+                "--impure"
+            ]
         );
     }
 
     #[test]
     fn build_is_one_call_for_many_profiles() {
         let ctx = NixContext::default();
-        let a = ctx.build_flake(&[profile_installable(".", "a", "system"), profile_installable(".", "b.c", "x y")]);
-        assert_eq!(&a.args[2..], &["build", "--no-link", ".#deploy.nodes.a.profiles.system.path", ".#deploy.nodes.\"b.c\".profiles.\"x y\".path"]);
+        let a = ctx.build_flake(&[
+            profile_installable(".", "a", "system"),
+            profile_installable(".", "b.c", "x y"),
+        ]);
+        assert_eq!(
+            &a.args[2..],
+            &[
+                "build",
+                "--no-link",
+                ".#deploy.nodes.a.profiles.system.path",
+                ".#deploy.nodes.\"b.c\".profiles.\"x y\".path"
+            ]
+        );
     }
 
     #[test]
@@ -197,15 +231,24 @@ mod tests {
         assert!(a.args.contains(&"--no-check-sigs".to_string()));
         assert_eq!(a.env, vec![("NIX_SSHOPTS".to_string(), "-p 22".to_string())]);
         let b = copy_to("ssh://d@h", &["/nix/store/a".into()], false, true, "");
-        assert!(!b.args.iter().any(|x| x.starts_with("--substitute") || x == "--no-check-sigs"));
+        assert!(!b
+            .args
+            .iter()
+            .any(|x| x.starts_with("--substitute") || x == "--no-check-sigs"));
     }
 
     #[test]
     fn sshopts_with_spaces_are_refused_on_old_nix_and_quoted_on_new() {
         let opts = vec!["-o".to_string(), "ProxyCommand=nc %h %p".to_string()];
-        let old = NixContext { version: (2, 8), ..Default::default() };
+        let old = NixContext {
+            version: (2, 8),
+            ..Default::default()
+        };
         assert!(old.sshopts_env(&opts).unwrap_err().contains("ProxyCommand"));
-        let new = NixContext { version: (2, 28), ..Default::default() };
+        let new = NixContext {
+            version: (2, 28),
+            ..Default::default()
+        };
         assert_eq!(new.sshopts_env(&opts).unwrap(), "-o 'ProxyCommand=nc %h %p'");
     }
 }

@@ -38,12 +38,26 @@ pub struct Deployment {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("target `{target}`: no node named `{node}` in `{flake}`{hint}; nodes: {available}")]
-    NoSuchNode { target: String, flake: String, node: String, hint: String, available: String },
+    NoSuchNode {
+        target: String,
+        flake: String,
+        node: String,
+        hint: String,
+        available: String,
+    },
     #[error("target `{target}`: node `{node}` has no profile named `{profile}`{hint}; profiles: {available}")]
-    NoSuchProfile { target: String, node: String, profile: String, hint: String, available: String },
+    NoSuchProfile {
+        target: String,
+        node: String,
+        profile: String,
+        hint: String,
+        available: String,
+    },
     /// The evaluation did not include something the target needs: a bug in how the caller
     /// built the selection, not a user error.
-    #[error("target `{target}`: `{what}` was not evaluated (internal error: the evaluation selection did not include it)")]
+    #[error(
+        "target `{target}`: `{what}` was not evaluated (internal error: the evaluation selection did not include it)"
+    )]
     NotEvaluated { target: String, what: String },
 }
 
@@ -75,8 +89,14 @@ pub fn build_plan(
             }
         };
         for node_name in node_names {
-            let not_evaluated = |what: String| PlanError::NotEvaluated { target: shown.clone(), what };
-            let node = cfg.nodes.get(node_name).ok_or_else(|| not_evaluated(format!("deploy.nodes.{}", quote_attr(node_name))))?;
+            let not_evaluated = |what: String| PlanError::NotEvaluated {
+                target: shown.clone(),
+                what,
+            };
+            let node = cfg
+                .nodes
+                .get(node_name)
+                .ok_or_else(|| not_evaluated(format!("deploy.nodes.{}", quote_attr(node_name))))?;
             let all_profiles = cfg.all_profile_names.get(node_name).map(Vec::as_slice).unwrap_or(&[]);
             let profile_names: Vec<&String> = match &target.profile {
                 Some(p) => {
@@ -100,7 +120,11 @@ pub fn build_plan(
             };
             for profile_name in profile_names {
                 let profile = node.profiles.get(profile_name).ok_or_else(|| {
-                    not_evaluated(format!("deploy.nodes.{}.profiles.{}", quote_attr(node_name), quote_attr(profile_name)))
+                    not_evaluated(format!(
+                        "deploy.nodes.{}.profiles.{}",
+                        quote_attr(node_name),
+                        quote_attr(profile_name)
+                    ))
                 })?;
                 let key = (target.flake.clone(), node_name.clone(), profile_name.clone());
                 if !seen.insert(key) {
@@ -148,7 +172,10 @@ impl Plan {
             kv("ssh_user", s.ssh_user.clone().into());
             kv("path", d.closure.clone().into());
             kv("hostname", s.hostname.clone().into());
-            kv("ssh_opts", toml::Value::Array(s.ssh_opts.iter().cloned().map(toml::Value::from).collect()));
+            kv(
+                "ssh_opts",
+                toml::Value::Array(s.ssh_opts.iter().cloned().map(toml::Value::from).collect()),
+            );
             kv("flake", d.flake.clone().into());
             if let Some(p) = &s.profile_path {
                 kv("profile_path", p.clone().into());
@@ -222,15 +249,27 @@ mod tests {
     }
 
     fn names(p: &Plan) -> Vec<String> {
-        p.deployments.iter().map(|d| format!("{}.{}", d.node, d.profile)).collect()
+        p.deployments
+            .iter()
+            .map(|d| format!("{}.{}", d.node, d.profile))
+            .collect()
     }
 
     #[test]
     fn order_is_deterministic() {
         let c = fleet();
-        assert_eq!(names(&plan(&["."], &c).unwrap()), vec!["a.b.x.y", "db.system", "web.system", "web.app", "web.home"]);
-        assert_eq!(names(&plan(&[".#web"], &c).unwrap()), vec!["web.system", "web.app", "web.home"]);
-        assert_eq!(names(&plan(&[".#web.home", ".#db"], &c).unwrap()), vec!["web.home", "db.system"]);
+        assert_eq!(
+            names(&plan(&["."], &c).unwrap()),
+            vec!["a.b.x.y", "db.system", "web.system", "web.app", "web.home"]
+        );
+        assert_eq!(
+            names(&plan(&[".#web"], &c).unwrap()),
+            vec!["web.system", "web.app", "web.home"]
+        );
+        assert_eq!(
+            names(&plan(&[".#web.home", ".#db"], &c).unwrap()),
+            vec!["web.home", "db.system"]
+        );
         assert_eq!(names(&plan(&[".#\"a.b\".\"x.y\""], &c).unwrap()), vec!["a.b.x.y"]);
     }
 
@@ -242,7 +281,10 @@ mod tests {
             vec!["web.app", "web.system", "web.home", "db.system", "a.b.x.y"]
         );
         // The same node.profile from two different flakes is two deployments.
-        let ts = vec![(parse_target("./one#db").unwrap(), &c), (parse_target("./two#db").unwrap(), &c)];
+        let ts = vec![
+            (parse_target("./one#db").unwrap(), &c),
+            (parse_target("./two#db").unwrap(), &c),
+        ];
         let p = build_plan(&ts, &Overrides::default(), "me").unwrap();
         assert_eq!(p.deployments.len(), 2);
         assert_eq!(p.deployments[1].flake, "./two");
@@ -289,7 +331,11 @@ mod tests {
         let web = &p.deployments[1];
         assert_eq!((web.settings.user.as_str(), web.settings.elevate), ("root", true));
 
-        let o = Overrides { hostname: Some("10.1.1.1".into()), magic_rollback: Some(false), ..Default::default() };
+        let o = Overrides {
+            hostname: Some("10.1.1.1".into()),
+            magic_rollback: Some(false),
+            ..Default::default()
+        };
         let ts = vec![(parse_target(".#db").unwrap(), &c)];
         let p = build_plan(&ts, &o, "me").unwrap();
         assert_eq!(p.deployments[0].settings.hostname, "10.1.1.1");
@@ -341,14 +387,22 @@ interactive_sudo = false
 
     #[test]
     fn toml_stays_valid_with_colliding_names_and_odd_values() {
-        let c = cfg(json!({ "nodes": { "db": { "hostname": "h\"x", "sshOpts": ["-o", "A=\"b c\""],
-            "profiles": { "system": { "path": "/nix/store/a", "profilePath": "/p" } } } } }));
-        let ts = vec![(parse_target("./one#db").unwrap(), &c), (parse_target("./two#db").unwrap(), &c)];
+        let c = cfg(
+            json!({ "nodes": { "db": { "hostname": "h\"x", "sshOpts": ["-o", "A=\"b c\""],
+            "profiles": { "system": { "path": "/nix/store/a", "profilePath": "/p" } } } } }),
+        );
+        let ts = vec![
+            (parse_target("./one#db").unwrap(), &c),
+            (parse_target("./two#db").unwrap(), &c),
+        ];
         let text = build_plan(&ts, &Overrides::default(), "me").unwrap().to_toml();
         let parsed: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(parsed["./one"]["db"]["system"]["hostname"].as_str(), Some("h\"x"));
         assert_eq!(parsed["./two"]["db"]["system"]["profile_path"].as_str(), Some("/p"));
-        assert_eq!(parsed["./two"]["db"]["system"]["ssh_opts"][1].as_str(), Some("A=\"b c\""));
+        assert_eq!(
+            parsed["./two"]["db"]["system"]["ssh_opts"][1].as_str(),
+            Some("A=\"b c\"")
+        );
     }
 
     #[test]

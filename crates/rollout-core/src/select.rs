@@ -45,7 +45,12 @@ pub struct NodeFilter {
 }
 
 fn split(values: &[String]) -> Vec<String> {
-    values.iter().flat_map(|v| v.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 impl NodeFilter {
@@ -72,8 +77,16 @@ impl NodeFilter {
     /// The error for a filter that left nothing.
     pub fn empty_error(&self, nodes: &[String]) -> SelectError {
         SelectError::Empty {
-            on: if self.on_text.is_empty() { "(all)".into() } else { self.on_text.join(",") },
-            exclude: if self.exclude_text.is_empty() { String::new() } else { format!(" --exclude {}", self.exclude_text.join(",")) },
+            on: if self.on_text.is_empty() {
+                "(all)".into()
+            } else {
+                self.on_text.join(",")
+            },
+            exclude: if self.exclude_text.is_empty() {
+                String::new()
+            } else {
+                format!(" --exclude {}", self.exclude_text.join(","))
+            },
             nodes: nodes.join(", "),
         }
     }

@@ -71,7 +71,8 @@ impl Resolved {
         if !self.elevate {
             return Vec::new();
         }
-        let mut words = shlex::split(&self.sudo).unwrap_or_else(|| self.sudo.split_whitespace().map(str::to_string).collect());
+        let mut words =
+            shlex::split(&self.sudo).unwrap_or_else(|| self.sudo.split_whitespace().map(str::to_string).collect());
         words.push(self.user.clone());
         words
     }
@@ -113,20 +114,35 @@ pub fn resolve(
     let user = pick(&o.profile_user, [&p.user, &n.user, &t.user]).unwrap_or_else(|| ssh_user.clone());
     let ssh_opts = match &o.ssh_opts {
         Some(opts) => opts.clone(),
-        None => p.ssh_opts.iter().chain(&n.ssh_opts).chain(&t.ssh_opts).cloned().collect(),
+        None => p
+            .ssh_opts
+            .iter()
+            .chain(&n.ssh_opts)
+            .chain(&t.ssh_opts)
+            .cloned()
+            .collect(),
     };
     let elevate = user != ssh_user;
 
     Resolved {
         hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
         ssh_opts,
-        fast_connection: pick(&o.fast_connection, [&p.fast_connection, &n.fast_connection, &t.fast_connection])
-            .unwrap_or(false),
+        fast_connection: pick(
+            &o.fast_connection,
+            [&p.fast_connection, &n.fast_connection, &t.fast_connection],
+        )
+        .unwrap_or(false),
         auto_rollback: pick(&o.auto_rollback, [&p.auto_rollback, &n.auto_rollback, &t.auto_rollback]).unwrap_or(true),
-        magic_rollback: pick(&o.magic_rollback, [&p.magic_rollback, &n.magic_rollback, &t.magic_rollback])
-            .unwrap_or(true),
-        confirm_timeout: pick(&o.confirm_timeout, [&p.confirm_timeout, &n.confirm_timeout, &t.confirm_timeout])
-            .unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
+        magic_rollback: pick(
+            &o.magic_rollback,
+            [&p.magic_rollback, &n.magic_rollback, &t.magic_rollback],
+        )
+        .unwrap_or(true),
+        confirm_timeout: pick(
+            &o.confirm_timeout,
+            [&p.confirm_timeout, &n.confirm_timeout, &t.confirm_timeout],
+        )
+        .unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
         activation_timeout: pick(
             &o.activation_timeout,
             [&p.activation_timeout, &n.activation_timeout, &t.activation_timeout],
@@ -135,8 +151,11 @@ pub fn resolve(
         temp_path: pick(&o.temp_path, [&p.temp_path, &n.temp_path, &t.temp_path])
             .unwrap_or_else(|| DEFAULT_TEMP_PATH.to_string()),
         remote_build: pick(&o.remote_build, [&p.remote_build, &n.remote_build, &t.remote_build]).unwrap_or(false),
-        interactive_sudo: pick(&o.interactive_sudo, [&p.interactive_sudo, &n.interactive_sudo, &t.interactive_sudo])
-            .unwrap_or(false),
+        interactive_sudo: pick(
+            &o.interactive_sudo,
+            [&p.interactive_sudo, &n.interactive_sudo, &t.interactive_sudo],
+        )
+        .unwrap_or(false),
         sudo: pick(&o.sudo, [&p.sudo, &n.sudo, &t.sudo]).unwrap_or_else(|| DEFAULT_SUDO.to_string()),
         profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
         ssh_user,
@@ -161,7 +180,11 @@ mod tests {
     }
 
     fn profile(settings: GenericSettings) -> ProfileConfig {
-        ProfileConfig { settings, path: "/nix/store/x".into(), profile_path: None }
+        ProfileConfig {
+            settings,
+            path: "/nix/store/x".into(),
+            profile_path: None,
+        }
     }
 
     fn run(t: GenericSettings, n: GenericSettings, p: GenericSettings, o: &Overrides) -> Resolved {
@@ -217,15 +240,29 @@ mod tests {
         assert_eq!(get(&run(set(vt.clone()), set(vn.clone()), set(vp.clone()), &o0)), vp);
         assert_eq!(get(&run(set(vt.clone()), none(), set(vp.clone()), &o0)), vp);
         // command line beats everything
-        assert_eq!(get(&run(set(vt.clone()), set(vn.clone()), set(vp.clone()), &over(vo.clone()))), vo);
+        assert_eq!(
+            get(&run(
+                set(vt.clone()),
+                set(vn.clone()),
+                set(vp.clone()),
+                &over(vo.clone())
+            )),
+            vo
+        );
         assert_eq!(get(&run(none(), none(), none(), &over(vo.clone()))), vo);
     }
 
     #[test]
     fn precedence_ssh_user() {
         precedence(
-            |v| GenericSettings { ssh_user: Some(v), ..none() },
-            |v| Overrides { ssh_user: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                ssh_user: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                ssh_user: Some(v),
+                ..Default::default()
+            },
             |r| r.ssh_user.clone(),
             ["t".to_string(), "n".into(), "p".into(), "o".into()],
         );
@@ -234,8 +271,14 @@ mod tests {
     #[test]
     fn precedence_user() {
         precedence(
-            |v| GenericSettings { user: Some(v), ..none() },
-            |v| Overrides { profile_user: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                user: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                profile_user: Some(v),
+                ..Default::default()
+            },
             |r| r.user.clone(),
             ["t".to_string(), "n".into(), "p".into(), "o".into()],
         );
@@ -243,13 +286,29 @@ mod tests {
 
     #[test]
     fn precedence_bools() {
-        type Field = (fn(&mut GenericSettings) -> &mut Option<bool>, fn(&mut Overrides) -> &mut Option<bool>, fn(&Resolved) -> bool);
+        type Field = (
+            fn(&mut GenericSettings) -> &mut Option<bool>,
+            fn(&mut Overrides) -> &mut Option<bool>,
+            fn(&Resolved) -> bool,
+        );
         let fields: Vec<Field> = vec![
-            (|g| &mut g.fast_connection, |o| &mut o.fast_connection, |r| r.fast_connection),
+            (
+                |g| &mut g.fast_connection,
+                |o| &mut o.fast_connection,
+                |r| r.fast_connection,
+            ),
             (|g| &mut g.auto_rollback, |o| &mut o.auto_rollback, |r| r.auto_rollback),
-            (|g| &mut g.magic_rollback, |o| &mut o.magic_rollback, |r| r.magic_rollback),
+            (
+                |g| &mut g.magic_rollback,
+                |o| &mut o.magic_rollback,
+                |r| r.magic_rollback,
+            ),
             (|g| &mut g.remote_build, |o| &mut o.remote_build, |r| r.remote_build),
-            (|g| &mut g.interactive_sudo, |o| &mut o.interactive_sudo, |r| r.interactive_sudo),
+            (
+                |g| &mut g.interactive_sudo,
+                |o| &mut o.interactive_sudo,
+                |r| r.interactive_sudo,
+            ),
         ];
         for (gf, of, rf) in fields {
             let set = |v: bool| {
@@ -273,49 +332,100 @@ mod tests {
     #[test]
     fn precedence_timeouts() {
         precedence(
-            |v| GenericSettings { confirm_timeout: Some(v), ..none() },
-            |v| Overrides { confirm_timeout: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                confirm_timeout: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                confirm_timeout: Some(v),
+                ..Default::default()
+            },
             |r| r.confirm_timeout,
             [1, 2, 3, 4],
         );
         precedence(
-            |v| GenericSettings { activation_timeout: Some(v), ..none() },
-            |v| Overrides { activation_timeout: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                activation_timeout: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                activation_timeout: Some(v),
+                ..Default::default()
+            },
             |r| r.activation_timeout,
             [1, 2, 3, 4],
         );
         // Zero is a value, not "unset".
-        let r = run(none(), none(), GenericSettings { confirm_timeout: Some(0), ..none() }, &Overrides::default());
+        let r = run(
+            none(),
+            none(),
+            GenericSettings {
+                confirm_timeout: Some(0),
+                ..none()
+            },
+            &Overrides::default(),
+        );
         assert_eq!(r.confirm_timeout, 0);
     }
 
     #[test]
     fn precedence_temp_path_and_sudo() {
         precedence(
-            |v| GenericSettings { temp_path: Some(v), ..none() },
-            |v| Overrides { temp_path: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                temp_path: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                temp_path: Some(v),
+                ..Default::default()
+            },
             |r| r.temp_path.clone(),
             ["/t".to_string(), "/n".into(), "/p".into(), "/o".into()],
         );
         precedence(
-            |v| GenericSettings { sudo: Some(v), ..none() },
-            |v| Overrides { sudo: Some(v), ..Default::default() },
+            |v| GenericSettings {
+                sudo: Some(v),
+                ..none()
+            },
+            |v| Overrides {
+                sudo: Some(v),
+                ..Default::default()
+            },
             |r| r.sudo.clone(),
-            ["doas -u".to_string(), "run0 --user".into(), "sudo -n -u".into(), "sudo -u".into()],
+            [
+                "doas -u".to_string(),
+                "run0 --user".into(),
+                "sudo -n -u".into(),
+                "sudo -u".into(),
+            ],
         );
     }
 
     #[test]
     fn ssh_opts_concatenate_profile_node_top() {
-        let s = |v: &[&str]| GenericSettings { ssh_opts: v.iter().map(|x| x.to_string()).collect(), ..none() };
-        let r = run(s(&["-o", "TopOpt=1"]), s(&["-p", "2222"]), s(&["-o", "ProfOpt=1"]), &Overrides::default());
+        let s = |v: &[&str]| GenericSettings {
+            ssh_opts: v.iter().map(|x| x.to_string()).collect(),
+            ..none()
+        };
+        let r = run(
+            s(&["-o", "TopOpt=1"]),
+            s(&["-p", "2222"]),
+            s(&["-o", "ProfOpt=1"]),
+            &Overrides::default(),
+        );
         assert_eq!(r.ssh_opts, vec!["-o", "ProfOpt=1", "-p", "2222", "-o", "TopOpt=1"]);
         let r = run(s(&["-t"]), none(), s(&["-p"]), &Overrides::default());
         assert_eq!(r.ssh_opts, vec!["-p", "-t"]);
         // The command line replaces the whole list, even with an empty one.
-        let o = Overrides { ssh_opts: Some(vec!["-v".into()]), ..Default::default() };
+        let o = Overrides {
+            ssh_opts: Some(vec!["-v".into()]),
+            ..Default::default()
+        };
         assert_eq!(run(s(&["-t"]), s(&["-n"]), s(&["-p"]), &o).ssh_opts, vec!["-v"]);
-        let o = Overrides { ssh_opts: Some(vec![]), ..Default::default() };
+        let o = Overrides {
+            ssh_opts: Some(vec![]),
+            ..Default::default()
+        };
         assert!(run(s(&["-t"]), s(&["-n"]), s(&["-p"]), &o).ssh_opts.is_empty());
     }
 
@@ -327,8 +437,15 @@ mod tests {
         assert_eq!(r.profile_path, None);
         let mut p = profile(none());
         p.profile_path = Some("/nix/var/nix/profiles/x".into());
-        assert_eq!(resolve(&none(), &node(none()), &p, &o, "me").profile_path.as_deref(), Some("/nix/var/nix/profiles/x"));
-        let o = Overrides { hostname: Some("10.0.0.1".into()), profile_path: Some("/o".into()), ..Default::default() };
+        assert_eq!(
+            resolve(&none(), &node(none()), &p, &o, "me").profile_path.as_deref(),
+            Some("/nix/var/nix/profiles/x")
+        );
+        let o = Overrides {
+            hostname: Some("10.0.0.1".into()),
+            profile_path: Some("/o".into()),
+            ..Default::default()
+        };
         let r = resolve(&none(), &node(none()), &p, &o, "me");
         assert_eq!(r.hostname, "10.0.0.1");
         assert_eq!(r.profile_path.as_deref(), Some("/o"));
@@ -337,23 +454,90 @@ mod tests {
     #[test]
     fn user_falls_back_to_ssh_user_and_elevation() {
         let o = Overrides::default();
-        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, none(), none(), &o);
-        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("deploy", "deploy", false));
-        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, GenericSettings { user: Some("root".into()), ..none() }, none(), &o);
-        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("deploy", "root", true));
+        let r = run(
+            GenericSettings {
+                ssh_user: Some("deploy".into()),
+                ..none()
+            },
+            none(),
+            none(),
+            &o,
+        );
+        assert_eq!(
+            (r.ssh_user.as_str(), r.user.as_str(), r.elevate),
+            ("deploy", "deploy", false)
+        );
+        let r = run(
+            GenericSettings {
+                ssh_user: Some("deploy".into()),
+                ..none()
+            },
+            GenericSettings {
+                user: Some("root".into()),
+                ..none()
+            },
+            none(),
+            &o,
+        );
+        assert_eq!(
+            (r.ssh_user.as_str(), r.user.as_str(), r.elevate),
+            ("deploy", "root", true)
+        );
         assert_eq!(r.sudo_argv(), vec!["sudo", "-u", "root"]);
         // user == ssh_user explicitly: no escalation.
-        let r = run(GenericSettings { ssh_user: Some("root".into()), user: Some("root".into()), ..none() }, none(), none(), &o);
+        let r = run(
+            GenericSettings {
+                ssh_user: Some("root".into()),
+                user: Some("root".into()),
+                ..none()
+            },
+            none(),
+            none(),
+            &o,
+        );
         assert!(!r.elevate);
         // --ssh-user changes the user fallback too.
-        let o = Overrides { ssh_user: Some("admin".into()), ..Default::default() };
-        let r = run(GenericSettings { ssh_user: Some("deploy".into()), ..none() }, none(), none(), &o);
-        assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("admin", "admin", false));
+        let o = Overrides {
+            ssh_user: Some("admin".into()),
+            ..Default::default()
+        };
+        let r = run(
+            GenericSettings {
+                ssh_user: Some("deploy".into()),
+                ..none()
+            },
+            none(),
+            none(),
+            &o,
+        );
+        assert_eq!(
+            (r.ssh_user.as_str(), r.user.as_str(), r.elevate),
+            ("admin", "admin", false)
+        );
         // Local user default with an explicit profile user.
-        let r = run(none(), none(), GenericSettings { user: Some("root".into()), ..none() }, &Overrides::default());
+        let r = run(
+            none(),
+            none(),
+            GenericSettings {
+                user: Some("root".into()),
+                ..none()
+            },
+            &Overrides::default(),
+        );
         assert_eq!((r.ssh_user.as_str(), r.user.as_str(), r.elevate), ("me", "root", true));
-        let o = Overrides { sudo: Some("doas -u".into()), ..Default::default() };
-        let r = run(none(), none(), GenericSettings { user: Some("root".into()), ..none() }, &o);
+        let o = Overrides {
+            sudo: Some("doas -u".into()),
+            ..Default::default()
+        };
+        let r = run(
+            none(),
+            none(),
+            GenericSettings {
+                user: Some("root".into()),
+                ..none()
+            },
+            &o,
+        );
         assert_eq!(r.sudo_argv(), vec!["doas", "-u", "root"]);
     }
 

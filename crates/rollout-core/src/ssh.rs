@@ -20,17 +20,33 @@ impl Endpoint {
 /// Options rollout adds after the user's (OpenSSH keeps the first value it sees, so the user's
 /// own `sshOpts` win over these defaults).
 fn defaults() -> Vec<String> {
-    ["-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The master connection: one authentication, then every copy, agent call and log follow rides
 /// on it. Kept in the foreground (`-N`) as our child so we can end it by pid.
 pub fn master(ep: &Endpoint, socket: &str) -> Argv {
     Argv::new("ssh")
-        .args(["-M", "-S", socket, "-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"])
+        .args([
+            "-M",
+            "-S",
+            socket,
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=no",
+            "-N",
+        ])
         .args(ep.opts.iter().cloned())
         .args(defaults())
         .arg("--")
@@ -70,7 +86,12 @@ pub fn fresh_many(ep: &Endpoint, remotes: &[Vec<String>]) -> Argv {
 
 /// Options for `NIX_SSHOPTS` so that `nix copy` rides on the master too.
 pub fn nix_sshopts(ep: &Endpoint, socket: &str) -> Vec<String> {
-    let mut v = vec!["-o".to_string(), format!("ControlPath={socket}"), "-o".into(), "ControlMaster=no".into()];
+    let mut v = vec![
+        "-o".to_string(),
+        format!("ControlPath={socket}"),
+        "-o".into(),
+        "ControlMaster=no".into(),
+    ];
     v.extend(ep.opts.iter().cloned());
     v
 }
@@ -95,7 +116,11 @@ impl Elevation {
         if sudo.is_empty() {
             return Err("sudo setting is empty (expected a command prefix such as `sudo -u`)".into());
         }
-        Ok(Elevation { sudo, user: user.to_string(), password_on_stdin: interactive })
+        Ok(Elevation {
+            sudo,
+            user: user.to_string(),
+            password_on_stdin: interactive,
+        })
     }
 
     /// The words placed before the elevated command.
@@ -127,7 +152,11 @@ mod tests {
     use super::*;
 
     fn ep() -> Endpoint {
-        Endpoint { user: "deploy".into(), host: "web-1".into(), opts: vec!["-p".into(), "2222".into()] }
+        Endpoint {
+            user: "deploy".into(),
+            host: "web-1".into(),
+            opts: vec!["-p".into(), "2222".into()],
+        }
     }
 
     #[test]
@@ -157,7 +186,11 @@ mod tests {
 
     #[test]
     fn destination_is_after_double_dash_so_a_hostname_cannot_become_an_option() {
-        let e = Endpoint { user: "u".into(), host: "-oProxyCommand=x".into(), opts: vec![] };
+        let e = Endpoint {
+            user: "u".into(),
+            host: "-oProxyCommand=x".into(),
+            opts: vec![],
+        };
         let f = fresh(&e, &["true".into()]);
         let dd = f.args.iter().position(|a| a == "--").unwrap();
         assert_eq!(f.args[dd + 1], "u@-oProxyCommand=x");
@@ -166,8 +199,15 @@ mod tests {
     #[test]
     fn agent_command_quotes_every_word_and_elevates() {
         let e = Elevation::from_setting("sudo -u", "hello", false).unwrap();
-        let words = agent_command(Some(&e), "/nix/store/x-rollout-agent/bin/rollout-agent", &["activate".into(), "--profile-name".into(), "my app".into()]);
-        assert_eq!(shell_join(&words), "sudo -u hello /nix/store/x-rollout-agent/bin/rollout-agent activate --profile-name 'my app'");
+        let words = agent_command(
+            Some(&e),
+            "/nix/store/x-rollout-agent/bin/rollout-agent",
+            &["activate".into(), "--profile-name".into(), "my app".into()],
+        );
+        assert_eq!(
+            shell_join(&words),
+            "sudo -u hello /nix/store/x-rollout-agent/bin/rollout-agent activate --profile-name 'my app'"
+        );
     }
 
     #[test]

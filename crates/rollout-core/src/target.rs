@@ -24,7 +24,11 @@ pub struct Target {
 impl Target {
     /// A whole-flake target.
     pub fn whole(flake: impl Into<String>) -> Self {
-        Target { flake: flake.into(), node: None, profile: None }
+        Target {
+            flake: flake.into(),
+            node: None,
+            profile: None,
+        }
     }
 }
 
@@ -47,7 +51,11 @@ impl fmt::Display for Target {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     #[error("invalid target `{target}`: {problem}; expected {expected}")]
-    Syntax { target: String, problem: String, expected: &'static str },
+    Syntax {
+        target: String,
+        problem: String,
+        expected: &'static str,
+    },
 }
 
 const EXPECT_FLAKE: &str = "FLAKE, FLAKE#NODE or FLAKE#NODE.PROFILE, where a name containing `.` or other special characters is double-quoted (shell-quote the whole target: '.#\"host.example.com\".system')";
@@ -65,7 +73,11 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
         problem,
         expected: EXPECT_FLAKE,
     })?;
-    Ok(Target { flake: flake.to_string(), node, profile })
+    Ok(Target {
+        flake: flake.to_string(),
+        node,
+        profile,
+    })
 }
 
 /// Parses a `--file` mode target: a bare `node[.profile]`; `.` or the empty string means every node.
@@ -76,7 +88,11 @@ pub fn parse_file_target(file: &str, s: &str) -> Result<Target, TargetError> {
         problem,
         expected: EXPECT_FILE,
     })?;
-    Ok(Target { flake: file.to_string(), node, profile })
+    Ok(Target {
+        flake: file.to_string(),
+        node,
+        profile,
+    })
 }
 
 /// Whether `s` is a plain Nix identifier as accepted in targets: `[A-Za-z_][A-Za-z0-9_'-]*`.
@@ -139,9 +155,7 @@ fn parse_fragment(fragment: &str) -> Result<(Option<String>, Option<String>), St
             name
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = pos;
-            while pos < chars.len()
-                && (chars[pos].is_ascii_alphanumeric() || matches!(chars[pos], '_' | '\'' | '-'))
-            {
+            while pos < chars.len() && (chars[pos].is_ascii_alphanumeric() || matches!(chars[pos], '_' | '\'' | '-')) {
                 pos += 1;
             }
             chars[start..pos].iter().collect()
@@ -152,7 +166,11 @@ fn parse_fragment(fragment: &str) -> Result<(Option<String>, Option<String>), St
                 "empty name between two `.`".into()
             });
         } else {
-            let what = if names.is_empty() { "a node name" } else { "a profile name" };
+            let what = if names.is_empty() {
+                "a node name"
+            } else {
+                "a profile name"
+            };
             return Err(describe_unexpected(c, pos, what));
         };
         if name.is_empty() {
@@ -171,7 +189,11 @@ fn fragment_rest(chars: &[char], pos: usize) -> String {
 }
 
 fn describe_unexpected(c: char, pos: usize, wanted: &str) -> String {
-    let shown = if c.is_whitespace() { "whitespace".to_string() } else { format!("`{c}`") };
+    let shown = if c.is_whitespace() {
+        "whitespace".to_string()
+    } else {
+        format!("`{c}`")
+    };
     let hint = if c.is_ascii_digit() {
         " (a bare name cannot start with a digit; quote it)"
     } else if c == '$' {
@@ -181,7 +203,10 @@ fn describe_unexpected(c: char, pos: usize, wanted: &str) -> String {
     } else {
         ""
     };
-    format!("unexpected {shown} at position {} of the fragment, wanted {wanted}{hint}", pos + 1)
+    format!(
+        "unexpected {shown} at position {} of the fragment, wanted {wanted}{hint}",
+        pos + 1
+    )
 }
 
 /// Parses a double-quoted Nix string starting at `chars[start] == '"'`. Returns the decoded
@@ -205,7 +230,9 @@ fn parse_quoted(chars: &[char], start: usize) -> Result<(String, usize), String>
             }
             '$' => match chars.get(pos + 1) {
                 Some('{') => {
-                    return Err("`${` interpolation is not allowed in a quoted name (write `\\${` for a literal)".into())
+                    return Err(
+                        "`${` interpolation is not allowed in a quoted name (write `\\${` for a literal)".into(),
+                    )
                 }
                 // In Nix `$$` is a literal `$$` (it also stops `$${` from interpolating).
                 Some('$') => {
@@ -231,7 +258,11 @@ mod tests {
     use super::*;
 
     fn t(flake: &str, node: Option<&str>, profile: Option<&str>) -> Target {
-        Target { flake: flake.into(), node: node.map(Into::into), profile: profile.map(Into::into) }
+        Target {
+            flake: flake.into(),
+            node: node.map(Into::into),
+            profile: profile.map(Into::into),
+        }
     }
 
     fn ok(s: &str) -> Target {
@@ -251,10 +282,19 @@ mod tests {
         let r = "../deploy/examples/system";
         assert_eq!(ok(r), t(r, None, None));
         assert_eq!(ok(&format!("{r}#")), t(r, None, None));
-        assert_eq!(ok(&format!("{r}#computer.\"something.nix\"")), t(r, Some("computer"), Some("something.nix")));
-        assert_eq!(ok(&format!("{r}#\"example.com\".system")), t(r, Some("example.com"), Some("system")));
+        assert_eq!(
+            ok(&format!("{r}#computer.\"something.nix\"")),
+            t(r, Some("computer"), Some("something.nix"))
+        );
+        assert_eq!(
+            ok(&format!("{r}#\"example.com\".system")),
+            t(r, Some("example.com"), Some("system"))
+        );
         assert_eq!(ok(&format!("{r}#example")), t(r, Some("example"), None));
-        assert_eq!(ok(&format!("{r}#example.system")), t(r, Some("example"), Some("system")));
+        assert_eq!(
+            ok(&format!("{r}#example.system")),
+            t(r, Some("example"), Some("system"))
+        );
     }
 
     #[test]
@@ -263,8 +303,14 @@ mod tests {
         assert_eq!(ok("../x#"), t("../x", None, None));
         assert_eq!(ok("../x#example"), t("../x", Some("example"), None));
         assert_eq!(ok("../x#example.system"), t("../x", Some("example"), Some("system")));
-        assert_eq!(ok("../x#\"example.com\".system"), t("../x", Some("example.com"), Some("system")));
-        assert_eq!(ok("../x#computer.\"something.nix\""), t("../x", Some("computer"), Some("something.nix")));
+        assert_eq!(
+            ok("../x#\"example.com\".system"),
+            t("../x", Some("example.com"), Some("system"))
+        );
+        assert_eq!(
+            ok("../x#computer.\"something.nix\""),
+            t("../x", Some("computer"), Some("something.nix"))
+        );
     }
 
     // Every accepted row of the observed table (deploy-rs.md §2.2).
@@ -318,7 +364,10 @@ mod tests {
         assert_eq!(f("\"a.b\".c"), t("file.nix", Some("a.b"), Some("c")));
         assert_eq!(f("server"), t("file.nix", Some("server"), None));
         let e = parse_file_target("file.nix", "a.b.c").unwrap_err().to_string();
-        assert!(e.contains("`a.b.c`") && e.contains("expected NODE or NODE.PROFILE"), "{e}");
+        assert!(
+            e.contains("`a.b.c`") && e.contains("expected NODE or NODE.PROFILE"),
+            "{e}"
+        );
         // A `#` has no special meaning for the flake part here: it is a comment like in Nix.
         assert_eq!(f("a#x"), t("file.nix", Some("a"), None));
     }
@@ -340,7 +389,10 @@ mod tests {
 
     #[test]
     fn flake_ref_is_verbatim_up_to_first_hash() {
-        assert_eq!(ok("git+https://h/r?ref=main#n"), t("git+https://h/r?ref=main", Some("n"), None));
+        assert_eq!(
+            ok("git+https://h/r?ref=main#n"),
+            t("git+https://h/r?ref=main", Some("n"), None)
+        );
         assert_eq!(ok("path:/a b/c#n.p"), t("path:/a b/c", Some("n"), Some("p")));
     }
 
@@ -355,7 +407,14 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in [".", ".#a", ".#a.b", ".#\"a.b\".c", "github:x/y#\"h s\".\"p$q\"", ".#\"q\\\"\\\\\""] {
+        for s in [
+            ".",
+            ".#a",
+            ".#a.b",
+            ".#\"a.b\".c",
+            "github:x/y#\"h s\".\"p$q\"",
+            ".#\"q\\\"\\\\\"",
+        ] {
             let target = ok(s);
             assert_eq!(ok(&target.to_string()), target, "{s} -> {target}");
         }

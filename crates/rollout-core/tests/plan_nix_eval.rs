@@ -12,7 +12,10 @@ use rollout_core::settings::Overrides;
 use rollout_core::target::parse_target;
 
 fn have_nix() -> bool {
-    let ok = Command::new("nix").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("nix")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("nix not found; skipping");
     }
@@ -48,7 +51,14 @@ const FLEET: &str = r#"{
 fn eval(selection: &Selection) -> Result<serde_json::Value, String> {
     let expr = format!("({}) ({FLEET})", apply_lambda(selection));
     let out = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json", "--expr", &expr])
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--expr",
+            &expr,
+        ])
         .output()
         .expect("run nix");
     if !out.status.success() {
@@ -61,7 +71,12 @@ fn sel(entries: &[(&str, Option<&[&str]>)]) -> Selection {
     Selection::Nodes(
         entries
             .iter()
-            .map(|(n, ps)| (n.to_string(), ps.map(|ps| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>())))
+            .map(|(n, ps)| {
+                (
+                    n.to_string(),
+                    ps.map(|ps| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>()),
+                )
+            })
             .collect::<BTreeMap<_, _>>(),
     )
 }
@@ -73,14 +88,20 @@ fn selecting_one_profile_evaluates_nothing_else() {
     }
     let v = eval(&sel(&[("web", Some(&["system", "home"]))])).unwrap();
     let cfg = parse_deploy(&v, "test").unwrap();
-    assert_eq!(cfg.all_node_names, vec!["db", "odd.name", "typed", "web", "x\"y${builtins.throw \"injected\"}"]);
+    assert_eq!(
+        cfg.all_node_names,
+        vec!["db", "odd.name", "typed", "web", "x\"y${builtins.throw \"injected\"}"]
+    );
     assert_eq!(cfg.all_profile_names["web"], vec!["broken", "home", "system"]);
     assert_eq!(cfg.nodes["web"].profiles["system"].path, "/nix/store/aaaa-web-system");
 
     let target = parse_target(".#web").unwrap();
     // web.broken is not evaluated, so a whole-node target is an internal error, not a Nix crash.
     assert!(build_plan(&[(target, &cfg)], &Overrides::default(), "me").is_err());
-    let targets = [(parse_target(".#web.home").unwrap(), &cfg), (parse_target(".#web.system").unwrap(), &cfg)];
+    let targets = [
+        (parse_target(".#web.home").unwrap(), &cfg),
+        (parse_target(".#web.system").unwrap(), &cfg),
+    ];
     let plan = build_plan(&targets, &Overrides::default(), "me").unwrap();
     assert_eq!(plan.deployments.len(), 2);
     assert_eq!(plan.deployments[0].settings.ssh_opts, vec!["-p", "22"]);
@@ -98,7 +119,12 @@ fn missing_node_and_profile_do_not_crash_nix() {
     assert!(cfg.nodes["web"].profiles.is_empty());
     let e = build_plan(&[(parse_target(".#nope").unwrap(), &cfg)], &Overrides::default(), "me").unwrap_err();
     assert!(e.to_string().contains("no node named `nope`"), "{e}");
-    let e = build_plan(&[(parse_target(".#web.nada").unwrap(), &cfg)], &Overrides::default(), "me").unwrap_err();
+    let e = build_plan(
+        &[(parse_target(".#web.nada").unwrap(), &cfg)],
+        &Overrides::default(),
+        "me",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("profiles: broken, home, system"), "{e}");
 }
 
@@ -157,11 +183,7 @@ fn non_flake_expression_imports_functions_and_odd_paths() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("my \"fleet\" ${x}");
     std::fs::create_dir(&sub).unwrap();
-    std::fs::write(
-        sub.join("default.nix"),
-        format!("{{ ... }}: {{ deploy = {FLEET}; }}"),
-    )
-    .unwrap();
+    std::fs::write(sub.join("default.nix"), format!("{{ ... }}: {{ deploy = {FLEET}; }}")).unwrap();
     let run = |cwd: &Path, file: &str| {
         let expr = non_flake_expr(file, &apply_lambda(&sel(&[("web", Some(&["home"]))])));
         let out = Command::new("nix-instantiate")
@@ -179,7 +201,10 @@ fn non_flake_expression_imports_functions_and_odd_paths() {
     run(Path::new("/"), sub.to_str().unwrap());
     // The string escaper agrees with Nix.
     let s = "a\"b\\c${d}$${e}\n\t$";
-    let out = Command::new("nix-instantiate").args(["--eval", "--json", "-E", &nix_string(s)]).output().unwrap();
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--json", "-E", &nix_string(s)])
+        .output()
+        .unwrap();
     assert_eq!(serde_json::from_slice::<String>(&out.stdout).unwrap(), s);
 }
 
@@ -211,13 +236,20 @@ fn real_flake_with_apply_lambda() {
     let cfg = parse_deploy(&v, &flake).unwrap();
     let pairs: Vec<_> = targets.iter().map(|t| (t.clone(), &cfg)).collect();
     let plan = build_plan(&pairs, &Overrides::default(), "me").unwrap();
-    let got: Vec<(String, String, String)> =
-        plan.deployments.iter().map(|d| (d.node.clone(), d.profile.clone(), d.closure.clone())).collect();
+    let got: Vec<(String, String, String)> = plan
+        .deployments
+        .iter()
+        .map(|d| (d.node.clone(), d.profile.clone(), d.closure.clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
             ("web".into(), "home".into(), "/nix/store/bbbb-web-home".into()),
-            ("x\"y${builtins.throw \"injected\"}".into(), "p".into(), "/nix/store/cccc-q".into()),
+            (
+                "x\"y${builtins.throw \"injected\"}".into(),
+                "p".into(),
+                "/nix/store/cccc-q".into()
+            ),
         ]
     );
 }

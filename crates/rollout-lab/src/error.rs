@@ -43,9 +43,7 @@ pub enum LabError {
     #[error("netns: {0}")]
     Netns(String),
     /// Teardown refused to signal a protected process (pid 1, 2, the caller or its ancestors).
-    #[error(
-        "{host}: refusing to signal protected pid(s) {pids:?}; run `down` from outside the hosts"
-    )]
+    #[error("{host}: refusing to signal protected pid(s) {pids:?}; run `down` from outside the hosts")]
     Protected { host: String, pids: Vec<u32> },
     /// Teardown finished but something is left behind.
     #[error("teardown of {path} incomplete: {what}")]

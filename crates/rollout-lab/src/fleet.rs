@@ -164,18 +164,15 @@ fn check_state_path(p: &Path) -> Result<()> {
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("must not contain whitespace");
     }
-    if p.components().any(|c| {
-        matches!(
-            c,
-            std::path::Component::ParentDir | std::path::Component::CurDir
-        )
-    }) {
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir))
+    {
         return bad("must not contain . or .. components");
     }
     let s = s.trim_end_matches('/');
     let forbidden = [
-        "", "/tmp", "/root", "/home", "/var", "/run", "/etc", "/usr", "/nix", "/proc", "/sys",
-        "/dev", "/boot", "/bin", "/sbin", "/lib", "/opt", "/srv", "/work",
+        "", "/tmp", "/root", "/home", "/var", "/run", "/etc", "/usr", "/nix", "/proc", "/sys", "/dev", "/boot", "/bin",
+        "/sbin", "/lib", "/opt", "/srv", "/work",
     ];
     if forbidden.contains(&s) {
         return bad("refusing to use a system directory as state dir");
@@ -195,11 +192,7 @@ fn host_index(name: &str, count: usize) -> Result<usize> {
         host: name.to_string(),
         count,
     };
-    let i: usize = name
-        .strip_prefix("host")
-        .ok_or_else(err)?
-        .parse()
-        .map_err(|_| err())?;
+    let i: usize = name.strip_prefix("host").ok_or_else(err)?.parse().map_err(|_| err())?;
     if i == 0 || i > count || name != format!("host{i}") {
         return Err(err());
     }
@@ -239,9 +232,7 @@ impl Fleet {
     /// Start `n` hosts as described by `opts`. Fails if a fleet is already up in the state dir.
     pub fn up(n: usize, opts: LabOptions) -> Result<Fleet> {
         if n == 0 || n > 1000 {
-            return Err(LabError::Invalid(format!(
-                "host count must be 1..=1000, got {n}"
-            )));
+            return Err(LabError::Invalid(format!("host count must be 1..=1000, got {n}")));
         }
         if opts.netns && n > 255 {
             return Err(LabError::Invalid(format!(
@@ -271,7 +262,9 @@ impl Fleet {
             for i in 1..=n {
                 let v = net::veth_name(i);
                 if net::link_exists(&v) {
-                    return Err(LabError::Netns(format!("interface {v} already exists: another --netns fleet is probably up (only one at a time)")));
+                    return Err(LabError::Netns(format!(
+                        "interface {v} already exists: another --netns fleet is probably up (only one at a time)"
+                    )));
                 }
             }
         }
@@ -562,16 +555,7 @@ impl Fleet {
         )?;
         let key = self.client_key();
         run(Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "rollout-lab-client",
-                "-f",
-            ])
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rollout-lab-client", "-f"])
             .arg(&key))?;
         let _ = fs::create_dir_all("/run/sshd");
         let n = self.meta.hosts;
@@ -599,8 +583,7 @@ impl Fleet {
             };
             mkdir(&home.join(".ssh"), 0o700)?;
             if u != "root" {
-                fs::set_permissions(&home, fs::Permissions::from_mode(0o755))
-                    .map_err(io_err(&home))?;
+                fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).map_err(io_err(&home))?;
             }
             let ak = home.join(".ssh/authorized_keys");
             write(&ak, &pubkey)?;
@@ -623,12 +606,8 @@ impl Fleet {
             ),
         )?;
         let addr = self.host(i).address;
-        let hosts =
-            fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
-        write(
-            &h.join("etc-hosts"),
-            &format!("{}\n{addr} {name}\n", hosts.trim_end()),
-        )?;
+        let hosts = fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1 localhost\n".into());
+        write(&h.join("etc-hosts"), &format!("{}\n{addr} {name}\n", hosts.trim_end()))?;
         let hk = h.join("ssh_host_ed25519_key");
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", &name, "-f"])
@@ -694,8 +673,7 @@ impl Fleet {
             .spawn()
             .map_err(|e| herr(format!("cannot start namespace holder: {e}")))?;
         let pid = child.id();
-        let rec = Recorded::of(pid)
-            .ok_or_else(|| herr(format!("holder exited at once: {}", log_tail(&log))))?;
+        let rec = Recorded::of(pid).ok_or_else(|| herr(format!("holder exited at once: {}", log_tail(&log))))?;
         rec.write(&self.pidfile(i, "holder"))?;
         let ready = self.pidfile(i, "holder.ready");
         let mut exited = None;
@@ -708,24 +686,14 @@ impl Fleet {
                 .map(|s| s.trim() == pid.to_string())
                 .unwrap_or(false)
         });
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child);
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
         if let Some(st) = exited {
-            return Err(herr(format!(
-                "namespace setup failed ({st}): {}",
-                log_tail(&log)
-            )));
+            return Err(herr(format!("namespace setup failed ({st}): {}", log_tail(&log))));
         }
         if !ok {
-            return Err(herr(format!(
-                "namespace setup timed out: {}",
-                log_tail(&log)
-            )));
+            return Err(herr(format!("namespace setup timed out: {}", log_tail(&log))));
         }
-        let key = procs::nix_mount_key(pid)
-            .ok_or_else(|| herr("no /nix mount in the holder's namespace".into()))?;
+        let key = procs::nix_mount_key(pid).ok_or_else(|| herr("no /nix mount in the holder's namespace".into()))?;
         if !key.ends_with(&format!("/hosts/host{i}/nix")) {
             return Err(herr(format!("unexpected /nix mount in holder: {key}")));
         }
@@ -760,18 +728,15 @@ impl Fleet {
         let mut cmd = Command::new("setsid");
         cmd.args(self.enter_host(holder))
             .args(argv)
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().map_err(io_err(&log))?)
-        .stderr(logf);
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(io_err(&log))?)
+            .stderr(logf);
         let child = cmd.spawn().map_err(|e| LabError::Host {
             host: format!("host{i}"),
             what: format!("cannot start {name}: {e}"),
         })?;
         let rec = Recorded::of(child.id());
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child);
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).push(child);
         let rec = rec.ok_or_else(|| LabError::Host {
             host: format!("host{i}"),
             what: format!("{name} exited at once: {}", log_tail(&log)),
@@ -788,10 +753,7 @@ impl Fleet {
         if !wait_until(Duration::from_secs(30), || sock.exists() || !rec.alive()) || !rec.alive() {
             return Err(LabError::Host {
                 host: format!("host{i}"),
-                what: format!(
-                    "nix-daemon did not start: {}",
-                    log_tail(&h.join("log/nix-daemon.log"))
-                ),
+                what: format!("nix-daemon did not start: {}", log_tail(&h.join("log/nix-daemon.log"))),
             });
         }
         Ok(())
@@ -801,15 +763,8 @@ impl Fleet {
         let h = self.host_dir(i);
         let cfg = h.join("sshd_config");
         let log = h.join("log/sshd.log");
-        let (cfg_s, log_s) = (
-            cfg.to_string_lossy().into_owned(),
-            log.to_string_lossy().into_owned(),
-        );
-        let rec = self.spawn_in_host(
-            i,
-            "sshd",
-            &["/usr/sbin/sshd", "-D", "-f", &cfg_s, "-E", &log_s],
-        )?;
+        let (cfg_s, log_s) = (cfg.to_string_lossy().into_owned(), log.to_string_lossy().into_owned());
+        let rec = self.spawn_in_host(i, "sshd", &["/usr/sbin/sshd", "-D", "-f", &cfg_s, "-E", &log_s])?;
         let info = self.host(i);
         let holder = self.live_holder(i)?;
         if !wait_until(Duration::from_secs(30), || {
@@ -826,10 +781,7 @@ impl Fleet {
                 ),
             });
         }
-        write(
-            &h.join("nix/var/rollout-lab/sshd.pid"),
-            &format!("{}\n", rec.pid),
-        )
+        write(&h.join("nix/var/rollout-lab/sshd.pid"), &format!("{}\n", rec.pid))
     }
 
     fn write_client_files(&self) -> Result<()> {
@@ -902,11 +854,7 @@ impl Fleet {
         if !out.status.success() {
             return Err(LabError::Command {
                 cmd: format!("exec on {host}: {}", argv.join(" ")),
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
+                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -987,27 +935,18 @@ impl Fleet {
             return 0;
         };
         fs::read_to_string(self.host_dir(i).join("log/sshd.log"))
-            .map(|s| {
-                s.lines()
-                    .filter(|l| l.contains("Accepted publickey"))
-                    .count()
-            })
+            .map(|s| s.lines().filter(|l| l.contains("Accepted publickey")).count())
             .unwrap_or(0)
     }
 
     /// Sum of [`Fleet::sshd_auth_count`] over all hosts.
     pub fn total_auth_count(&self) -> usize {
-        self.host_names()
-            .iter()
-            .map(|h| self.sshd_auth_count(h))
-            .sum()
+        self.host_names().iter().map(|h| self.sshd_auth_count(h)).sum()
     }
 
     /// Path of the host's sshd log.
     pub fn sshd_log(&self, host: &str) -> Result<PathBuf> {
-        Ok(self
-            .host_dir(host_index(host, self.meta.hosts)?)
-            .join("log/sshd.log"))
+        Ok(self.host_dir(host_index(host, self.meta.hosts)?).join("log/sshd.log"))
     }
 
     /// Liveness of every host.
@@ -1072,7 +1011,10 @@ impl Fleet {
             let f = &f;
             let hs: Vec<_> = (1..=n).map(|i| s.spawn(move || f(i))).collect();
             hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(LabError::Invalid(format!("{what} thread panicked")))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(LabError::Invalid(format!("{what} thread panicked"))))
+                })
                 .collect()
         })
     }
@@ -1080,7 +1022,12 @@ impl Fleet {
     /// `nsenter … -- env -i …`: the words that run a command as root inside a host's namespaces
     /// with a clean environment.
     fn enter_host(&self, holder: u32) -> Vec<String> {
-        let mut v = vec!["nsenter".to_string(), format!("--target={holder}"), "--mount".into(), "--uts".into()];
+        let mut v = vec![
+            "nsenter".to_string(),
+            format!("--target={holder}"),
+            "--mount".into(),
+            "--uts".into(),
+        ];
         if self.meta.netns {
             v.push("--net".into());
         }
@@ -1096,10 +1043,7 @@ impl Fleet {
         let dev_ok = dev.split_once(':').is_some_and(|(a, b)| {
             !a.is_empty() && !b.is_empty() && (a.to_owned() + b).bytes().all(|c| c.is_ascii_digit())
         });
-        (dev_ok
-            && root.ends_with(&format!("/hosts/host{i}/nix"))
-            && !root.contains(char::is_whitespace))
-        .then_some(k)
+        (dev_ok && root.ends_with(&format!("/hosts/host{i}/nix")) && !root.contains(char::is_whitespace)).then_some(k)
     }
 
     /// Processes of host i now. Namespace ids are taken only from recorded processes that are alive
@@ -1141,11 +1085,7 @@ impl Fleet {
         let host = format!("host{i}");
         let protected = procs::protected(&procs::table());
         let members = self.scan_members(i);
-        let bad: Vec<u32> = members
-            .iter()
-            .copied()
-            .filter(|p| protected.contains(p))
-            .collect();
+        let bad: Vec<u32> = members.iter().copied().filter(|p| protected.contains(p)).collect();
         if !bad.is_empty() {
             return Err(LabError::Protected { host, pids: bad });
         }
@@ -1157,8 +1097,7 @@ impl Fleet {
         }
         let snapshot: Vec<Recorded> = members.iter().filter_map(|&p| Recorded::of(p)).collect();
         let still = || -> BTreeSet<Recorded> {
-            let mut s: BTreeSet<Recorded> =
-                snapshot.iter().copied().filter(|r| r.alive()).collect();
+            let mut s: BTreeSet<Recorded> = snapshot.iter().copied().filter(|r| r.alive()).collect();
             for p in self.scan_members(i) {
                 if let Some(r) = Recorded::of(p) {
                     s.insert(r);
@@ -1195,8 +1134,7 @@ impl Fleet {
     }
 
     fn check_no_mounts(&self) -> Result<()> {
-        let s =
-            fs::read_to_string("/proc/self/mountinfo").map_err(io_err("/proc/self/mountinfo"))?;
+        let s = fs::read_to_string("/proc/self/mountinfo").map_err(io_err("/proc/self/mountinfo"))?;
         let d = self.dir.to_string_lossy().into_owned();
         let hit = s.lines().find(|l| {
             let f: Vec<&str> = l.split(' ').collect();
@@ -1277,10 +1215,7 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         if self.owned && !self.stopped {
             if let Err(e) = self.down() {
-                eprintln!(
-                    "rollout-lab: teardown of {} failed: {e}",
-                    self.dir.display()
-                );
+                eprintln!("rollout-lab: teardown of {} failed: {e}", self.dir.display());
             }
         }
     }
@@ -1289,13 +1224,18 @@ impl Drop for Fleet {
 /// Wait (up to 5 minutes) for this machine's one netns-fleet turn: a lock on a file in /run.
 fn netns_turn() -> Result<fs::File> {
     let path = Path::new("/run/rollout-lab-netns.lock");
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err(path))?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         match f.try_lock() {
             Ok(()) => return Ok(f),
             Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(200))
+                std::thread::sleep(Duration::from_millis(200))
             }
             Err(_) => {
                 return Err(LabError::Netns(format!(
@@ -1329,4 +1269,3 @@ mod tests {
         assert!(check_state_path(Path::new("/tmp/../etc")).is_err());
     }
 }
-

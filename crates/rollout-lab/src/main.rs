@@ -108,12 +108,7 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
         }
     };
     match cli.cmd {
-        Cmd::Up {
-            n,
-            state,
-            netns,
-            port,
-        } => {
+        Cmd::Up { n, state, netns, port } => {
             let mut f = Fleet::up(
                 n,
                 LabOptions {
@@ -184,17 +179,11 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&out.stdout);
             let _ = std::io::stderr().write_all(&out.stderr);
-            return Ok(ExitCode::from(
-                out.status.code().unwrap_or(1).clamp(0, 255) as u8
-            ));
+            return Ok(ExitCode::from(out.status.code().unwrap_or(1).clamp(0, 255) as u8));
         }
         Cmd::Gc { dry_run } => {
             for d in Fleet::gc(dry_run)? {
-                println!(
-                    "{}{}",
-                    if dry_run { "would stop " } else { "stopped " },
-                    d.display()
-                );
+                println!("{}{}", if dry_run { "would stop " } else { "stopped " }, d.display());
             }
         }
         Cmd::Env { state } => {

@@ -20,10 +20,7 @@ pub(crate) fn is_listening(pid: Option<u32>, addr: Ipv4Addr, port: u16) -> bool 
         return false;
     };
     let o = addr.octets();
-    let want = format!(
-        "{:02X}{:02X}{:02X}{:02X}:{:04X}",
-        o[3], o[2], o[1], o[0], port
-    );
+    let want = format!("{:02X}{:02X}{:02X}{:02X}:{:04X}", o[3], o[2], o[1], o[0], port);
     s.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() > 3 && f[1] == want && f[3] == "0A"
@@ -68,15 +65,9 @@ fn reserved_elsewhere(port: u16) -> bool {
     let Ok(s) = std::fs::read_to_string(format!("{RES_DIR}/{port}")) else {
         return false;
     };
-    let f: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let f: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     match f[..] {
-        [pid, start, t] => {
-            crate::procs::start_time(pid as u32) == Some(start)
-                && now_secs().saturating_sub(t) < 600
-        }
+        [pid, start, t] => crate::procs::start_time(pid as u32) == Some(start) && now_secs().saturating_sub(t) < 600,
         _ => false,
     }
 }
@@ -122,16 +113,11 @@ pub(crate) fn reserve_port(n: usize) -> Result<u16> {
         }
         let me = std::process::id();
         let st = crate::procs::start_time(me).unwrap_or(0);
-        let _ = std::fs::write(
-            format!("{RES_DIR}/{p}"),
-            format!("{me} {st} {}\n", now_secs()),
-        );
+        let _ = std::fs::write(format!("{RES_DIR}/{p}"), format!("{me} {st} {}\n", now_secs()));
         res.push(p);
         return Ok(p);
     }
-    Err(LabError::Invalid(format!(
-        "no free port for {n} hosts on 127.0.0.11.."
-    )))
+    Err(LabError::Invalid(format!("no free port for {n} hosts on 127.0.0.11..")))
 }
 
 pub(crate) fn release_port(port: u16) {
@@ -154,14 +140,9 @@ pub(crate) const HOST_IFACE: &str = "eth0";
 
 pub(crate) fn netns_addrs(i: usize) -> Result<(Ipv4Addr, Ipv4Addr)> {
     if i == 0 || i > 255 {
-        return Err(LabError::Netns(format!(
-            "host index {i} out of range 1..=255"
-        )));
+        return Err(LabError::Netns(format!("host index {i} out of range 1..=255")));
     }
-    Ok((
-        Ipv4Addr::new(10, 77, i as u8, 1),
-        Ipv4Addr::new(10, 77, i as u8, 2),
-    ))
+    Ok((Ipv4Addr::new(10, 77, i as u8, 1), Ipv4Addr::new(10, 77, i as u8, 2)))
 }
 
 pub(crate) fn link_exists(name: &str) -> bool {
@@ -174,8 +155,7 @@ fn ip() -> Command {
 
 fn in_netns(holder: u32) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--target={holder}"))
-        .args(["--net", "--", "ip"]);
+    c.arg(format!("--target={holder}")).args(["--net", "--", "ip"]);
     c
 }
 
@@ -228,9 +208,7 @@ pub(crate) fn set_link(holder: u32, root_name: &str, up: bool) -> Result<()> {
 
 /// Whether the host-side interface is administratively up.
 pub(crate) fn link_is_up(holder: u32) -> Option<bool> {
-    let out =
-        crate::setup::output(in_netns(holder).args(["-o", "link", "show", "dev", HOST_IFACE]))
-            .ok()?;
+    let out = crate::setup::output(in_netns(holder).args(["-o", "link", "show", "dev", HOST_IFACE])).ok()?;
     let s = String::from_utf8_lossy(&out.stdout);
     let flags = s.split('<').nth(1)?.split('>').next()?;
     Some(flags.split(',').any(|f| f == "UP"))

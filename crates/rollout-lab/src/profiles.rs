@@ -60,9 +60,7 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty()
         || name.len() > 100
         || name.starts_with('.')
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     {
         return Err(format!(
             "marker name {name:?} must be 1-100 chars of [A-Za-z0-9._-], not starting with '.'"
@@ -388,11 +386,7 @@ impl FlakeBuilder {
     }
     /// Installable for `nix build`: `path:DIR#deploy.nodes."n".profiles."p".path`.
     pub fn profile_installable(&self, node: &str, profile: &str) -> String {
-        format!(
-            "{}#{}",
-            self.flake_ref(),
-            FlakeBuilder::profile_attr(node, profile)
-        )
+        format!("{}#{}", self.flake_ref(), FlakeBuilder::profile_attr(node, profile))
     }
 
     fn render(&self) -> Result<String> {
@@ -427,9 +421,7 @@ impl FlakeBuilder {
             }
             deploy.push_str("profiles = { ");
             for (pname, p) in &n.profiles {
-                check_name(&p.name).map_err(|e| {
-                    LabError::Invalid(format!("node {} profile {pname}: {e}", n.name))
-                })?;
+                check_name(&p.name).map_err(|e| LabError::Invalid(format!("node {} profile {pname}: {e}", n.name)))?;
                 let var = format!("p{idx}");
                 idx += 1;
                 let mut data = Vec::new();
@@ -469,11 +461,7 @@ impl FlakeBuilder {
                     let _ = write!(deploy, "{} = {}; ", nix_string(k), json_to_nix(v));
                 }
                 deploy.push_str("}; ");
-                let _ = writeln!(
-                    pkgs,
-                    "        {} = {var};",
-                    nix_string(&format!("{}-{pname}", n.name))
-                );
+                let _ = writeln!(pkgs, "        {} = {var};", nix_string(&format!("{}-{pname}", n.name)));
             }
             deploy.push_str("}; }; ");
         }
@@ -616,21 +604,12 @@ pub fn read_markers(fleet: &Fleet, host: &str, name: &str) -> Result<Vec<Marker>
     let file = format!("{MARKER_DIR}/{name}.log");
     let out = fleet.exec(
         host,
-        &[
-            "sh",
-            "-c",
-            "if [ -f \"$1\" ]; then cat \"$1\"; fi",
-            "sh",
-            &file,
-        ],
+        &["sh", "-c", "if [ -f \"$1\" ]; then cat \"$1\"; fi", "sh", &file],
     )?;
     if !out.status.success() {
         return Err(LabError::Host {
             host: host.into(),
-            what: format!(
-                "cannot read {file}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            what: format!("cannot read {file}: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     String::from_utf8_lossy(&out.stdout)
@@ -681,7 +660,10 @@ mod tests {
     }
     #[test]
     fn marker_lines() {
-        let m = parse_marker_line("profile=/nix/var/nix/profiles/system user=root dry=0 boot= out=/nix/store/x start=1.5 end=2.25").unwrap();
+        let m = parse_marker_line(
+            "profile=/nix/var/nix/profiles/system user=root dry=0 boot= out=/nix/store/x start=1.5 end=2.25",
+        )
+        .unwrap();
         assert_eq!(m.user, "root");
         assert!(!m.is_dry());
         assert_eq!(m.end, 2.25);
@@ -693,18 +675,12 @@ mod tests {
         f.top_setting("sshUser", json!("deploy"));
         f.node("host1", "host1").tags(&["web"]).profile(
             "system",
-            Profile::marker("system")
-                .salt("s")
-                .setting("user", json!("root")),
+            Profile::marker("system").salt("s").setting("user", json!("root")),
         );
-        f.node("host2", "host2")
-            .profile("big", Profile::large("big", 6));
+        f.node("host2", "host2").profile("big", Profile::large("big", 6));
         let s = f.render().unwrap();
         assert!(s.contains(r#""sshUser" = "deploy";"#));
-        assert!(
-            s.contains(r#""system" = { path = p0; "user" = "root"; };"#),
-            "{s}"
-        );
+        assert!(s.contains(r#""system" = { path = p0; "user" = "root"; };"#), "{s}");
         assert!(s.contains("p1d3"));
         assert!(!s.contains("p1d4"));
         let mut bad = FlakeBuilder::new("/tmp/x");

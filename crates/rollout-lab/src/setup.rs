@@ -37,11 +37,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: describe(cmd),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(out)
@@ -49,12 +45,10 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
 
 /// Run a command to completion and return its output whatever the exit status.
 pub(crate) fn output(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::Command {
-            cmd: describe(cmd),
-            detail: e.to_string(),
-        })
+    cmd.stdin(Stdio::null()).output().map_err(|e| LabError::Command {
+        cmd: describe(cmd),
+        detail: e.to_string(),
+    })
 }
 
 /// Run with the given bytes on stdin.
@@ -70,21 +64,12 @@ pub(crate) fn run_stdin(cmd: &mut Command, input: &[u8]) -> Result<Output> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(err)?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input)
-        .map_err(err)?;
+    child.stdin.take().expect("piped").write_all(input).map_err(err)?;
     let out = child.wait_with_output().map_err(err)?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: d.clone(),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(out)
@@ -189,10 +174,7 @@ pub(crate) fn random_token(len: usize) -> Result<String> {
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
         .map_err(io_err("/dev/urandom"))?;
-    Ok(buf
-        .iter()
-        .map(|b| ALPHA[*b as usize % ALPHA.len()] as char)
-        .collect())
+    Ok(buf.iter().map(|b| ALPHA[*b as usize % ALPHA.len()] as char).collect())
 }
 
 /// Create the test users and sudoers entries if missing, and (re)set deploypw's password. Returns it.
@@ -211,7 +193,10 @@ pub(crate) fn ensure_users() -> Result<String> {
             ]))?;
         }
     }
-    write_sudoers(SUDOERS_DEPLOY, "# rollout-lab: passwordless sudo for the deploy test user\ndeploy ALL=(ALL:ALL) NOPASSWD: ALL\n")?;
+    write_sudoers(
+        SUDOERS_DEPLOY,
+        "# rollout-lab: passwordless sudo for the deploy test user\ndeploy ALL=(ALL:ALL) NOPASSWD: ALL\n",
+    )?;
     write_sudoers(
         SUDOERS_DEPLOYPW,
         "# rollout-lab: deploypw needs its password for sudo (sudo -S works without a tty)\n\
@@ -229,10 +214,7 @@ pub(crate) fn ensure_users() -> Result<String> {
         }
     };
     // Same password every time: concurrent fleets never invalidate each other's password file.
-    run_stdin(
-        &mut Command::new("chpasswd"),
-        format!("deploypw:{pw}\n").as_bytes(),
-    )?;
+    run_stdin(&mut Command::new("chpasswd"), format!("deploypw:{pw}\n").as_bytes())?;
     Ok(pw)
 }
 
@@ -251,9 +233,5 @@ pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
 
 /// chown path to user (by name) via the `chown` tool, recursively.
 pub(crate) fn chown_r(path: &Path, user: &str) -> Result<()> {
-    run(Command::new("chown")
-        .arg("-R")
-        .arg(format!("{user}:"))
-        .arg(path))
-    .map(|_| ())
+    run(Command::new("chown").arg("-R").arg(format!("{user}:")).arg(path)).map(|_| ())
 }

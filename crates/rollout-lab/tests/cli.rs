@@ -18,29 +18,16 @@ fn err(o: &Output) -> String {
 #[test]
 fn bad_input_exits_1() {
     for (args, want) in [
-        (
-            &["up", "0", "--state", "/tmp/rollout-lab-cli-x"][..],
-            "host count",
-        ),
+        (&["up", "0", "--state", "/tmp/rollout-lab-cli-x"][..], "host count"),
         (&["up", "2", "--state", "relative/dir"][..], "absolute"),
         (&["up", "2", "--state", "/tmp"][..], "system directory"),
-        (
-            &["up", "two", "--state", "/tmp/rollout-lab-cli-x"][..],
-            "invalid value",
-        ),
+        (&["up", "two", "--state", "/tmp/rollout-lab-cli-x"][..], "invalid value"),
         (
             &["status", "--state", "/tmp/rollout-lab-cli-absent"][..],
             "not a rollout-lab state dir",
         ),
         (
-            &[
-                "exec",
-                "host1",
-                "--state",
-                "/tmp/rollout-lab-cli-absent",
-                "--",
-                "true",
-            ][..],
+            &["exec", "host1", "--state", "/tmp/rollout-lab-cli-absent", "--", "true"][..],
             "not a rollout-lab state dir",
         ),
         (&["frobnicate"][..], "unrecognized subcommand"),
@@ -82,8 +69,7 @@ fn round_trip() {
     assert_eq!(c.status.code(), Some(1));
     assert!(err(&c).contains("not in netns mode"));
     let env = lab(&["env", "--state", st]);
-    assert!(String::from_utf8_lossy(&env.stdout)
-        .contains(&format!("export NIX_SSHOPTS=\"-F {st}/ssh_config\"")));
+    assert!(String::from_utf8_lossy(&env.stdout).contains(&format!("export NIX_SSHOPTS=\"-F {st}/ssh_config\"")));
     let ssh = Command::new("ssh")
         .args(["-F", &format!("{st}/ssh_config"), "host1", "hostname"])
         .output()

@@ -66,11 +66,7 @@ pub fn fresh_store_path(tag: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join(format!("rollout-lab-{tag}"));
     std::fs::write(&f, rollout_lab::profiles::fresh_salt(tag)).unwrap();
-    let o = Command::new("nix-store")
-        .arg("--add")
-        .arg(&f)
-        .output()
-        .unwrap();
+    let o = Command::new("nix-store").arg("--add").arg(&f).output().unwrap();
     assert!(
         o.status.success(),
         "nix-store --add: {}",

@@ -17,11 +17,7 @@ fn copy_sudo_and_users() {
     let p = fresh_store_path("copy");
 
     let o = nix_copy(&fleet, "ssh://deploy@host1", &p);
-    assert!(
-        o.status.success(),
-        "nix copy: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "nix copy: {}", String::from_utf8_lossy(&o.stderr));
 
     let o = ssh(&fleet, "host1", &["nix-store", "--check-validity", &p]);
     assert!(
@@ -45,11 +41,7 @@ fn copy_sudo_and_users() {
         .unwrap()
         .status
         .success());
-    assert!(!fleet
-        .exec("host2", &["test", "-e", &p])
-        .unwrap()
-        .status
-        .success());
+    assert!(!fleet.exec("host2", &["test", "-e", &p]).unwrap().status.success());
 
     // deploy: passwordless sudo
     let o = ssh(&fleet, "deploy@host1", &["sudo", "-n", "true"]);
@@ -59,9 +51,7 @@ fn copy_sudo_and_users() {
         String::from_utf8_lossy(&o.stderr)
     );
     // deploypw: sudo needs the password, given on stdin without a tty
-    assert!(!ssh(&fleet, "deploypw@host1", &["sudo", "-n", "true"])
-        .status
-        .success());
+    assert!(!ssh(&fleet, "deploypw@host1", &["sudo", "-n", "true"]).status.success());
     let o = ssh_input(
         &fleet,
         "deploypw@host1",
@@ -74,14 +64,11 @@ fn copy_sudo_and_users() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(stdout(&o), "root");
-    assert!(!ssh_input(
-        &fleet,
-        "deploypw@host1",
-        &["sudo -S -p '' true"],
-        "wrong-password\n"
-    )
-    .status
-    .success());
+    assert!(
+        !ssh_input(&fleet, "deploypw@host1", &["sudo -S -p '' true"], "wrong-password\n")
+            .status
+            .success()
+    );
 
     // hello: plain user
     let o = ssh(&fleet, "hello@host1", &["sh", "-c", "hostname; id -un"]);
@@ -93,9 +80,7 @@ fn copy_sudo_and_users() {
         fleet.sshd_auth_count("host1")
     );
 
-    let _ = std::process::Command::new("nix-store")
-        .args(["--delete", &p])
-        .output();
+    let _ = std::process::Command::new("nix-store").args(["--delete", &p]).output();
 }
 
 #[test]
@@ -127,16 +112,9 @@ fn kill_and_restart_sshd() {
 fn assert_gone(dir: &std::path::Path, recorded: &[(u32, u64)]) {
     assert!(!recorded.is_empty());
     for &(pid, start) in recorded {
-        assert!(
-            !process_alive(pid, start),
-            "recorded process {pid} still alive"
-        );
+        assert!(!process_alive(pid, start), "recorded process {pid} still alive");
     }
-    assert!(
-        mounted_below(dir).is_empty(),
-        "mounts left: {:?}",
-        mounted_below(dir)
-    );
+    assert!(mounted_below(dir).is_empty(), "mounts left: {:?}", mounted_below(dir));
     assert!(!dir.exists(), "state dir {} not removed", dir.display());
 }
 
@@ -149,10 +127,7 @@ fn down_stops_everything() {
     let dir = fleet.state_dir().to_path_buf();
     // leave a session and a background process inside a host
     let _ = fleet
-        .exec(
-            "host1",
-            &["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"],
-        )
+        .exec("host1", &["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &"])
         .unwrap();
     let mut sess = std::process::Command::new("ssh")
         .arg("-F")
@@ -244,11 +219,7 @@ fn netns_cut_and_heal() {
     );
     fleet.heal("host1").unwrap();
     let o = ssh(&fleet, "host1", &["ip", "-4", "-o", "addr", "show"]);
-    assert!(
-        o.status.success(),
-        "after heal: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "after heal: {}", String::from_utf8_lossy(&o.stderr));
     let addrs = stdout(&o);
     assert!(
         addrs.contains("10.77.1.2/30") && addrs.contains("127.0.0.1/8"),
@@ -309,10 +280,7 @@ fn gc_collects_leaked_fleet() {
     child.wait().unwrap();
     let leaked = Fleet::attach(&dir).unwrap();
     assert!(leaked.is_orphaned());
-    assert!(
-        leaked.status()[0].listening,
-        "hosts outlive their killed owner"
-    );
+    assert!(leaked.status()[0].listening, "hosts outlive their killed owner");
     let recorded = leaked.recorded_processes();
     let collected = Fleet::gc(false).unwrap();
     assert!(collected.contains(&dir), "{collected:?}");

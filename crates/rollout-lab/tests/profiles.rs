@@ -32,9 +32,7 @@ fn marker_profile_builds() {
     let out = f.build("host1", "system").expect("nix build");
     let act = out.join("deploy-rs-activate");
     assert!(is_exec(&act), "{} not executable", act.display());
-    assert!(std::fs::read_to_string(&act)
-        .unwrap()
-        .starts_with("#!/bin/sh"));
+    assert!(std::fs::read_to_string(&act).unwrap().starts_with("#!/bin/sh"));
     assert!(is_exec(&out.join("activate-rs")));
     let drs = f.build("host1", "drs").unwrap();
     let text = std::fs::read_to_string(drs.join("deploy-rs-activate")).unwrap();
@@ -44,10 +42,8 @@ fn marker_profile_builds() {
     );
     // a different salt gives a different store path
     let mut g = FlakeBuilder::new(dir.path());
-    g.node("host1", "host1").profile(
-        "system",
-        Profile::marker("system").salt(format!("{salt}-other")),
-    );
+    g.node("host1", "host1")
+        .profile("system", Profile::marker("system").salt(format!("{salt}-other")));
     g.write().unwrap();
     assert_ne!(g.build("host1", "system").unwrap(), out);
 
@@ -56,17 +52,16 @@ fn marker_profile_builds() {
     f.write_default_nix().unwrap();
     let o = std::process::Command::new("nix-instantiate")
         .args(["--eval", "--json", "--strict", "-E"])
-        .arg(format!("let d = (import {}).deploy; in {{ u = d.sshUser; t = d.nodes.host1.tags; h = d.nodes.host1.hostname; }}", dir.path().display()))
+        .arg(format!(
+            "let d = (import {}).deploy; in {{ u = d.sshUser; t = d.nodes.host1.tags; h = d.nodes.host1.hostname; }}",
+            dir.path().display()
+        ))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stdout(&o), r#"{"h":"host1","t":["web"],"u":"deploy"}"#);
     let o = std::process::Command::new("nix-build")
-        .args([
-            "--no-out-link",
-            "-A",
-            "deploy.nodes.host1.profiles.system.path",
-        ])
+        .args(["--no-out-link", "-A", "deploy.nodes.host1.profiles.system.path"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -92,50 +87,21 @@ fn activate_on_host_and_read_markers() {
         .profile("cut", Profile::cut_off("cut").salt(&salt))
         .profile("big", Profile::large("big", 3).salt(&salt));
     f.write().unwrap();
-    let sys = f
-        .build("host1", "system")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let fail = f
-        .build("host1", "fail")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let drs = f
-        .build("host1", "drs")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let cut = f
-        .build("host1", "cut")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let big = f
-        .build("host1", "big")
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let sys = f.build("host1", "system").unwrap().to_string_lossy().into_owned();
+    let fail = f.build("host1", "fail").unwrap().to_string_lossy().into_owned();
+    let drs = f.build("host1", "drs").unwrap().to_string_lossy().into_owned();
+    let cut = f.build("host1", "cut").unwrap().to_string_lossy().into_owned();
+    let big = f.build("host1", "big").unwrap().to_string_lossy().into_owned();
     for p in [&sys, &fail, &drs, &cut, &big] {
         let o = nix_copy(&fleet, "ssh://deploy@host1", p);
-        assert!(
-            o.status.success(),
-            "copy {p}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "copy {p}: {}", String::from_utf8_lossy(&o.stderr));
     }
     // the large closure: 3 data paths of 1 MiB each
     let refs = fleet.exec_ok("host1", &["nix-store", "-qR", &big]).unwrap();
     assert_eq!(refs.lines().count(), 4, "{refs}");
     let size = fleet.exec_ok("host1", &["du", "-sbL", &big]).unwrap();
     assert!(
-        size.split_whitespace()
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 3 << 20,
+        size.split_whitespace().next().unwrap().parse::<u64>().unwrap() >= 3 << 20,
         "{size}"
     );
 
@@ -143,21 +109,12 @@ fn activate_on_host_and_read_markers() {
     fleet
         .exec_ok("host1", &["nix-env", "-p", system, "--set", &sys])
         .unwrap();
-    assert_eq!(
-        fleet.exec_ok("host1", &["readlink", "-f", system]).unwrap(),
-        sys
-    );
+    assert_eq!(fleet.exec_ok("host1", &["readlink", "-f", system]).unwrap(), sys);
     let act = format!("{system}/deploy-rs-activate");
     let o = fleet
         .exec(
             "host1",
-            &[
-                "env",
-                &format!("PROFILE={system}"),
-                "DRY_ACTIVATE=0",
-                "BOOT=0",
-                &act,
-            ],
+            &["env", &format!("PROFILE={system}"), "DRY_ACTIVATE=0", "BOOT=0", &act],
         )
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -178,9 +135,7 @@ fn activate_on_host_and_read_markers() {
     let o = ssh(
         &fleet,
         "hello@host1",
-        &[&format!(
-            "PROFILE=x DRY_ACTIVATE=1 {sys}/deploy-rs-activate"
-        )],
+        &[&format!("PROFILE=x DRY_ACTIVATE=1 {sys}/deploy-rs-activate")],
     );
     assert!(o.status.success());
     let m = profiles::read_markers(&fleet, "host1", "sys").unwrap();
@@ -188,16 +143,9 @@ fn activate_on_host_and_read_markers() {
     assert_eq!((m[1].user.as_str(), m[1].is_dry()), ("hello", true));
 
     // failing: marker written, exit 1
-    let o = fleet
-        .exec("host1", &[&format!("{fail}/deploy-rs-activate")])
-        .unwrap();
+    let o = fleet.exec("host1", &[&format!("{fail}/deploy-rs-activate")]).unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        profiles::read_markers(&fleet, "host1", "fail")
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(profiles::read_markers(&fleet, "host1", "fail").unwrap().len(), 1);
 
     // deploy-rs style: dry and boot only echo; a switch activates
     for env in ["DRY_ACTIVATE=1", "BOOT=1"] {
@@ -207,37 +155,21 @@ fn activate_on_host_and_read_markers() {
         assert!(o.status.success());
         assert_eq!(stdout(&o), format!("{drs}/bin/activate"));
     }
-    assert!(profiles::read_markers(&fleet, "host1", "drs")
-        .unwrap()
-        .is_empty());
+    assert!(profiles::read_markers(&fleet, "host1", "drs").unwrap().is_empty());
     assert!(fleet
         .exec("host1", &[&format!("{drs}/deploy-rs-activate")])
         .unwrap()
         .status
         .success());
-    assert_eq!(
-        profiles::read_markers(&fleet, "host1", "drs")
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(profiles::read_markers(&fleet, "host1", "drs").unwrap().len(), 1);
     profiles::clear_markers(&fleet, "host1", "drs").unwrap();
-    assert!(profiles::read_markers(&fleet, "host1", "drs")
-        .unwrap()
-        .is_empty());
+    assert!(profiles::read_markers(&fleet, "host1", "drs").unwrap().is_empty());
 
     // cut-off over ssh: the activation succeeds, then no new connection gets in
     assert!(fleet.status()[0].listening);
-    let o = ssh(
-        &fleet,
-        "deploy@host1",
-        &[&format!("sudo {cut}/deploy-rs-activate")],
-    );
+    let o = ssh(&fleet, "deploy@host1", &[&format!("sudo {cut}/deploy-rs-activate")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        profiles::read_markers(&fleet, "host1", "cut").unwrap()[0].user,
-        "root"
-    );
+    assert_eq!(profiles::read_markers(&fleet, "host1", "cut").unwrap()[0].user, "root");
     assert!(!ssh(&fleet, "host1", &["true"]).status.success());
     assert!(!fleet.status()[0].listening);
     fleet.restart_sshd("host1").unwrap();

@@ -39,7 +39,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     let b = sig as u8;
     // SAFETY: write(2) is async-signal-safe; the fd stays open for the life of the process.
     unsafe {
-        libc::write(SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed), &b as *const u8 as *const libc::c_void, 1);
+        libc::write(
+            SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed),
+            &b as *const u8 as *const libc::c_void,
+            1,
+        );
     }
 }
 

@@ -6,7 +6,15 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 fn env_key(node: &str) -> String {
-    node.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn from_command(cmd: &str, node: &str, host: &str) -> Result<String, String> {
@@ -19,7 +27,10 @@ fn from_command(cmd: &str, node: &str, host: &str) -> Result<String, String> {
         .output()
         .map_err(|e| format!("--sudo-password-command could not run: {e}"))?;
     if !out.status.success() {
-        return Err(format!("--sudo-password-command failed for node `{node}` ({})", out.status));
+        return Err(format!(
+            "--sudo-password-command failed for node `{node}` ({})",
+            out.status
+        ));
     }
     let s = String::from_utf8_lossy(&out.stdout);
     Ok(s.lines().next().unwrap_or("").to_string())

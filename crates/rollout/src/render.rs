@@ -64,7 +64,11 @@ fn plain_line(e: &Event, debug: bool) -> Option<String> {
     let sp = if s.is_empty() { String::new() } else { format!("{s} ") };
     match &e.kind {
         Kind::Phase { phase, state, message } => Some(match state {
-            State::Started => format!("{sp}{}{}", phase_word(*phase), message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()),
+            State::Started => format!(
+                "{sp}{}{}",
+                phase_word(*phase),
+                message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
             State::Succeeded => format!("{sp}{} done", phase_word(*phase)),
             State::Failed => format!("{sp}{} failed", phase_word(*phase)),
         }),
@@ -86,8 +90,14 @@ impl Sink for PlainSink {
         if let Some(l) = plain_line(e, self.debug) {
             let l = match &e.kind {
                 Kind::Warn { .. } => paint("33", &l),
-                Kind::Outcome { outcome: Outcome::Failed | Outcome::RolledBack, .. } => paint("31", &l),
-                Kind::Outcome { outcome: Outcome::Deployed, .. } => paint("32", &l),
+                Kind::Outcome {
+                    outcome: Outcome::Failed | Outcome::RolledBack,
+                    ..
+                } => paint("31", &l),
+                Kind::Outcome {
+                    outcome: Outcome::Deployed,
+                    ..
+                } => paint("32", &l),
                 _ => l,
             };
             eprintln!("rollout: {l}");
@@ -164,14 +174,27 @@ impl Sink for ProgressSink {
         let b = self.bar(node);
         let prof = e.profile.as_ref().map(|p| format!("{p}: ")).unwrap_or_default();
         match &e.kind {
-            Kind::Phase { phase, state: State::Started, message } => {
-                b.set_message(format!("{prof}{}{}", phase_word(*phase), message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()))
-            }
+            Kind::Phase {
+                phase,
+                state: State::Started,
+                message,
+            } => b.set_message(format!(
+                "{prof}{}{}",
+                phase_word(*phase),
+                message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+            )),
             Kind::Outcome { outcome, message } => {
                 b.set_message(format!("{prof}{} {message}", outcome_word(*outcome)));
             }
-            Kind::Progress { phase: Phase::Copy, done, .. } => {
-                b.set_message(format!("copy: {} copied", rollout_core::deploy::copy::human_bytes(*done)));
+            Kind::Progress {
+                phase: Phase::Copy,
+                done,
+                ..
+            } => {
+                b.set_message(format!(
+                    "copy: {} copied",
+                    rollout_core::deploy::copy::human_bytes(*done)
+                ));
             }
             Kind::Warn { message } => {
                 let _ = self.mp.println(format!("rollout: {} warning: {message}", scope(e)));
@@ -197,7 +220,10 @@ impl<T: Sink> Sink for ArcSink<T> {
 fn log_file(args: &DeployArgs) -> Option<Box<dyn Sink>> {
     let dir = args.log_dir.as_ref()?;
     let _ = std::fs::create_dir_all(dir);
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let path = std::path::Path::new(dir).join(format!("rollout_{ts}_{}.log", std::process::id()));
     match std::fs::File::create(&path) {
         Ok(f) => {
@@ -228,7 +254,10 @@ pub fn run_reporter(args: &DeployArgs, progress: bool) -> (Reporter, Summary) {
             sinks.push(Box::new(PlainSink { debug: true }));
         }
     } else if progress {
-        let p = Arc::new(ProgressSink { mp: MultiProgress::new(), bars: Mutex::new(HashMap::new()) });
+        let p = Arc::new(ProgressSink {
+            mp: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+        });
         sinks.push(Box::new(ArcSink(p.clone())));
         prog = Some(p);
     } else {
@@ -263,9 +292,17 @@ pub fn summary(s: &Summary, report: &Report, total: Duration) {
             nodes.push(r.node.clone());
         }
     }
-    eprintln!("\n{:<16} {:<20} {:>8} {:>8} {:>9} {:>8}  outcome", "node", "profile", "connect", "copy", "activate", "confirm");
+    eprintln!(
+        "\n{:<16} {:<20} {:>8} {:>8} {:>9} {:>8}  outcome",
+        "node", "profile", "connect", "copy", "activate", "confirm"
+    );
     for n in &nodes {
-        let t = |p: Phase| spans.get(&(n.clone(), p)).map(|(a, b)| format!("{:.2}s", (b - a).max(0.0))).unwrap_or_else(|| "-".into());
+        let t = |p: Phase| {
+            spans
+                .get(&(n.clone(), p))
+                .map(|(a, b)| format!("{:.2}s", (b - a).max(0.0)))
+                .unwrap_or_else(|| "-".into())
+        };
         for r in report.results.iter().filter(|r| &r.node == n) {
             let line = format!(
                 "{:<16} {:<20} {:>8} {:>8} {:>9} {:>8}  {}",
@@ -291,7 +328,13 @@ pub fn summary(s: &Summary, report: &Report, total: Duration) {
     let ok = report.success();
     eprintln!(
         "{} in {:.2}s",
-        if ok { paint("1;32", "rollout: all profiles deployed") } else if report.rolled_back() { paint("1;31", "rollout: deployment failed; rolled back") } else { paint("1;31", "rollout: deployment failed") },
+        if ok {
+            paint("1;32", "rollout: all profiles deployed")
+        } else if report.rolled_back() {
+            paint("1;31", "rollout: deployment failed; rolled back")
+        } else {
+            paint("1;31", "rollout: deployment failed")
+        },
         total.as_secs_f64()
     );
 }

@@ -22,7 +22,14 @@ struct Row {
 }
 
 fn row(name: &'static str, deploy: Option<String>, args: &[&'static str], code: i32, words: &[&'static str]) -> Row {
-    Row { name, deploy, args: args.to_vec(), env: Vec::new(), code, words: words.to_vec() }
+    Row {
+        name,
+        deploy,
+        args: args.to_vec(),
+        env: Vec::new(),
+        code,
+        words: words.to_vec(),
+    }
 }
 
 /// A valid two-node fleet: web (profiles system, app; profilesOrder [system]) and db (system).
@@ -76,14 +83,22 @@ fn rows() -> Vec<Row> {
             web_system("magicRolback = true;"),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.profiles.system.magicRolback", "unknown setting", "did you mean `magicRollback`?"],
+            &[
+                "deploy.nodes.web.profiles.system.magicRolback",
+                "unknown setting",
+                "did you mean `magicRollback`?",
+            ],
         ),
         row(
             "unknown key on a node",
             web("fastConection = true;"),
             &[PLAN, ".#web", "-s"],
             1,
-            &["deploy.nodes.web.fastConection", "unknown setting", "did you mean `fastConnection`?"],
+            &[
+                "deploy.nodes.web.fastConection",
+                "unknown setting",
+                "did you mean `fastConnection`?",
+            ],
         ),
         row(
             "unknown key at the top level (deploy)",
@@ -97,7 +112,14 @@ fn rows() -> Vec<Row> {
             top("frobnicate = 1;"),
             &["--dry-run", "-s", "."],
             1,
-            &["deploy.frobnicate", "valid settings here", "sshUser", "magicRollback", "confirmTimeout", "nodes"],
+            &[
+                "deploy.frobnicate",
+                "valid settings here",
+                "sshUser",
+                "magicRollback",
+                "confirmTimeout",
+                "nodes",
+            ],
         ),
         // ----- wrong types -----
         row(
@@ -105,7 +127,11 @@ fn rows() -> Vec<Row> {
             web(r#"confirmTimeout = "30";"#),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.confirmTimeout", "expected a non-negative integer (seconds)", "found a string"],
+            &[
+                "deploy.nodes.web.confirmTimeout",
+                "expected a non-negative integer (seconds)",
+                "found a string",
+            ],
         ),
         row(
             "sshOpts as a string",
@@ -119,21 +145,33 @@ fn rows() -> Vec<Row> {
             web_system(r#"sshOpts = [ "-p" 2222 ];"#),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.profiles.system.sshOpts[1]", "expected a string", "found an integer"],
+            &[
+                "deploy.nodes.web.profiles.system.sshOpts[1]",
+                "expected a string",
+                "found an integer",
+            ],
         ),
         row(
             "fastConnection as a number",
             web_system("fastConnection = 1;"),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.profiles.system.fastConnection", "expected a boolean (true or false)", "found an integer"],
+            &[
+                "deploy.nodes.web.profiles.system.fastConnection",
+                "expected a boolean (true or false)",
+                "found an integer",
+            ],
         ),
         row(
             "profilePath is not a string",
             web_system("profilePath = 3;"),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.profiles.system.profilePath", "expected a string", "found an integer"],
+            &[
+                "deploy.nodes.web.profiles.system.profilePath",
+                "expected a string",
+                "found an integer",
+            ],
         ),
         row(
             "tags is not a list",
@@ -194,10 +232,17 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "profilesOrder names a missing profile",
-            raw(r#"{ nodes.web = { hostname = "h"; profilesOrder = [ "system" "systme" ]; profiles.system.path = prof "s"; profiles.app.path = prof "a"; }; }"#),
+            raw(
+                r#"{ nodes.web = { hostname = "h"; profilesOrder = [ "system" "systme" ]; profiles.system.path = prof "s"; profiles.app.path = prof "a"; }; }"#,
+            ),
             &[PLAN, ".#web", "-s"],
             1,
-            &["deploy.nodes.web.profilesOrder[1]", "no profile named `systme`", "did you mean `system`?", "profiles: app, system"],
+            &[
+                "deploy.nodes.web.profilesOrder[1]",
+                "no profile named `systme`",
+                "did you mean `system`?",
+                "profiles: app, system",
+            ],
         ),
         // ----- keys at the wrong level -----
         row(
@@ -205,28 +250,44 @@ fn rows() -> Vec<Row> {
             web_system(r#"hostname = "other";"#),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.nodes.web.profiles.system.hostname", "is a node setting", "deploy.nodes.<name>.hostname"],
+            &[
+                "deploy.nodes.web.profiles.system.hostname",
+                "is a node setting",
+                "deploy.nodes.<name>.hostname",
+            ],
         ),
         row(
             "path on a node",
             web(r#"path = prof "x";"#),
             &["--debug-logs", "-s", ".#web"],
             1,
-            &["deploy.nodes.web.path", "is a profile setting", "deploy.nodes.web.profiles.<name>.path"],
+            &[
+                "deploy.nodes.web.path",
+                "is a profile setting",
+                "deploy.nodes.web.profiles.<name>.path",
+            ],
         ),
         row(
             "host name that would be an ssh option",
             raw(r#"{ nodes.web = { hostname = "-oProxyCommand=x"; profiles.system.path = prof "s"; }; }"#),
             &["--debug-logs", "-s", "."],
             1,
-            &["deploy.nodes.web.hostname", "expected a host name or address", "starts with `-`"],
+            &[
+                "deploy.nodes.web.hostname",
+                "expected a host name or address",
+                "starts with `-`",
+            ],
         ),
         row(
             "every issue is reported, not just the first",
             fleet(r#"sshuser = "x";"#, r#"confirmTimeout = "1";"#, "magicRolback = true;"),
             &[PLAN, ".#web.system", "-s"],
             1,
-            &["deploy.sshuser", "deploy.nodes.web.confirmTimeout", "deploy.nodes.web.profiles.system.magicRolback"],
+            &[
+                "deploy.sshuser",
+                "deploy.nodes.web.confirmTimeout",
+                "deploy.nodes.web.profiles.system.magicRolback",
+            ],
         ),
         // ----- targets -----
         row(
@@ -234,14 +295,23 @@ fn rows() -> Vec<Row> {
             base(),
             &[PLAN, ".#webb", "-s"],
             1,
-            &["target `.#webb`", "no node named `webb`", "did you mean `web`?", "nodes: db, web"],
+            &[
+                "target `.#webb`",
+                "no node named `webb`",
+                "did you mean `web`?",
+                "nodes: db, web",
+            ],
         ),
         row(
             "target names a missing profile (deploy)",
             base(),
             &["--debug-logs", "-s", ".#web.nope"],
             1,
-            &["target `.#web.nope`", "node `web` has no profile named `nope`", "profiles: app, system"],
+            &[
+                "target `.#web.nope`",
+                "node `web` has no profile named `nope`",
+                "profiles: app, system",
+            ],
         ),
         row(
             "one bad target among --targets",
@@ -255,7 +325,11 @@ fn rows() -> Vec<Row> {
             base(),
             &[PLAN, ".#a.b.c", "-s"],
             1,
-            &["invalid target `.#a.b.c`", "too many components", "expected FLAKE, FLAKE#NODE or FLAKE#NODE.PROFILE"],
+            &[
+                "invalid target `.#a.b.c`",
+                "too many components",
+                "expected FLAKE, FLAKE#NODE or FLAKE#NODE.PROFILE",
+            ],
         ),
         row(
             "target name starting with a digit",
@@ -369,7 +443,10 @@ fn rows() -> Vec<Row> {
             base(),
             &["--debug-logs", "-s", "--on", "zz*", "--exclude", "db", "."],
             1,
-            &["no selected node matches --on zz* --exclude db", "nodes in the plan: db, web"],
+            &[
+                "no selected node matches --on zz* --exclude db",
+                "nodes in the plan: db, web",
+            ],
         ),
     ];
     let mut nix_missing = row(
@@ -385,7 +462,10 @@ fn rows() -> Vec<Row> {
 }
 
 fn run_row(r: &Row) -> Result<(), String> {
-    let dir = tempfile::Builder::new().prefix("rollout-cli-errors-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("rollout-cli-errors-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     if let Some(d) = &r.deploy {
         write_flake(dir.path(), d);
     }
@@ -437,11 +517,22 @@ fn bad_inputs_fail_early_with_precise_messages() {
         assert!(names.insert(r.name), "duplicate row name {}", r.name);
     }
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = rows.chunks(6).map(|chunk| s.spawn(move || chunk.iter().map(run_row).collect::<Vec<_>>())).collect();
-        hs.into_iter().flat_map(|h| h.join().expect("row thread panicked")).collect()
+        let hs: Vec<_> = rows
+            .chunks(6)
+            .map(|chunk| s.spawn(move || chunk.iter().map(run_row).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("row thread panicked"))
+            .collect()
     });
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    assert!(failures.is_empty(), "{} of {} rows failed:\n\n{}", failures.len(), rows.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// The table's own helper sanity: the base fleet is valid, so the rows fail for their own reason.

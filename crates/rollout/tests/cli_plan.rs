@@ -5,7 +5,15 @@ use std::process::Command;
 fn flake(dir: &std::path::Path) {
     let system = String::from_utf8(
         Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem"])
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "eval",
+                "--impure",
+                "--raw",
+                "--expr",
+                "builtins.currentSystem",
+            ])
             .output()
             .unwrap()
             .stdout,
@@ -22,8 +30,16 @@ fn flake(dir: &std::path::Path) {
 }
 
 fn plan(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollout")).args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_rollout"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

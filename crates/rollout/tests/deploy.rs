@@ -21,7 +21,15 @@ fn root_and_hello_profiles_are_deployed_through_sudo() {
     assert_eq!(env.target_of("host1", HELLO_APP), env.build("host1", "app"));
     let sys = env.markers("host1", "system");
     assert_eq!(sys.len(), 1);
-    assert_eq!((sys[0].user.as_str(), sys[0].profile.as_str(), sys[0].dry.as_str(), sys[0].boot.as_str()), ("root", SYSTEM, "0", "0"));
+    assert_eq!(
+        (
+            sys[0].user.as_str(),
+            sys[0].profile.as_str(),
+            sys[0].dry.as_str(),
+            sys[0].boot.as_str()
+        ),
+        ("root", SYSTEM, "0", "0")
+    );
     let app = env.markers("host1", "app");
     assert_eq!(app.len(), 1);
     assert_eq!((app[0].user.as_str(), app[0].profile.as_str()), ("hello", HELLO_APP));
@@ -33,19 +41,32 @@ fn root_and_hello_profiles_are_deployed_through_sudo() {
 #[test]
 fn failing_activation_restores_previous_generation_and_reactivates_it() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     let out = env.rollout("#host1", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let good = env.target_of("host1", SYSTEM);
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
 
-    env.flake.node("host1", "host1").profile("system", Profile::failing("system").salt(salt()).setting("user", json!("root")));
+    env.flake.node("host1", "host1").profile(
+        "system",
+        Profile::failing("system").salt(salt()).setting("user", json!("root")),
+    );
     let out = env.rollout("#host1", &[]);
-    assert_eq!(out.status.code(), Some(4), "a rolled-back deploy exits 4: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a rolled-back deploy exits 4: {}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
     assert_eq!(env.target_of("host1", SYSTEM), good);
-    assert!(!env.exists("host1", "/nix/var/nix/profiles/system-2-link"), "the failed generation is deleted");
+    assert!(
+        !env.exists("host1", "/nix/var/nix/profiles/system-2-link"),
+        "the failed generation is deleted"
+    );
     let m = env.markers("host1", "system");
     // good activation, failing one, then the good one again
     assert_eq!(m.len(), 3, "{m:?}");
@@ -55,16 +76,24 @@ fn failing_activation_restores_previous_generation_and_reactivates_it() {
 #[test]
 fn activation_that_cuts_the_host_off_is_rolled_back_by_the_target() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     let good = env.target_of("host1", SYSTEM);
 
-    env.flake.node("host1", "host1").profile("system", Profile::cut_off("system").salt(salt()).setting("user", json!("root")));
+    env.flake.node("host1", "host1").profile(
+        "system",
+        Profile::cut_off("system").salt(salt()).setting("user", json!("root")),
+    );
     let started = Instant::now();
     let out = env.rollout("#host1", &["--confirm-timeout", "3"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains("roll") && err.contains("back"), "says the target rolls back: {err}");
+    assert!(
+        err.contains("roll") && err.contains("back"),
+        "says the target rolls back: {err}"
+    );
     // The target is back on the previous generation within confirmTimeout plus a few seconds.
     let deadline = started + Duration::from_secs(3 + 10);
     while env.target_of("host1", SYSTEM) != good && Instant::now() < deadline {
@@ -78,18 +107,34 @@ fn activation_that_cuts_the_host_off_is_rolled_back_by_the_target() {
 #[test]
 fn killed_deployer_leaves_the_target_to_roll_back_and_a_redeploy_of_the_same_closure_confirms() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     let good = env.target_of("host1", SYSTEM);
 
     // The new activation takes 2 s; the deployer is killed as soon as it has started.
-    env.flake.node("host1", "host1").profile("system", marker("system").sleep(2.0).setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").sleep(2.0).setting("user", json!("root")));
     let new = env.build("host1", "system");
     let mut child = env.spawn("#host1", &["--confirm-timeout", "3"]);
     let t0 = Instant::now();
     loop {
         // the detached worker has taken over once it reports `activating`
-        let started = env.fleet.exec("host1", &["sh", "-c", "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json"]).unwrap().status.success();
+        let started = env
+            .fleet
+            .exec(
+                "host1",
+                &[
+                    "sh",
+                    "-c",
+                    "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json",
+                ],
+            )
+            .unwrap()
+            .status
+            .success();
         assert!(t0.elapsed() < Duration::from_secs(30), "the activation never started");
         if started {
             break;
@@ -117,36 +162,56 @@ fn killed_deployer_leaves_the_target_to_roll_back_and_a_redeploy_of_the_same_clo
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.target_of("host1", SYSTEM), new);
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(env.target_of("host1", SYSTEM), new, "still on the new closure after the confirm timeout");
+    assert_eq!(
+        env.target_of("host1", SYSTEM),
+        new,
+        "still on the new closure after the confirm timeout"
+    );
 }
 
 #[test]
 fn dry_activate_changes_nothing_and_boot_sets_the_profile_without_waiting() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     let good = env.target_of("host1", SYSTEM);
 
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     let new = env.build("host1", "system");
     let out = env.rollout("#host1", &["--dry-activate"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(env.target_of("host1", SYSTEM), good, "dry activation leaves the profile alone");
+    assert_eq!(
+        env.target_of("host1", SYSTEM),
+        good,
+        "dry activation leaves the profile alone"
+    );
     let m = env.markers("host1", "system");
     assert!(m.last().unwrap().is_dry() && m.last().unwrap().out == new, "{m:?}");
 
     // A failing dry activation is a failure.
-    env.flake.node("host1", "host1").profile("system", Profile::failing("system").salt(salt()).setting("user", json!("root")));
+    env.flake.node("host1", "host1").profile(
+        "system",
+        Profile::failing("system").salt(salt()).setting("user", json!("root")),
+    );
     let out = env.rollout("#host1", &["--dry-activate"]);
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(env.target_of("host1", SYSTEM), good);
 
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     let boot = env.build("host1", "system");
     let t = Instant::now();
     let out = env.rollout("#host1", &["--boot", "--confirm-timeout", "30"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(25), "no magic rollback wait with --boot");
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "no magic rollback wait with --boot"
+    );
     assert_eq!(env.target_of("host1", SYSTEM), boot);
     assert!(env.markers("host1", "system").last().unwrap().is_boot());
 }
@@ -154,16 +219,27 @@ fn dry_activate_changes_nothing_and_boot_sets_the_profile_without_waiting() {
 #[test]
 fn remote_build_builds_on_the_target_only() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")).setting("remoteBuild", json!(true)));
+    env.flake.node("host1", "host1").profile(
+        "system",
+        marker("system")
+            .setting("user", json!("root"))
+            .setting("remoteBuild", json!(true)),
+    );
     env.write();
     let out = env.rollout("#host1", &["--debug-logs"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("--store ssh-ng://deploy@host1"), "built through ssh-ng: {err}");
+    assert!(
+        err.contains("--store ssh-ng://deploy@host1"),
+        "built through ssh-ng: {err}"
+    );
     let on_target = env.target_of("host1", SYSTEM);
     assert!(on_target.starts_with("/nix/store/"), "{on_target}");
     // nothing was built locally
-    let local = std::process::Command::new("nix-store").args(["--check-validity", &on_target]).status().unwrap();
+    let local = std::process::Command::new("nix-store")
+        .args(["--check-validity", &on_target])
+        .status()
+        .unwrap();
     assert!(!local.success(), "{on_target} must not exist in the local store");
 }
 
@@ -186,10 +262,15 @@ fn interactive_sudo_with_a_password_user() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(env.markers("host1", "system").last().unwrap().user, "root");
-    assert!(!err.contains(&env.fleet.sudo_password()), "the password never appears in output");
+    assert!(
+        !err.contains(&env.fleet.sudo_password()),
+        "the password never appears in output"
+    );
     // Without the password, sudo fails and nothing changes.
     let before = env.target_of("host1", SYSTEM);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     env.write();
     let out = std::process::Command::new(bin())
         .args([&target, "-s", "--sudo-password-command", "echo wrong-password"])
@@ -234,7 +315,12 @@ fn third_profile_failing_rolls_back_the_first_two_in_reverse_order() {
 #[test]
 fn deploy_rs_style_profile_deploys_unchanged() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", Profile::deploy_rs_style("system").salt(salt()).setting("user", json!("root")));
+    env.flake.node("host1", "host1").profile(
+        "system",
+        Profile::deploy_rs_style("system")
+            .salt(salt())
+            .setting("user", json!("root")),
+    );
     let out = env.rollout("#host1", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.target_of("host1", SYSTEM), env.build("host1", "system"));
@@ -245,7 +331,9 @@ fn deploy_rs_style_profile_deploys_unchanged() {
 fn an_agent_that_cannot_run_on_the_target_is_a_clear_error_and_changes_nothing() {
     use std::os::unix::fs::PermissionsExt;
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     // An "agent" built for another system: the target's kernel refuses to execute it.
     let bogus = env.flake_dir().join("foreign-agent");
     std::fs::write(&bogus, format!("\x7fELF-not-for-this-machine {}", salt())).unwrap();
@@ -253,7 +341,10 @@ fn an_agent_that_cannot_run_on_the_target_is_a_clear_error_and_changes_nothing()
     let out = env.rollout("#host1", &["--agent", &bogus.display().to_string()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("could not run on host1") && err.contains("--agent"), "{err}");
+    assert!(
+        err.contains("could not run on host1") && err.contains("--agent"),
+        "{err}"
+    );
     assert_eq!(env.target_of("host1", SYSTEM), "", "nothing changed on the target");
 }
 
@@ -277,14 +368,31 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 #[test]
 fn sigterm_ends_the_ssh_masters_and_the_target_rolls_back() {
     let mut env = Env::new(1);
-    env.flake.node("host1", "host1").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     let good = env.target_of("host1", SYSTEM);
 
-    env.flake.node("host1", "host1").profile("system", marker("system").sleep(2.0).setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").sleep(2.0).setting("user", json!("root")));
     let mut child = env.spawn("#host1", &["--confirm-timeout", "3"]);
     let t0 = Instant::now();
-    while !env.fleet.exec("host1", &["sh", "-c", "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json"]).unwrap().status.success() {
+    while !env
+        .fleet
+        .exec(
+            "host1",
+            &[
+                "sh",
+                "-c",
+                "grep -lE '\"state\": *\"activating\"' /tmp/rollout-0/*/status.json",
+            ],
+        )
+        .unwrap()
+        .status
+        .success()
+    {
         assert!(t0.elapsed() < Duration::from_secs(30), "the activation never started");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -302,7 +410,11 @@ fn sigterm_ends_the_ssh_masters_and_the_target_rolls_back() {
     while !processes_mentioning(&needle).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(processes_mentioning(&needle).is_empty(), "{:?}", processes_mentioning(&needle));
+    assert!(
+        processes_mentioning(&needle).is_empty(),
+        "{:?}",
+        processes_mentioning(&needle)
+    );
     // The target rolls back by itself: no confirmation ever comes.
     let deadline = Instant::now() + Duration::from_secs(20);
     while env.target_of("host1", SYSTEM) != good && Instant::now() < deadline {

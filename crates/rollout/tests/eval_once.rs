@@ -54,7 +54,11 @@ const LAYERED: &str = r#"{
 fn plan(dir: &Path, args: &[&str]) -> Value {
     let out = run_rollout(dir, args, &[]);
     assert_eq!(out.code, 0, "rollout {args:?} failed:\n{}", out.stderr);
-    assert!(started_lines(&out.stderr).is_empty(), "plan touched a machine:\n{}", out.stderr);
+    assert!(
+        started_lines(&out.stderr).is_empty(),
+        "plan touched a machine:\n{}",
+        out.stderr
+    );
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", out.stdout))
 }
 
@@ -76,15 +80,24 @@ fn plan_shows_merged_settings() {
     let ds = p["deployments"].as_array().unwrap();
     assert_eq!(ds.len(), 1, "{p:#}");
     let a = &ds[0];
-    assert_eq!((a["flake"].as_str(), a["node"].as_str(), a["profile"].as_str()), (Some("."), Some("a"), Some("web")));
+    assert_eq!(
+        (a["flake"].as_str(), a["node"].as_str(), a["profile"].as_str()),
+        (Some("."), Some("a"), Some("web"))
+    );
     let closure = a["closure"].as_str().unwrap();
-    assert!(closure.starts_with("/nix/store/") && closure.ends_with("-a-web"), "{closure}");
+    assert!(
+        closure.starts_with("/nix/store/") && closure.ends_with("-a-web"),
+        "{closure}"
+    );
     let s = &a["settings"];
     // profile > node > top; sshOpts concatenated profile, node, top.
     assert_eq!(s["hostname"], "a.example");
     assert_eq!(s["sshUser"], "a-su", "node beats top");
     assert_eq!(s["user"], "web-u", "profile beats top");
-    assert_eq!(s["sshOpts"], json!(["-o", "Prof=a", "-p", "2222", "-o", "Node=a", "-o", "Top=1"]));
+    assert_eq!(
+        s["sshOpts"],
+        json!(["-o", "Prof=a", "-p", "2222", "-o", "Node=a", "-o", "Top=1"])
+    );
     assert_eq!(s["confirmTimeout"], 33, "profile beats node and top");
     assert_eq!(s["activationTimeout"], 101, "top when nobody else sets it");
     assert_eq!(s["tempPath"], "/a/tmp", "node beats top");
@@ -99,7 +112,19 @@ fn plan_shows_merged_settings() {
     // Command-line overrides beat every level.
     let p = plan(
         dir.path(),
-        &["plan", ".#a.web", "-s", "--confirm-timeout", "7", "--hostname", "h", "--magic-rollback", "true", "--ssh-user", "cli-su"],
+        &[
+            "plan",
+            ".#a.web",
+            "-s",
+            "--confirm-timeout",
+            "7",
+            "--hostname",
+            "h",
+            "--magic-rollback",
+            "true",
+            "--ssh-user",
+            "cli-su",
+        ],
     );
     let s = &deployment(&p, "a")["settings"];
     assert_eq!(s["confirmTimeout"], 7);
@@ -107,17 +132,49 @@ fn plan_shows_merged_settings() {
     assert_eq!(s["magicRollback"], true);
     assert_eq!(s["sshUser"], "cli-su");
     assert_eq!(s["user"], "web-u");
-    assert_eq!(s["sshOpts"], json!(["-o", "Prof=a", "-p", "2222", "-o", "Node=a", "-o", "Top=1"]), "no --ssh-opts: merged list kept");
+    assert_eq!(
+        s["sshOpts"],
+        json!(["-o", "Prof=a", "-p", "2222", "-o", "Node=a", "-o", "Top=1"]),
+        "no --ssh-opts: merged list kept"
+    );
     assert_eq!(s["activationTimeout"], 101);
 
     // --ssh-opts replaces the whole merged list, split as a shell would.
-    let p = plan(dir.path(), &["plan", ".#a.web", "-s", "--ssh-opts", "-p 22 -o 'ProxyCommand=nc %h %p'"]);
-    assert_eq!(deployment(&p, "a")["settings"]["sshOpts"], json!(["-p", "22", "-o", "ProxyCommand=nc %h %p"]));
+    let p = plan(
+        dir.path(),
+        &[
+            "plan",
+            ".#a.web",
+            "-s",
+            "--ssh-opts",
+            "-p 22 -o 'ProxyCommand=nc %h %p'",
+        ],
+    );
+    assert_eq!(
+        deployment(&p, "a")["settings"]["sshOpts"],
+        json!(["-p", "22", "-o", "ProxyCommand=nc %h %p"])
+    );
 
     // b (no node/profile settings) gets the top level; c mixes node and top. `--dry-run` is
     // the same as `plan`, and the targets keep their order.
-    let p = plan(dir.path(), &["--dry-run", "-s", "--targets", ".#c", ".#b.web", "--confirm-timeout", "7"]);
-    let order: Vec<&str> = p["deployments"].as_array().unwrap().iter().map(|d| d["node"].as_str().unwrap()).collect();
+    let p = plan(
+        dir.path(),
+        &[
+            "--dry-run",
+            "-s",
+            "--targets",
+            ".#c",
+            ".#b.web",
+            "--confirm-timeout",
+            "7",
+        ],
+    );
+    let order: Vec<&str> = p["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["node"].as_str().unwrap())
+        .collect();
     assert_eq!(order, vec!["c", "b"]);
     let b = &deployment(&p, "b")["settings"];
     assert_eq!(b["hostname"], "b.example");
@@ -141,7 +198,11 @@ fn plan_shows_merged_settings() {
 fn plan_checks_flake_once_for_three_targets() {
     let dir = tempfile::tempdir().unwrap();
     write_flake(dir.path(), LAYERED);
-    let out = run_rollout(dir.path(), &["plan", "--debug-logs", "--targets", ".#a", ".#b.web", ".#c"], &[]);
+    let out = run_rollout(
+        dir.path(),
+        &["plan", "--debug-logs", "--targets", ".#a", ".#b.web", ".#c"],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let cmds = commands(&out.stderr);
     assert_eq!(count(&cmds, &["flake", "check"]), 1, "{}", out.stderr);
@@ -157,11 +218,15 @@ fn count(cmds: &[Vec<String>], sub: &[&str]) -> usize {
 /// flake-support probe `nix eval --expr builtins.getFlake` (as deploy-rs does); that one
 /// evaluates no flake and is counted separately.
 fn deploy_evals(cmds: &[Vec<String>]) -> usize {
-    cmds.iter().filter(|c| is_nix(c, &["eval"]) && c.iter().any(|w| w.ends_with("#deploy"))).count()
+    cmds.iter()
+        .filter(|c| is_nix(c, &["eval"]) && c.iter().any(|w| w.ends_with("#deploy")))
+        .count()
 }
 
 fn probe_evals(cmds: &[Vec<String>]) -> usize {
-    cmds.iter().filter(|c| is_nix(c, &["eval"]) && c.iter().any(|w| w == "builtins.getFlake")).count()
+    cmds.iter()
+        .filter(|c| is_nix(c, &["eval"]) && c.iter().any(|w| w == "builtins.getFlake"))
+        .count()
 }
 
 /// A flake for the fleet: nodes a, b, c on host1..host3, deployed as `deploy`, activated as root.
@@ -169,7 +234,12 @@ fn fleet_flake(dir: &Path, fleet: &Fleet, salt: &str) {
     let nodes: String = ["a", "b", "c"]
         .iter()
         .enumerate()
-        .map(|(i, n)| format!("  nodes.{n} = {{ hostname = \"host{}\"; profiles.web.path = prof \"web-{n}-{salt}\"; }};\n", i + 1))
+        .map(|(i, n)| {
+            format!(
+                "  nodes.{n} = {{ hostname = \"host{}\"; profiles.web.path = prof \"web-{n}-{salt}\"; }};\n",
+                i + 1
+            )
+        })
         .collect();
     let deploy = format!(
         "{{\n  sshUser = \"deploy\";\n  user = \"root\";\n  sshOpts = [ \"-F\" \"{}\" ];\n{nodes}}}",
@@ -179,7 +249,9 @@ fn fleet_flake(dir: &Path, fleet: &Fleet, salt: &str) {
 }
 
 fn salt() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     format!("{}-{}", std::process::id(), t.as_nanos())
 }
 
@@ -201,34 +273,75 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
     let out = run_rollout(dir, &args, &[]);
     assert_eq!(out.code, 0, "rollout {args:?} failed:\n{}", out.stderr);
     let cmds = commands(&out.stderr);
-    let shown = || cmds.iter().map(|c| format!("  {}", c.join(" ").chars().take(160).collect::<String>())).collect::<Vec<_>>().join("\n");
-    assert_eq!(deploy_evals(&cmds), 1, "exactly one evaluation of the flake; commands:\n{}", shown());
-    assert!(probe_evals(&cmds) <= 1, "flake-support probe at most once; commands:\n{}", shown());
-    assert_eq!(count(&cmds, &["eval"]), deploy_evals(&cmds) + probe_evals(&cmds), "no other nix eval; commands:\n{}", shown());
-    assert_eq!(count(&cmds, &["build"]), 1, "exactly one nix build for three profiles; commands:\n{}", shown());
+    let shown = || {
+        cmds.iter()
+            .map(|c| format!("  {}", c.join(" ").chars().take(160).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        deploy_evals(&cmds),
+        1,
+        "exactly one evaluation of the flake; commands:\n{}",
+        shown()
+    );
+    assert!(
+        probe_evals(&cmds) <= 1,
+        "flake-support probe at most once; commands:\n{}",
+        shown()
+    );
+    assert_eq!(
+        count(&cmds, &["eval"]),
+        deploy_evals(&cmds) + probe_evals(&cmds),
+        "no other nix eval; commands:\n{}",
+        shown()
+    );
+    assert_eq!(
+        count(&cmds, &["build"]),
+        1,
+        "exactly one nix build for three profiles; commands:\n{}",
+        shown()
+    );
     let build = cmds.iter().find(|c| is_nix(c, &["build"])).unwrap();
     for n in ["a", "b", "c"] {
         assert!(
-            build.iter().any(|w| w.contains(&format!("deploy.nodes.{n}.profiles.web.path"))),
+            build
+                .iter()
+                .any(|w| w.contains(&format!("deploy.nodes.{n}.profiles.web.path"))),
             "the one build includes {n}: {build:?}"
         );
     }
-    assert_eq!(count(&cmds, &["flake", "check"]), usize::from(checks), "flake checks; commands:\n{}", shown());
+    assert_eq!(
+        count(&cmds, &["flake", "check"]),
+        usize::from(checks),
+        "flake checks; commands:\n{}",
+        shown()
+    );
 
     for (i, n) in ["a", "b", "c"].iter().enumerate() {
         let host = format!("host{}", i + 1);
         let want = closure_of(&p, n);
-        let got = fleet.exec_ok(&host, &["readlink", "-f", "/nix/var/nix/profiles/per-user/root/web"]).unwrap();
+        let got = fleet
+            .exec_ok(&host, &["readlink", "-f", "/nix/var/nix/profiles/per-user/root/web"])
+            .unwrap();
         assert_eq!(got, want, "{host}: profile web");
-        let act = fleet.exec(&host, &["test", "-x", &format!("{want}/deploy-rs-activate")]).unwrap();
-        assert!(act.status.success(), "{host}: closure {want} copied with its activate script");
+        let act = fleet
+            .exec(&host, &["test", "-x", &format!("{want}/deploy-rs-activate")])
+            .unwrap();
+        assert!(
+            act.status.success(),
+            "{host}: closure {want} copied with its activate script"
+        );
     }
 }
 
 #[test]
 fn three_targets_one_eval_one_build_real_fleet() {
     // A skipped test must not pass: the fleet needs root, so say so and fail.
-    assert!(is_root(), "this test needs root (rollout-lab starts namespaces, sshd and nix-daemon)");
+    assert!(
+        is_root(),
+        "this test needs root (rollout-lab starts namespaces, sshd and nix-daemon)"
+    );
     ensure_agent_built();
     let fleet = Fleet::temp(3).expect("starting a 3-host test fleet");
     let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,12 @@ fn run_with_stdin(args: &[&str], input: Option<&str>) -> Output {
         let _ = stdin.write_all(i.as_bytes());
     }
     let out = child.wait_with_output().unwrap();
-    eprintln!("--- rollout {}\nexit: {:?}\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "--- rollout {}\nexit: {:?}\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -38,7 +43,9 @@ fn flake_target(env: &Env, fragment: &str) -> String {
 
 /// A root `system` profile on node `host1` (hostname `host1`).
 fn system_node(env: &mut Env, p: Profile) {
-    env.flake.node("host1", "host1").profile("system", p.setting("user", json!("root")));
+    env.flake
+        .node("host1", "host1")
+        .profile("system", p.setting("user", json!("root")));
 }
 
 /// Deploy a first good generation of `system` on host1 and return its store path.
@@ -52,7 +59,9 @@ fn first_generation(env: &mut Env) -> String {
 
 /// Lines of `--debug-logs` output that show a command being run with program `prog`.
 fn commands_of(err: &str, prog: &str) -> usize {
-    err.lines().filter(|l| l.contains(&format!("running: {prog} ")) || l.ends_with(&format!("running: {prog}"))).count()
+    err.lines()
+        .filter(|l| l.contains(&format!("running: {prog} ")) || l.ends_with(&format!("running: {prog}")))
+        .count()
 }
 
 #[test]
@@ -66,23 +75,45 @@ fn file_mode_reads_default_nix_with_nix_instantiate_and_builds_once_with_nix_bui
     env.write();
     env.flake.write_default_nix().unwrap();
     let dir = env.flake_dir().display().to_string();
-    let out = run(&["--file", &dir, "host1.system", "-s", "--debug-logs", "--confirm-timeout", "10"]);
+    let out = run(&[
+        "--file",
+        &dir,
+        "host1.system",
+        "-s",
+        "--debug-logs",
+        "--confirm-timeout",
+        "10",
+    ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(env.target_of("host1", SYSTEM), env.build("host1", "system"), "the profile points at the closure");
+    assert_eq!(
+        env.target_of("host1", SYSTEM),
+        env.build("host1", "system"),
+        "the profile points at the closure"
+    );
     assert!(!env.exists("host1", HELLO_APP), "only host1.system was selected");
     assert!(env.markers("host1", "app").is_empty());
     assert_eq!(commands_of(&err, "nix-instantiate"), 1, "one nix-instantiate: {err}");
-    assert!(!err.contains("running: nix eval") && !err.contains(" eval --json"), "no nix eval in file mode: {err}");
+    assert!(
+        !err.contains("running: nix eval") && !err.contains(" eval --json"),
+        "no nix eval in file mode: {err}"
+    );
     assert_eq!(commands_of(&err, "nix-build"), 1, "one nix-build: {err}");
-    assert!(!err.lines().any(|l| l.contains("running: nix build") || l.contains("running: nix --") && l.contains(" build ")), "no flake build: {err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.contains("running: nix build") || l.contains("running: nix --") && l.contains(" build ")),
+        "no flake build: {err}"
+    );
 }
 
 #[test]
 fn keep_result_leaves_gc_roots_under_result_path() {
     let mut env = Env::new(1);
     system_node(&mut env, marker("system"));
-    let results = tempfile::Builder::new().prefix("rollout-test-results-").tempdir().unwrap();
+    let results = tempfile::Builder::new()
+        .prefix("rollout-test-results-")
+        .tempdir()
+        .unwrap();
     let rdir = results.path().join("gc");
     let out = env.rollout("#host1", &["-k", "--result-path", &rdir.display().to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -92,11 +123,18 @@ fn keep_result_leaves_gc_roots_under_result_path() {
     assert!(meta.file_type().is_symlink(), "{} is a symlink", root.display());
     assert_eq!(std::fs::canonicalize(&root).unwrap().display().to_string(), closure);
     assert_eq!(env.target_of("host1", SYSTEM), closure);
-    let roots = Command::new("nix-store").args(["--gc", "--print-roots"]).output().unwrap();
+    let roots = Command::new("nix-store")
+        .args(["--gc", "--print-roots"])
+        .output()
+        .unwrap();
     let roots = String::from_utf8_lossy(&roots.stdout);
-    let ours: Vec<&str> = roots.lines().filter(|l| l.contains(&rdir.display().to_string())).collect();
+    let ours: Vec<&str> = roots
+        .lines()
+        .filter(|l| l.contains(&rdir.display().to_string()))
+        .collect();
     assert!(
-        ours.iter().any(|l| l.starts_with(&root.display().to_string()) && l.ends_with(&closure)),
+        ours.iter()
+            .any(|l| l.starts_with(&root.display().to_string()) && l.ends_with(&closure)),
         "{} is a GC root of {closure}: {ours:?}",
         root.display()
     );
@@ -114,12 +152,22 @@ fn log_dir_gets_a_log_file_with_the_phases_of_the_run() {
     assert_eq!(files.len(), 1, "{files:?}");
     let log = std::fs::read_to_string(&files[0]).unwrap();
     for phase in ["evaluate", "build", "connect", "copy", "activate", "confirm"] {
-        assert!(log.lines().any(|l| l.contains(&format!("{phase} done"))), "`{phase} done` missing in the log:\n{log}");
+        assert!(
+            log.lines().any(|l| l.contains(&format!("{phase} done"))),
+            "`{phase} done` missing in the log:\n{log}"
+        );
     }
-    assert!(log.lines().any(|l| l.contains("[host1.system]") && l.contains("deployed")), "outcome in the log:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("[host1.system]") && l.contains("deployed")),
+        "outcome in the log:\n{log}"
+    );
     // The log is complete (commands included) even without --debug-logs.
     assert!(log.contains("running: "), "{log}");
-    assert!(stderr(&out).contains(&files[0].display().to_string()), "says where the log is");
+    assert!(
+        stderr(&out).contains(&files[0].display().to_string()),
+        "says where the log is"
+    );
 }
 
 #[test]
@@ -157,7 +205,9 @@ fn interactive_deploys_on_yes_and_cancels_on_no() {
 fn hostname_flag_overrides_the_flakes_hostname() {
     let mut env = Env::new(2);
     // node host1 points at host2 in the flake; --hostname sends it to host1.
-    env.flake.node("host1", "host2").profile("system", marker("system").setting("user", json!("root")));
+    env.flake
+        .node("host1", "host2")
+        .profile("system", marker("system").setting("user", json!("root")));
     env.write();
     let target = flake_target(&env, "#host1");
     let plan = run(&["plan", &target, "-s", "--hostname", "host1"]);
@@ -179,7 +229,8 @@ fn hostname_flag_overrides_the_flakes_hostname() {
 #[test]
 fn ssh_opts_flag_replaces_the_flakes_ssh_opts() {
     let mut env = Env::new(1);
-    env.flake.top_setting("sshOpts", json!(["-F", "/nonexistent/rollout-ssh-config"]));
+    env.flake
+        .top_setting("sshOpts", json!(["-F", "/nonexistent/rollout-ssh-config"]));
     system_node(&mut env, marker("system"));
     // With the flake's options ssh cannot even read its config.
     let out = env.rollout("#host1", &[]);
@@ -193,7 +244,10 @@ fn ssh_opts_flag_replaces_the_flakes_ssh_opts() {
     // and the plan shows the replacement, not an addition
     let plan = run(&["plan", &flake_target(&env, "#host1"), "-s", "--ssh-opts", &opts]);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    assert_eq!(plan["deployments"][0]["settings"]["sshOpts"], json!(["-F", env.fleet.ssh_config().display().to_string()]));
+    assert_eq!(
+        plan["deployments"][0]["settings"]["sshOpts"],
+        json!(["-F", env.fleet.ssh_config().display().to_string()])
+    );
 }
 
 #[test]
@@ -207,7 +261,11 @@ fn profile_path_flag_puts_the_profile_there() {
     assert_eq!(env.target_of("host1", custom), closure);
     assert_eq!(env.link("host1", custom), "custom-x-1-link");
     assert!(!env.exists("host1", SYSTEM), "the default location is not used");
-    assert_eq!(env.markers("host1", "system").last().unwrap().profile, custom, "the activation sees $PROFILE");
+    assert_eq!(
+        env.markers("host1", "system").last().unwrap().profile,
+        custom,
+        "the activation sees $PROFILE"
+    );
 }
 
 #[test]
@@ -226,7 +284,11 @@ fn magic_rollback_false_keeps_a_cut_off_activation() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(now, new, "still on the new generation: {err}");
     assert_eq!(link, "system-2-link");
-    assert_eq!(env.markers("host1", "system").len(), 2, "no re-activation of the old generation");
+    assert_eq!(
+        env.markers("host1", "system").len(),
+        2,
+        "no re-activation of the old generation"
+    );
 }
 
 #[test]
@@ -238,9 +300,16 @@ fn auto_rollback_false_leaves_the_failed_generation_in_place() {
     let out = env.rollout("#host1", &["--auto-rollback", "false"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "failed, not rolled back: {err}");
-    assert_eq!(env.target_of("host1", SYSTEM), bad, "deploy-rs semantics: the failed generation stays: {err}");
+    assert_eq!(
+        env.target_of("host1", SYSTEM),
+        bad,
+        "deploy-rs semantics: the failed generation stays: {err}"
+    );
     assert_eq!(env.link("host1", SYSTEM), "system-2-link");
-    assert!(env.exists("host1", "/nix/var/nix/profiles/system-1-link"), "the old generation is still there");
+    assert!(
+        env.exists("host1", "/nix/var/nix/profiles/system-1-link"),
+        "the old generation is still there"
+    );
     let m = env.markers("host1", "system");
     assert_eq!(m.len(), 2, "no re-activation of {good}: {m:?}");
 }
@@ -266,13 +335,20 @@ fn rollback_succeeded_false_keeps_the_first_profile_when_the_second_fails() {
     let out = env.rollout("#host1", &["--rollback-succeeded", "false", "--confirm-timeout", "3"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "b was rolled back: {err}");
-    assert!(err.lines().any(|l| l.contains("[host1.a]") && l.contains("deployed")), "a is reported deployed: {err}");
+    assert!(
+        err.lines().any(|l| l.contains("[host1.a]") && l.contains("deployed")),
+        "a is reported deployed: {err}"
+    );
     // Past a's confirm timeout: a must not roll back by itself either.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(env.target_of("host1", pa), a2, "a stays on its new generation: {err}");
     assert_eq!(env.link("host1", pa), "a-2-link");
     assert_eq!(env.markers("host1", "a").len(), 2, "a was not re-activated");
-    assert_eq!(env.target_of("host1", pb), b1, "b itself is rolled back (auto rollback)");
+    assert_eq!(
+        env.target_of("host1", pb),
+        b1,
+        "b itself is rolled back (auto rollback)"
+    );
 }
 
 #[test]
@@ -286,7 +362,10 @@ fn activation_timeout_kills_a_hanging_activation_and_rolls_back() {
     let took = t.elapsed();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(took < Duration::from_secs(20), "killed after ~2 s, took {took:?}: {err}");
+    assert!(
+        took < Duration::from_secs(20),
+        "killed after ~2 s, took {took:?}: {err}"
+    );
     assert!(err.contains("2 s"), "says it timed out: {err}");
     assert_eq!(env.target_of("host1", SYSTEM), good);
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
@@ -305,7 +384,11 @@ struct NetnsLock;
 impl NetnsLock {
     fn take() -> std::fs::File {
         use std::os::unix::io::AsRawFd;
-        let f = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/rollout-netns-tests.lock").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/rollout-netns-tests.lock")
+            .unwrap();
         // SAFETY: flock on a valid descriptor we own; released when the file is closed.
         let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
@@ -327,7 +410,10 @@ impl Drop for Heal<'_> {
 fn netns_cut_off_host_rolls_back_by_itself() {
     let _lock = NetnsLock::take();
     let fleet = Fleet::temp_with(1, true).expect("netns fleet up");
-    let dir = tempfile::Builder::new().prefix("rollout-test-flake-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("rollout-test-flake-")
+        .tempdir()
+        .unwrap();
     let mut flake = FlakeBuilder::new(dir.path());
     flake.top_setting("sshUser", json!("deploy"));
     flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
@@ -345,7 +431,10 @@ fn netns_cut_off_host_rolls_back_by_itself() {
     let took = t.elapsed();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains("rolls back by itself"), "says the target rolls back by itself: {err}");
+    assert!(
+        err.contains("rolls back by itself"),
+        "says the target rolls back by itself: {err}"
+    );
     assert!(took < Duration::from_secs(60), "gave up in time: {took:?}");
     // healed: the target rolled back within confirmTimeout of the activation, long ago
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -355,6 +444,9 @@ fn netns_cut_off_host_rolls_back_by_itself() {
     assert_eq!(env.target_of("host1", SYSTEM), good, "rolled back on the target: {err}");
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
     let m = env.markers("host1", "system");
-    assert!(m.iter().any(|x| x.out == new), "the cut-off generation was activated: {m:?}");
+    assert!(
+        m.iter().any(|x| x.out == new),
+        "the cut-off generation was activated: {m:?}"
+    );
     assert_eq!(m.last().unwrap().out, good, "and the old one re-activated: {m:?}");
 }

@@ -18,7 +18,9 @@ fn fleet_flake(env: &mut Env, n: usize, sleep: f64, special: Option<(&str, Profi
             Some((s, p)) if *s == h => p.clone(),
             _ => marker("system").sleep(sleep),
         };
-        env.flake.node(&h, &h).profile("system", p.setting("user", json!("root")));
+        env.flake
+            .node(&h, &h)
+            .profile("system", p.setting("user", json!("root")));
     }
 }
 
@@ -38,7 +40,10 @@ fn five_hosts_are_activated_in_parallel() {
         .collect();
     let latest_start = windows.iter().map(|w| w.0).fold(f64::MIN, f64::max);
     let earliest_end = windows.iter().map(|w| w.1).fold(f64::MAX, f64::min);
-    assert!(latest_start < earliest_end, "all five activation windows overlap: {windows:?}");
+    assert!(
+        latest_start < earliest_end,
+        "all five activation windows overlap: {windows:?}"
+    );
 }
 
 #[test]
@@ -50,7 +55,12 @@ fn one_failing_host_rolls_back_the_whole_fleet_unless_keep_going() {
 
     // host3 fails (after 2 s, so the others have activated by then); the others are rolled
     // back: the fleet ends where it started.
-    fleet_flake(&mut env, 4, 0.0, Some(("host3", Profile::failing("system").salt(salt()).sleep(2.0))));
+    fleet_flake(
+        &mut env,
+        4,
+        0.0,
+        Some(("host3", Profile::failing("system").salt(salt()).sleep(2.0))),
+    );
     let out = env.rollout("", &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
@@ -62,10 +72,21 @@ fn one_failing_host_rolls_back_the_whole_fleet_unless_keep_going() {
         let n = env.markers(h, "system").len();
         assert!(n == 3 || n == 1, "{h}: {n} markers: {err}");
     }
-    assert!(hosts(4).iter().filter(|h| *h != "host3").any(|h| env.markers(h, "system").len() == 3), "some node was rolled back: {err}");
+    assert!(
+        hosts(4)
+            .iter()
+            .filter(|h| *h != "host3")
+            .any(|h| env.markers(h, "system").len() == 3),
+        "some node was rolled back: {err}"
+    );
 
     // Same change with --keep-going: the others stay on the new generation; host3 is reported.
-    fleet_flake(&mut env, 4, 0.0, Some(("host3", Profile::failing("system").salt(salt()))));
+    fleet_flake(
+        &mut env,
+        4,
+        0.0,
+        Some(("host3", Profile::failing("system").salt(salt()))),
+    );
     let new: Vec<String> = hosts(4).iter().map(|h| env.build(h, "system")).collect();
     let out = env.rollout("", &["--keep-going"]);
     let err = stderr(&out);
@@ -77,13 +98,21 @@ fn one_failing_host_rolls_back_the_whole_fleet_unless_keep_going() {
             assert_eq!(env.target_of(h, SYSTEM), new[i], "{h}: {err}");
         }
     }
-    assert!(err.lines().any(|l| l.contains("host3") && l.contains("rolled back")), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("host3") && l.contains("rolled back")),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_failing_canary_stops_the_run_before_the_rest() {
     let mut env = Env::new(3);
-    fleet_flake(&mut env, 3, 0.0, Some(("host1", Profile::failing("system").salt(salt()))));
+    fleet_flake(
+        &mut env,
+        3,
+        0.0,
+        Some(("host1", Profile::failing("system").salt(salt()))),
+    );
     let out = env.rollout("", &["--canary", "1"]);
     let err = stderr(&out);
     assert_ne!(out.status.code(), Some(0), "{err}");
@@ -103,19 +132,36 @@ fn on_and_exclude_select_exactly_the_named_nodes() {
     env.flake.node("host3", "host3").tags(&["db"]);
     let out = env.rollout("", &["--on", "@web", "--exclude", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let touched: Vec<String> = hosts(4).into_iter().filter(|h| !env.markers(h, "system").is_empty()).collect();
+    let touched: Vec<String> = hosts(4)
+        .into_iter()
+        .filter(|h| !env.markers(h, "system").is_empty())
+        .collect();
     assert_eq!(touched, vec!["host1"]);
 
     let out = env.rollout("", &["--on", "host3,host4", "--exclude", "@web"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let touched: Vec<String> = hosts(4).into_iter().filter(|h| !env.markers(h, "system").is_empty()).collect();
+    let touched: Vec<String> = hosts(4)
+        .into_iter()
+        .filter(|h| !env.markers(h, "system").is_empty())
+        .collect();
     assert_eq!(touched, vec!["host1", "host3", "host4"]);
 
     // glob, through `plan` (nothing deployed)
     env.write();
-    let out = run(&[&env.flake_dir().display().to_string(), "--dry-run", "-s", "--on", "host[12]"]);
+    let out = run(&[
+        &env.flake_dir().display().to_string(),
+        "--dry-run",
+        "-s",
+        "--on",
+        "host[12]",
+    ]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let nodes: Vec<&str> = plan["deployments"].as_array().unwrap().iter().map(|d| d["node"].as_str().unwrap()).collect();
+    let nodes: Vec<&str> = plan["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["node"].as_str().unwrap())
+        .collect();
     assert_eq!(nodes, vec!["host1", "host2"]);
 }
 
@@ -144,7 +190,10 @@ fn json_events_describe_every_phase() {
     fleet_flake(&mut env, 1, 0.0, None);
     let out = env.rollout("", &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
     let phases: Vec<String> = events
         .iter()
         .filter(|e| e["event"] == "phase" && e["state"] == "succeeded")
@@ -154,7 +203,14 @@ fn json_events_describe_every_phase() {
         assert!(phases.iter().any(|x| x == p), "{p} missing in {phases:?}");
     }
     let outcome = events.iter().find(|e| e["event"] == "outcome").unwrap();
-    assert_eq!((outcome["node"].as_str(), outcome["profile"].as_str(), outcome["outcome"].as_str()), (Some("host1"), Some("system"), Some("deployed")));
+    assert_eq!(
+        (
+            outcome["node"].as_str(),
+            outcome["profile"].as_str(),
+            outcome["outcome"].as_str()
+        ),
+        (Some("host1"), Some("system"), Some("deployed"))
+    );
     assert!(outcome["time"].as_f64().unwrap() > 1.6e9);
     let copy_msg = |events: &[serde_json::Value]| {
         events
@@ -163,12 +219,21 @@ fn json_events_describe_every_phase() {
             .and_then(|e| e["message"].as_str().map(str::to_string))
             .unwrap_or_default()
     };
-    assert!(copy_msg(&events).starts_with("copied 2 path(s)"), "closure and agent copied: {}", copy_msg(&events));
-    assert!(events.iter().any(|e| e["event"] == "progress" && e["phase"] == "copy" && e["done"].as_u64() > Some(0)));
+    assert!(
+        copy_msg(&events).starts_with("copied 2 path(s)"),
+        "closure and agent copied: {}",
+        copy_msg(&events)
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "progress" && e["phase"] == "copy" && e["done"].as_u64() > Some(0)));
 
     // The same deploy again: nothing left to copy.
     let out = env.rollout("", &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
     assert_eq!(copy_msg(&events), "all paths already present");
 }

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn have_nix() -> bool {
-    let ok = Command::new("nix-build").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("nix-build")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("nix-build not found; skipping");
     }
@@ -16,7 +19,10 @@ fn have_nix() -> bool {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// A Nix string literal.
@@ -65,11 +71,16 @@ struct Built {
 }
 
 fn nix_build(expr: &str) -> Built {
-    let o = Command::new("nix-build").args(["--no-out-link", "--option", "log-lines", "200", "-E", expr]).output().expect("run nix-build");
+    let o = Command::new("nix-build")
+        .args(["--no-out-link", "--option", "log-lines", "200", "-E", expr])
+        .output()
+        .expect("run nix-build");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let out = if o.status.success() {
         let stdout = String::from_utf8_lossy(&o.stdout);
-        Ok(PathBuf::from(stdout.lines().last().expect("nix-build printed a path").trim()))
+        Ok(PathBuf::from(
+            stdout.lines().last().expect("nix-build printed a path").trim(),
+        ))
     } else {
         Err(stderr.clone())
     };
@@ -94,7 +105,10 @@ fn build_err(expr: &str) -> String {
 /// profile, `DRY_ACTIVATE`/`BOOT` only when given.
 fn activate(profile: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(profile.join("deploy-rs-activate"));
-    cmd.current_dir(profile).env("PROFILE", profile).env_remove("DRY_ACTIVATE").env_remove("BOOT");
+    cmd.current_dir(profile)
+        .env("PROFILE", profile)
+        .env_remove("DRY_ACTIVATE")
+        .env_remove("BOOT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -106,7 +120,13 @@ fn stdout(o: &Output) -> String {
 }
 
 fn assert_ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{what} failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -123,11 +143,22 @@ fn custom_profile_layout_and_modes() {
     if !have_nix() {
         return;
     }
-    let profile = build_ok(&format!(r#"{} lib.activate.custom base "echo switch > $MARK""#, prelude("custom")));
+    let profile = build_ok(&format!(
+        r#"{} lib.activate.custom base "echo switch > $MARK""#,
+        prelude("custom")
+    ));
     let entry = profile.join("deploy-rs-activate");
     assert!(is_executable(&entry), "{} is not an executable file", entry.display());
-    assert!(read(&entry).starts_with("#!/bin/bash\nset -euo pipefail\n"), "{}", read(&entry));
-    assert_eq!(read(&profile.join("share/base")), "base\n", "the base is part of the closure");
+    assert!(
+        read(&entry).starts_with("#!/bin/bash\nset -euo pipefail\n"),
+        "{}",
+        read(&entry)
+    );
+    assert_eq!(
+        read(&profile.join("share/base")),
+        "base\n",
+        "the base is part of the closure"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let mark = tmp.path().join("mark");
@@ -143,24 +174,44 @@ fn custom_profile_layout_and_modes() {
         let o = activate(&profile, &[("MARK", mark_s), (mode, "1")]);
         assert_ok(&o, mode);
         let printed = stdout(&o).trim().to_string();
-        assert!(printed.starts_with("/nix/store/") && printed.ends_with("-activate"), "{mode}: {printed}");
-        assert_eq!(read(Path::new(&printed)), "echo switch > $MARK", "{mode} prints the script it would run");
+        assert!(
+            printed.starts_with("/nix/store/") && printed.ends_with("-activate"),
+            "{mode}: {printed}"
+        );
+        assert_eq!(
+            read(Path::new(&printed)),
+            "echo switch > $MARK",
+            "{mode} prints the script it would run"
+        );
         assert!(!mark.exists(), "{mode} must not run the activation");
     }
     // `0` means off, like the agent sends it.
-    assert_ok(&activate(&profile, &[("MARK", mark_s), ("DRY_ACTIVATE", "0"), ("BOOT", "0")]), "switch with 0s");
+    assert_ok(
+        &activate(&profile, &[("MARK", mark_s), ("DRY_ACTIVATE", "0"), ("BOOT", "0")]),
+        "switch with 0s",
+    );
     assert_eq!(read(&mark), "switch\n");
 
     // The agent for the profile's system sits at the closure root.
     let agent = profile.join("rollout-agent");
-    let o = Command::new(&agent).arg("--version").output().expect("run <profile>/rollout-agent");
+    let o = Command::new(&agent)
+        .arg("--version")
+        .output()
+        .expect("run <profile>/rollout-agent");
     assert_ok(&o, "rollout-agent");
     assert_eq!(stdout(&o), "rollout-agent stub: --version\n");
 
     // activate-rs is a shim that refuses with an explanation.
-    let o = Command::new(profile.join("activate-rs")).args(["activate", "x"]).output().unwrap();
+    let o = Command::new(profile.join("activate-rs"))
+        .args(["activate", "x"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no activate-rs"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no activate-rs"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -183,15 +234,21 @@ fn custom_extended_with_dry_activate_and_boot() {
     let p = profile.to_str().unwrap();
 
     assert_ok(&activate(&profile, &[("MARK", m), ("DRY_ACTIVATE", "1")]), "dry");
-    assert_eq!(read(&mark), format!("dry {p}\n"), "dry-activate runs in the profile directory");
+    assert_eq!(
+        read(&mark),
+        format!("dry {p}\n"),
+        "dry-activate runs in the profile directory"
+    );
     assert_ok(&activate(&profile, &[("MARK", m), ("BOOT", "1")]), "boot");
     assert_eq!(read(&mark), "boot\n");
     assert_ok(&activate(&profile, &[("MARK", m)]), "switch");
     assert_eq!(read(&mark), format!("switched {p}\n"));
     // DRY_ACTIVATE wins over BOOT, as in deploy-rs.
-    assert_ok(&activate(&profile, &[("MARK", m), ("BOOT", "1"), ("DRY_ACTIVATE", "1")]), "both");
+    assert_ok(
+        &activate(&profile, &[("MARK", m), ("BOOT", "1"), ("DRY_ACTIVATE", "1")]),
+        "both",
+    );
     assert!(read(&mark).starts_with("dry "));
-
 }
 
 #[test]
@@ -201,12 +258,16 @@ fn custom_with_empty_or_failing_scripts() {
     }
     let pre = prelude("custom-edge");
     // Empty scripts still make a valid entry point.
-    let empty = build_ok(&format!(r#"{pre} (lib.activate.custom // {{ dryActivate = ""; boot = ""; }}) base """#));
+    let empty = build_ok(&format!(
+        r#"{pre} (lib.activate.custom // {{ dryActivate = ""; boot = ""; }}) base """#
+    ));
     for env in [&[][..], &[("DRY_ACTIVATE", "1")][..], &[("BOOT", "1")][..]] {
         assert_ok(&activate(&empty, env), &format!("empty script with {env:?}"));
     }
     // `set -euo pipefail`: the first failing command fails the activation.
-    let failing = build_ok(&format!(r#"{pre} lib.activate.custom base "false | cat; echo unreachable""#));
+    let failing = build_ok(&format!(
+        r#"{pre} lib.activate.custom base "false | cat; echo unreachable""#
+    ));
     let o = activate(&failing, &[]);
     assert!(!o.status.success(), "a failing activation must fail");
     assert_eq!(stdout(&o), "");
@@ -232,16 +293,28 @@ fn nixos_runs_switch_to_configuration_per_mode() {
         }}"#,
         prelude("nixos")
     ));
-    assert!(profile.file_name().unwrap().to_str().unwrap().ends_with("-activatable-nixos-system-test"));
+    assert!(profile
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .ends_with("-activatable-nixos-system-test"));
     let tmp = tempfile::tempdir().unwrap();
     let mark = tmp.path().join("mark");
     let m = mark.to_str().unwrap();
     let p = profile.to_str().unwrap();
 
     assert_ok(&activate(&profile, &[("MARK", m)]), "switch");
-    assert_ok(&activate(&profile, &[("MARK", m), ("DRY_ACTIVATE", "1")]), "dry-activate");
+    assert_ok(
+        &activate(&profile, &[("MARK", m), ("DRY_ACTIVATE", "1")]),
+        "dry-activate",
+    );
     assert_ok(&activate(&profile, &[("MARK", m), ("BOOT", "1")]), "boot");
-    assert_eq!(read(&mark), format!("switch /tmp\ndry-activate {p}\nboot {p}\n"), "switch runs from /tmp (nixpkgs#73404)");
+    assert_eq!(
+        read(&mark),
+        format!("switch /tmp\ndry-activate {p}\nboot {p}\n"),
+        "switch runs from /tmp (nixpkgs#73404)"
+    );
 }
 
 #[test]
@@ -272,7 +345,10 @@ fn nixos_with_systemd_boot_drops_the_default_line() {
     }
     // Dry-activate leaves the boot loader alone.
     std::fs::write(&conf, "default x\n").unwrap();
-    assert_ok(&activate(&profile, &[("MARK", m.to_str().unwrap()), ("DRY_ACTIVATE", "1")]), "dry");
+    assert_ok(
+        &activate(&profile, &[("MARK", m.to_str().unwrap()), ("DRY_ACTIVATE", "1")]),
+        "dry",
+    );
     assert_eq!(read(&conf), "default x\n");
 }
 
@@ -287,17 +363,30 @@ fn home_manager_darwin_and_noop() {
         )
     };
     let pre = prelude("hm-darwin-noop");
-    let hm = build_ok(&format!("{pre} lib.activate.home-manager {{ activationPackage = {}; }}", script("home-manager-generation")));
-    let dw = build_ok(&format!("{pre} lib.activate.darwin {{ config.system.build.toplevel = {}; }}", script("darwin-system")));
+    let hm = build_ok(&format!(
+        "{pre} lib.activate.home-manager {{ activationPackage = {}; }}",
+        script("home-manager-generation")
+    ));
+    let dw = build_ok(&format!(
+        "{pre} lib.activate.darwin {{ config.system.build.toplevel = {}; }}",
+        script("darwin-system")
+    ));
     let noop = build_ok(&format!("{pre} lib.activate.noop base"));
 
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("mark");
     let ms = m.to_str().unwrap();
     assert_ok(&activate(&hm, &[("MARK", ms), ("HOME", "/home/alice")]), "home-manager");
-    assert_eq!(read(&m), format!("home-manager-generation /home/alice {}\n", hm.display()));
+    assert_eq!(
+        read(&m),
+        format!("home-manager-generation /home/alice {}\n", hm.display())
+    );
     assert_ok(&activate(&dw, &[("MARK", ms), ("HOME", "/Users/alice")]), "darwin");
-    assert_eq!(read(&m), format!("darwin-system /var/root {}\n", dw.display()), "darwin activates with HOME=/var/root");
+    assert_eq!(
+        read(&m),
+        format!("darwin-system /var/root {}\n", dw.display()),
+        "darwin activates with HOME=/var/root"
+    );
     std::fs::remove_file(&m).unwrap();
     for env in [&[][..], &[("DRY_ACTIVATE", "1")][..], &[("BOOT", "1")][..]] {
         let o = activate(&noop, env);
@@ -312,12 +401,22 @@ fn set_activate_is_a_deprecated_alias_of_custom() {
     if !have_nix() {
         return;
     }
-    let b = nix_build(&format!(r#"{} lib.setActivate base "echo set > $MARK""#, prelude("set-activate")));
+    let b = nix_build(&format!(
+        r#"{} lib.setActivate base "echo set > $MARK""#,
+        prelude("set-activate")
+    ));
     let profile = b.out.unwrap_or_else(|e| panic!("{e}"));
-    assert!(b.stderr.contains("trace: warning: lib.setActivate is deprecated"), "stderr: {}", b.stderr);
+    assert!(
+        b.stderr.contains("trace: warning: lib.setActivate is deprecated"),
+        "stderr: {}",
+        b.stderr
+    );
     let tmp = tempfile::tempdir().unwrap();
     let m = tmp.path().join("mark");
-    assert_ok(&activate(&profile, &[("MARK", m.to_str().unwrap())]), "setActivate profile");
+    assert_ok(
+        &activate(&profile, &[("MARK", m.to_str().unwrap())]),
+        "setActivate profile",
+    );
     assert_eq!(read(&m), "set\n");
     assert!(profile.join("rollout-agent").exists());
 }
@@ -388,7 +487,9 @@ fn deploy_schema_names_the_full_path_of_every_problem() {
     // Evaluation-side view of the same check (rollout extra): a list of issues.
     let o = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json", "-E"])
-        .arg(format!(r#"{pre} lib.deployIssues {{ nodes."odd.name" = {{ hostname = "-x"; profiles.p.path = "relative"; }}; }}"#))
+        .arg(format!(
+            r#"{pre} lib.deployIssues {{ nodes."odd.name" = {{ hostname = "-x"; profiles.p.path = "relative"; }}; }}"#
+        ))
         .output()
         .unwrap();
     assert_ok(&o, "nix-instantiate");
@@ -408,7 +509,10 @@ fn deploy_activate_names_the_profile_without_an_entry_point() {
         return;
     }
     let pre = prelude("checks-activate");
-    let bad = fleet("").replace("profiles.system.path = lib.activate.noop base;", "profiles.bare.path = base;");
+    let bad = fleet("").replace(
+        "profiles.system.path = lib.activate.noop base;",
+        "profiles.bare.path = base;",
+    );
     let err = build_err(&format!("{pre} (lib.deployChecks {bad}).deploy-activate"));
     assert!(err.contains("#db.bare is missing deploy-rs-activate"), "{err}");
     assert!(!err.contains("#web."), "only the broken profile is named:\n{err}");
@@ -421,7 +525,11 @@ fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
     if !have_nix() {
         return;
     }
-    let o = Command::new("nix-instantiate").arg("--parse").arg(root().join("flake.nix")).output().unwrap();
+    let o = Command::new("nix-instantiate")
+        .arg("--parse")
+        .arg(root().join("flake.nix"))
+        .output()
+        .unwrap();
     assert_ok(&o, "nix-instantiate --parse flake.nix");
 
     let flake = format!(
@@ -458,15 +566,30 @@ fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
         .unwrap();
     assert_ok(&o, "evaluate the flake outputs");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["systems"], serde_json::json!(["aarch64-darwin", "aarch64-linux", "x86_64-darwin", "x86_64-linux"]));
-    assert_eq!(v["lib"], serde_json::json!(["activate", "deployChecks", "deployIssues", "setActivate"]));
-    assert_eq!(v["activate"], serde_json::json!(["custom", "darwin", "home-manager", "nixos", "noop"]));
-    assert_eq!(v["checks"], serde_json::json!(["lib-activate", "lib-deploy-activate", "lib-deploy-schema"]));
+    assert_eq!(
+        v["systems"],
+        serde_json::json!(["aarch64-darwin", "aarch64-linux", "x86_64-darwin", "x86_64-linux"])
+    );
+    assert_eq!(
+        v["lib"],
+        serde_json::json!(["activate", "deployChecks", "deployIssues", "setActivate"])
+    );
+    assert_eq!(
+        v["activate"],
+        serde_json::json!(["custom", "darwin", "home-manager", "nixos", "noop"])
+    );
+    assert_eq!(
+        v["checks"],
+        serde_json::json!(["lib-activate", "lib-deploy-activate", "lib-deploy-schema"])
+    );
     assert_eq!(v["apps"], serde_json::json!({"default": "app", "deploy-rs": "app"}));
     assert_eq!(v["app"], "rollout");
     assert_eq!(v["appDeploy"], "deploy");
     assert_eq!(v["args"]["pname"], "rollout");
-    assert_eq!(v["args"]["cargoBuildFlags"], serde_json::json!(["--workspace", "--bins"]));
+    assert_eq!(
+        v["args"]["cargoBuildFlags"],
+        serde_json::json!(["--workspace", "--bins"])
+    );
     assert_eq!(v["args"]["doCheck"], false);
     assert_eq!(v["args"]["postInstall"], "ln -s rollout $out/bin/deploy\n");
     assert_eq!(v["same"], true);
@@ -481,7 +604,10 @@ fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
     let o = Command::new(profile.join("rollout-agent")).arg("hi").output().unwrap();
     assert_eq!(stdout(&o), "rollout-agent stand-in: hi\n");
     let pkg = build_ok(&format!("{flake} outputs.packages.${{sys}}.default"));
-    assert_eq!(std::fs::read_link(pkg.join("bin/deploy")).unwrap(), Path::new("rollout"));
+    assert_eq!(
+        std::fs::read_link(pkg.join("bin/deploy")).unwrap(),
+        Path::new("rollout")
+    );
 }
 
 #[test]
@@ -489,7 +615,11 @@ fn default_nix_exposes_the_library_without_flakes() {
     if !have_nix() {
         return;
     }
-    let o = Command::new("nix-instantiate").arg("--parse").arg(root().join("default.nix")).output().unwrap();
+    let o = Command::new("nix-instantiate")
+        .arg("--parse")
+        .arg(root().join("default.nix"))
+        .output()
+        .unwrap();
     assert_ok(&o, "nix-instantiate --parse default.nix");
     let expr = format!(
         r#"let

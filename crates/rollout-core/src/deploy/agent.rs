@@ -40,7 +40,9 @@ pub fn new_id() -> String {
         .is_ok();
     if !ok {
         // Fall back on time and pid; still unique per run on one deployer.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         buf[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
         buf[8..].copy_from_slice(&std::process::id().to_le_bytes());
     }
@@ -60,7 +62,12 @@ impl ProfileRef {
         match self {
             ProfileRef::Path(p) => vec!["--profile-path".into(), p.clone()],
             ProfileRef::Named { user, name } => {
-                vec!["--profile-user".into(), user.clone(), "--profile-name".into(), name.clone()]
+                vec![
+                    "--profile-user".into(),
+                    user.clone(),
+                    "--profile-name".into(),
+                    name.clone(),
+                ]
             }
         }
     }
@@ -82,7 +89,13 @@ pub struct ActivateArgs {
 }
 
 pub fn activate_args(a: &ActivateArgs) -> Vec<String> {
-    let mut v = vec!["activate".to_string(), "--id".into(), a.id.clone(), "--closure".into(), a.closure.clone()];
+    let mut v = vec![
+        "activate".to_string(),
+        "--id".into(),
+        a.id.clone(),
+        "--closure".into(),
+        a.closure.clone(),
+    ];
     v.extend(a.profile.args());
     v.extend([
         "--temp-path".to_string(),
@@ -121,11 +134,22 @@ pub fn ids_args(cmd: &str, temp_path: &str, ids: &[String], wait: Option<u64>) -
 }
 
 /// `closure` guards against generation numbers that Nix reused since (see the protocol doc).
-pub fn revoke_args(profile: &ProfileRef, closure: &str, temp_path: &str, generation: u64, previous: Option<u64>) -> Vec<String> {
+pub fn revoke_args(
+    profile: &ProfileRef,
+    closure: &str,
+    temp_path: &str,
+    generation: u64,
+    previous: Option<u64>,
+) -> Vec<String> {
     let mut v = vec!["revoke".to_string()];
     v.extend(profile.args());
     v.extend(["--closure".to_string(), closure.to_string()]);
-    v.extend(["--temp-path".to_string(), temp_path.to_string(), "--generation".into(), generation.to_string()]);
+    v.extend([
+        "--temp-path".to_string(),
+        temp_path.to_string(),
+        "--generation".into(),
+        generation.to_string(),
+    ]);
     if let Some(p) = previous {
         v.extend(["--previous".to_string(), p.to_string()]);
     }
@@ -185,7 +209,10 @@ fn add_binary(runner: &Runner, bin: &Path) -> Result<String, AgentSourceError> {
     std::fs::create_dir_all(pkg.join("bin"))?;
     let dst = pkg.join("bin/rollout-agent");
     std::fs::copy(bin, &dst)?;
-    let out = runner.checked(&nix::store_add(&pkg.display().to_string()), "adding the agent to the local Nix store");
+    let out = runner.checked(
+        &nix::store_add(&pkg.display().to_string()),
+        "adding the agent to the local Nix store",
+    );
     let _ = std::fs::remove_dir_all(&stage);
     Ok(out?.trim().to_string())
 }
@@ -210,7 +237,10 @@ mod tests {
         let a = ActivateArgs {
             id: "d1".into(),
             closure: "/nix/store/x".into(),
-            profile: ProfileRef::Named { user: "hello".into(), name: "app".into() },
+            profile: ProfileRef::Named {
+                user: "hello".into(),
+                name: "app".into(),
+            },
             temp_path: "/tmp".into(),
             confirm_timeout: 30,
             activation_timeout: 240,
@@ -237,7 +267,10 @@ mod tests {
 
     #[test]
     fn status_lines_parse_and_other_lines_are_ignored() {
-        let s = AgentStatus::parse_line(r#"ROLLOUT-STATUS {"id":"d1","state":"awaiting-confirmation","previous_generation":3,"new_generation":4}"#).unwrap();
+        let s = AgentStatus::parse_line(
+            r#"ROLLOUT-STATUS {"id":"d1","state":"awaiting-confirmation","previous_generation":3,"new_generation":4}"#,
+        )
+        .unwrap();
         assert_eq!(s.state, "awaiting-confirmation");
         assert_eq!(s.new_generation, Some(4));
         assert!(AgentStatus::parse_line("rollout-agent: activating").is_none());
@@ -246,6 +279,9 @@ mod tests {
     #[test]
     fn revoke_names_exact_generations() {
         let v = revoke_args(&ProfileRef::Path("/p".into()), "/nix/store/c", "/tmp", 5, Some(4));
-        assert_eq!(v.join(" "), "revoke --profile-path /p --closure /nix/store/c --temp-path /tmp --generation 5 --previous 4");
+        assert_eq!(
+            v.join(" "),
+            "revoke --profile-path /p --closure /nix/store/c --temp-path /tmp --generation 5 --previous 4"
+        );
     }
 }

@@ -12,9 +12,15 @@ use std::path::Path;
 pub enum BuildError {
     #[error("building the profiles failed:\n{0}")]
     Build(String),
-    #[error("profile `{profile}` of node `{node}`: {closure} has no `deploy-rs-activate`; build the profile with \
-             rollout's (or deploy-rs's) lib.<system>.activate.* so that it knows how to activate itself")]
-    NotActivatable { node: String, profile: String, closure: String },
+    #[error(
+        "profile `{profile}` of node `{node}`: {closure} has no `deploy-rs-activate`; build the profile with \
+             rollout's (or deploy-rs's) lib.<system>.activate.* so that it knows how to activate itself"
+    )]
+    NotActivatable {
+        node: String,
+        profile: String,
+        closure: String,
+    },
     #[error("cannot create the result directory {0}: {1}")]
     ResultDir(String, std::io::Error),
     #[error(transparent)]
@@ -40,13 +46,20 @@ pub fn build_local(
         return Ok(());
     }
     let rep = &runner.reporter;
-    rep.phase(Phase::Build, State::Started, Some(format!("building {} profile(s)", deployments.len())));
+    rep.phase(
+        Phase::Build,
+        State::Started,
+        Some(format!("building {} profile(s)", deployments.len())),
+    );
     let argv = match mode {
         Mode::Flake => ctx.build_flake(&deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>()),
         Mode::File => {
             // Every target of one run comes from the same file in --file mode.
             let file = &deployments[0].flake;
-            ctx.build_file(file, &deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>())
+            ctx.build_file(
+                file,
+                &deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>(),
+            )
         }
     };
     if let Err(e) = runner.checked(&argv, "nix build") {
@@ -59,7 +72,11 @@ pub fn build_local(
     for d in deployments {
         if !Path::new(&d.closure).join("deploy-rs-activate").exists() {
             rep.phase(Phase::Build, State::Failed, None);
-            return Err(BuildError::NotActivatable { node: d.node.clone(), profile: d.profile.clone(), closure: d.closure.clone() });
+            return Err(BuildError::NotActivatable {
+                node: d.node.clone(),
+                profile: d.profile.clone(),
+                closure: d.closure.clone(),
+            });
         }
     }
     if let Some(dir) = keep_result {
@@ -67,7 +84,10 @@ pub fn build_local(
             let node_dir = dir.join(&d.node);
             std::fs::create_dir_all(&node_dir).map_err(|e| BuildError::ResultDir(node_dir.display().to_string(), e))?;
             let root = node_dir.join(&d.profile);
-            runner.checked(&nix::add_root(&d.closure, &root.display().to_string()), "creating a GC root")?;
+            runner.checked(
+                &nix::add_root(&d.closure, &root.display().to_string()),
+                "creating a GC root",
+            )?;
         }
     }
     rep.phase(Phase::Build, State::Succeeded, None);

@@ -57,7 +57,11 @@ impl SocketDir {
             .map(PathBuf::from)
             .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
-        let path = base.join(format!("rollout-{}-{}", std::process::id(), &super::agent::new_id()[1..9]));
+        let path = base.join(format!(
+            "rollout-{}-{}",
+            std::process::id(),
+            &super::agent::new_id()[1..9]
+        ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
         Ok(SocketDir { path })
@@ -66,7 +70,10 @@ impl SocketDir {
 
 impl Drop for SocketDir {
     fn drop(&mut self) {
-        SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &self.path);
+        SOCKET_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &self.path);
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -79,9 +86,19 @@ pub struct Master {
 
 impl Master {
     /// Open the master and wait until it is authenticated.
-    pub fn open(runner: &Runner, rep: &Reporter, ep: &Endpoint, dir: &Path, index: usize) -> Result<Master, ConnectError> {
+    pub fn open(
+        runner: &Runner,
+        rep: &Reporter,
+        ep: &Endpoint,
+        dir: &Path,
+        index: usize,
+    ) -> Result<Master, ConnectError> {
         let socket = dir.join(format!("m{index}")).display().to_string();
-        rep.phase(Phase::Connect, State::Started, Some(format!("connecting to {}", ep.destination())));
+        rep.phase(
+            Phase::Connect,
+            State::Started,
+            Some(format!("connecting to {}", ep.destination())),
+        );
         let mut child = runner.spawn(&ssh::master(ep, &socket))?;
         let started = Instant::now();
         loop {
@@ -91,8 +108,15 @@ impl Master {
                     let _ = e.read_to_string(&mut err);
                 }
                 rep.phase(Phase::Connect, State::Failed, None);
-                let detail = if err.trim().is_empty() { format!("ssh exited with {status}") } else { err.trim().to_string() };
-                return Err(ConnectError::Failed { dest: ep.destination(), detail });
+                let detail = if err.trim().is_empty() {
+                    format!("ssh exited with {status}")
+                } else {
+                    err.trim().to_string()
+                };
+                return Err(ConnectError::Failed {
+                    dest: ep.destination(),
+                    detail,
+                });
             }
             // OpenSSH creates the control socket (under a temporary name, then renamed) only
             // after authentication, so its existence means the master is ready.
@@ -103,13 +127,20 @@ impl Master {
                 let _ = child.kill();
                 let _ = child.wait();
                 rep.phase(Phase::Connect, State::Failed, None);
-                return Err(ConnectError::Failed { dest: ep.destination(), detail: "timed out after 60 s".into() });
+                return Err(ConnectError::Failed {
+                    dest: ep.destination(),
+                    detail: "timed out after 60 s".into(),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         rep.phase(Phase::Connect, State::Succeeded, None);
         OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
-        Ok(Master { endpoint: ep.clone(), socket, child: Some(child) })
+        Ok(Master {
+            endpoint: ep.clone(),
+            socket,
+            child: Some(child),
+        })
     }
 
     /// Is the connection still up? (It goes down when the target cut itself off.)
@@ -154,7 +185,10 @@ impl Master {
 }
 
 fn forget_pid(pid: u32) {
-    OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+    OPEN_MASTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
 }
 
 /// The parent pid of `pid`, from /proc (None if it is gone).

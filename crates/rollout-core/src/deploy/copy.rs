@@ -80,28 +80,50 @@ fn strip_ansi(s: &str) -> String {
 
 pub fn parse_line(line: &str) -> LogLine {
     let Some(json) = line.strip_prefix("@nix ") else {
-        return if line.trim().is_empty() { LogLine::Other } else { LogLine::Error(line.to_string()) };
+        return if line.trim().is_empty() {
+            LogLine::Other
+        } else {
+            LogLine::Error(line.to_string())
+        };
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else { return LogLine::Other };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return LogLine::Other;
+    };
     match v["action"].as_str() {
-        Some("start") if v["type"].as_u64() == Some(ACT_COPY_PATH) => match (v["id"].as_u64(), v["fields"][0].as_str()) {
-            (Some(id), Some(path)) => LogLine::CopyStarted { id, path: path.to_string() },
+        Some("start") if v["type"].as_u64() == Some(ACT_COPY_PATH) => match (v["id"].as_u64(), v["fields"][0].as_str())
+        {
+            (Some(id), Some(path)) => LogLine::CopyStarted {
+                id,
+                path: path.to_string(),
+            },
             _ => LogLine::Other,
         },
-        Some("stop") => v["id"].as_u64().map(|id| LogLine::Stopped { id }).unwrap_or(LogLine::Other),
+        Some("stop") => v["id"]
+            .as_u64()
+            .map(|id| LogLine::Stopped { id })
+            .unwrap_or(LogLine::Other),
         Some("msg") if v["level"].as_u64() == Some(0) => LogLine::Error(strip_ansi(v["msg"].as_str().unwrap_or(""))),
         _ => LogLine::Other,
     }
 }
 
 /// Run the copy, reporting progress; on failure, Nix's error messages.
-pub fn run_copy(runner: &Runner, rep: &Reporter, argv: &Argv, sizes: &HashMap<String, u64>) -> Result<CopyStats, String> {
+pub fn run_copy(
+    runner: &Runner,
+    rep: &Reporter,
+    argv: &Argv,
+    sizes: &HashMap<String, u64>,
+) -> Result<CopyStats, String> {
     struct St {
         open: HashMap<u64, String>,
         stats: CopyStats,
         errors: Vec<String>,
     }
-    let st = Mutex::new(St { open: HashMap::new(), stats: CopyStats::default(), errors: Vec::new() });
+    let st = Mutex::new(St {
+        open: HashMap::new(),
+        stats: CopyStats::default(),
+        errors: Vec::new(),
+    });
     let r = runner.stream(argv, None, &|line| {
         let mut s = st.lock().unwrap();
         match parse_line(line) {
@@ -112,7 +134,11 @@ pub fn run_copy(runner: &Runner, rep: &Reporter, argv: &Argv, sizes: &HashMap<St
                 if let Some(path) = s.open.remove(&id) {
                     s.stats.paths += 1;
                     s.stats.bytes += sizes.get(&path).copied().unwrap_or(0);
-                    rep.emit(Kind::Progress { phase: Phase::Copy, done: s.stats.bytes, total: None });
+                    rep.emit(Kind::Progress {
+                        phase: Phase::Copy,
+                        done: s.stats.bytes,
+                        total: None,
+                    });
                 }
             }
             LogLine::Error(e) => s.errors.push(e),
@@ -122,7 +148,11 @@ pub fn run_copy(runner: &Runner, rep: &Reporter, argv: &Argv, sizes: &HashMap<St
     let s = st.into_inner().unwrap();
     match r {
         Ok((status, _)) if status.success() => Ok(s.stats),
-        Ok((status, _)) => Err(if s.errors.is_empty() { format!("nix copy exited with {status}") } else { s.errors.join("\n") }),
+        Ok((status, _)) => Err(if s.errors.is_empty() {
+            format!("nix copy exited with {status}")
+        } else {
+            s.errors.join("\n")
+        }),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -135,7 +165,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 #[cfg(test)]
@@ -145,12 +179,27 @@ mod tests {
     #[test]
     fn copy_activities_and_errors_are_recognised() {
         let start = r#"@nix {"action":"start","fields":["/nix/store/abc-x","local","ssh://d@h"],"id":7,"level":3,"text":"copying path","type":100}"#;
-        assert_eq!(parse_line(start), LogLine::CopyStarted { id: 7, path: "/nix/store/abc-x".into() });
-        assert_eq!(parse_line(r#"@nix {"action":"stop","id":7}"#), LogLine::Stopped { id: 7 });
+        assert_eq!(
+            parse_line(start),
+            LogLine::CopyStarted {
+                id: 7,
+                path: "/nix/store/abc-x".into()
+            }
+        );
+        assert_eq!(
+            parse_line(r#"@nix {"action":"stop","id":7}"#),
+            LogLine::Stopped { id: 7 }
+        );
         let err = "@nix {\"action\":\"msg\",\"level\":0,\"msg\":\"\\u001b[31;1merror:\\u001b[0m cannot connect\"}";
         assert_eq!(parse_line(err), LogLine::Error("error: cannot connect".into()));
-        assert_eq!(parse_line(r#"@nix {"action":"msg","level":3,"msg":"info"}"#), LogLine::Other);
-        assert_eq!(parse_line("ssh: connect refused"), LogLine::Error("ssh: connect refused".into()));
+        assert_eq!(
+            parse_line(r#"@nix {"action":"msg","level":3,"msg":"info"}"#),
+            LogLine::Other
+        );
+        assert_eq!(
+            parse_line("ssh: connect refused"),
+            LogLine::Error("ssh: connect refused".into())
+        );
     }
 
     #[test]

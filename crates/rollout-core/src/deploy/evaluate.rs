@@ -49,7 +49,9 @@ pub fn detect(runner: &Runner, force_file: bool, extra_args: Vec<String>) -> Res
     if probe.status.success() {
         Ok((Mode::Flake, ctx))
     } else {
-        runner.reporter.warn("this Nix has no flake support; reading `deploy` from default.nix (flake-compat) instead");
+        runner
+            .reporter
+            .warn("this Nix has no flake support; reading `deploy` from default.nix (flake-compat) instead");
         Ok((Mode::File, ctx))
     }
 }
@@ -97,7 +99,10 @@ pub fn evaluate(
             if let Err(e) = runner.checked(&argv, "nix flake check") {
                 rep.phase(Phase::Check, State::Failed, None);
                 return Err(match e {
-                    ExecError::Failed { .. } => EvalError::Checks { flake: flake.clone(), nix: e.stderr().trim().to_string() },
+                    ExecError::Failed { .. } => EvalError::Checks {
+                        flake: flake.clone(),
+                        nix: e.stderr().trim().to_string(),
+                    },
                     other => other.into(),
                 });
             }
@@ -114,12 +119,17 @@ pub fn evaluate(
             Ok(o) => o,
             Err(e @ ExecError::Failed { .. }) => {
                 rep.phase(Phase::Evaluate, State::Failed, None);
-                return Err(EvalError::Eval { flake: flake.clone(), nix: e.stderr().trim().to_string() });
+                return Err(EvalError::Eval {
+                    flake: flake.clone(),
+                    nix: e.stderr().trim().to_string(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
-        let json: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|e| EvalError::BadJson { flake: flake.clone(), err: e.to_string() })?;
+        let json: serde_json::Value = serde_json::from_str(&out).map_err(|e| EvalError::BadJson {
+            flake: flake.clone(),
+            err: e.to_string(),
+        })?;
         let cfg = parse_deploy(&json, flake)?;
         rep.phase(Phase::Evaluate, State::Succeeded, None);
         configs.insert(flake.clone(), Arc::new(cfg));

@@ -104,7 +104,9 @@ pub struct Report {
 
 impl Report {
     pub fn success(&self) -> bool {
-        self.results.iter().all(|r| matches!(r.outcome, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted))
+        self.results
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted))
     }
 
     pub fn rolled_back(&self) -> bool {
@@ -162,11 +164,19 @@ fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) ->
     let results: Mutex<Vec<NodeRun>> = Mutex::new(Vec::new());
     let stop = &shared.stop;
     let canary = shared.opts.canary.min(nodes.len());
-    let waves: Vec<&[(String, Vec<&Deployment>)]> = if canary > 0 { vec![&nodes[..canary], &nodes[canary..]] } else { vec![nodes] };
+    let waves: Vec<&[(String, Vec<&Deployment>)]> = if canary > 0 {
+        vec![&nodes[..canary], &nodes[canary..]]
+    } else {
+        vec![nodes]
+    };
     for (w, wave) in waves.iter().enumerate() {
         if stop.load(Ordering::SeqCst) || (w > 0 && results.lock().unwrap().iter().any(|r| r.failed())) {
             // A failed canary (or an earlier failure) stops the rest before it starts.
-            let msg = if w > 0 && canary > 0 { "not started: a canary node failed" } else { "not started: another node failed" };
+            let msg = if w > 0 && canary > 0 {
+                "not started: a canary node failed"
+            } else {
+                "not started: another node failed"
+            };
             for (name, deps) in wave.iter() {
                 results.lock().unwrap().push(skipped(shared, name, deps, msg));
             }
@@ -177,9 +187,14 @@ fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) ->
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    let Some((name, deps)) = queue.lock().unwrap().pop_front() else { break };
+                    let Some((name, deps)) = queue.lock().unwrap().pop_front() else {
+                        break;
+                    };
                     if stop.load(Ordering::SeqCst) {
-                        results.lock().unwrap().push(skipped(shared, name, deps, "not started: another node failed"));
+                        results
+                            .lock()
+                            .unwrap()
+                            .push(skipped(shared, name, deps, "not started: another node failed"));
                         continue;
                     }
                     let r = node::run_node(shared, name, deps);
@@ -200,10 +215,21 @@ fn skipped(shared: &Shared, node: &str, deps: &[&Deployment], msg: &str) -> Node
         .iter()
         .map(|d| {
             rep.for_profile(node, &d.profile).outcome(Outcome::Skipped, msg);
-            ProfileResult { node: node.into(), profile: d.profile.clone(), outcome: Outcome::Skipped, message: msg.into(), activated: None, seq: 0 }
+            ProfileResult {
+                node: node.into(),
+                profile: d.profile.clone(),
+                outcome: Outcome::Skipped,
+                message: msg.into(),
+                activated: None,
+                seq: 0,
+            }
         })
         .collect();
-    NodeRun { node: node.into(), results, masters: Vec::new() }
+    NodeRun {
+        node: node.into(),
+        results,
+        masters: Vec::new(),
+    }
 }
 
 /// Fleet-wide rollback (unless --keep-going): every profile this run activated on another node is
@@ -212,7 +238,14 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
     let any_failed = runs.iter().any(|r| r.failed());
     if any_failed && !shared.opts.keep_going && shared.opts.rollback_succeeded && !shared.opts.dry_activate {
         let failed_nodes: Vec<String> = runs.iter().filter(|r| r.failed()).map(|r| r.node.clone()).collect();
-        let why = format!("node(s) {} failed", failed_nodes.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "));
+        let why = format!(
+            "node(s) {} failed",
+            failed_nodes
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut todo: Vec<(u64, usize, usize)> = Vec::new();
         for (ri, r) in runs.iter().enumerate() {
             for (pi, p) in r.results.iter().enumerate() {
@@ -230,7 +263,9 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
             let node = run.node.clone();
             let prep = shared.runner.reporter.for_profile(&node, &run.results[pi].profile);
             let runner = Runner::new(prep.clone());
-            let Some(mi) = run.masters.iter().position(|m| m.endpoint == a.endpoint) else { continue };
+            let Some(mi) = run.masters.iter().position(|m| m.endpoint == a.endpoint) else {
+                continue;
+            };
             let (outcome, msg) = node::revoke(&runner, &prep, &run.masters[mi], &a, &why);
             run.results[pi].outcome = outcome;
             run.results[pi].message = msg;

@@ -3,8 +3,8 @@
 //! fresh connection. Failures abort the node's pending profiles on the target.
 
 use super::agent::{self, ActivateArgs, AgentStatus, ProfileRef};
-use super::connection::Master;
 use super::build;
+use super::connection::Master;
 use super::Shared;
 use crate::events::{Outcome, Phase, Reporter, State};
 use crate::exec::Runner;
@@ -51,7 +51,9 @@ pub struct NodeRun {
 
 impl NodeRun {
     pub fn failed(&self) -> bool {
-        self.results.iter().any(|r| matches!(r.outcome, Outcome::Failed | Outcome::RolledBack | Outcome::Skipped))
+        self.results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed | Outcome::RolledBack | Outcome::Skipped))
     }
 }
 
@@ -71,7 +73,11 @@ fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
 }
 
 fn endpoint_of(d: &Deployment) -> Endpoint {
-    Endpoint { user: d.settings.ssh_user.clone(), host: d.settings.hostname.clone(), opts: d.settings.ssh_opts.clone() }
+    Endpoint {
+        user: d.settings.ssh_user.clone(),
+        host: d.settings.hostname.clone(),
+        opts: d.settings.ssh_opts.clone(),
+    }
 }
 
 /// The agent for one profile: the closure's own `rollout-agent` when it carries one (rollout's
@@ -88,7 +94,10 @@ fn agent_for(shared: &Shared, d: &Deployment) -> String {
 fn profile_ref(d: &Deployment) -> ProfileRef {
     match &d.settings.profile_path {
         Some(p) => ProfileRef::Path(p.clone()),
-        None => ProfileRef::Named { user: d.settings.user.clone(), name: d.profile.clone() },
+        None => ProfileRef::Named {
+            user: d.settings.user.clone(),
+            name: d.profile.clone(),
+        },
     }
 }
 
@@ -110,7 +119,11 @@ fn agent_call(
     let words = ssh::agent_command(elevation, agent_bin, args);
     let argv = ssh::via_master(&master.endpoint, &master.socket, &words);
     let statuses = std::sync::Mutex::new(Vec::new());
-    let stdin = if elevation.is_some_and(|e| e.password_on_stdin) { stdin_for(password, 1) } else { None };
+    let stdin = if elevation.is_some_and(|e| e.password_on_stdin) {
+        stdin_for(password, 1)
+    } else {
+        None
+    };
     let (st, err) = runner
         .stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
             Some(s) => statuses.lock().unwrap().push(s),
@@ -123,12 +136,23 @@ fn agent_call(
 pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let rep = shared.runner.reporter.for_node(node);
     let runner = Runner::new(rep.clone());
-    let mut run = NodeRun { node: node.to_string(), results: Vec::new(), masters: Vec::new() };
+    let mut run = NodeRun {
+        node: node.to_string(),
+        results: Vec::new(),
+        masters: Vec::new(),
+    };
     // Every profile of the node that has no result yet gets this one.
     let fail_all = |run: &mut NodeRun, outcome: Outcome, msg: &str| {
         for d in deps {
             if !run.results.iter().any(|r| r.profile == d.profile) {
-                let r = ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.to_string(), activated: None, seq: 0 };
+                let r = ProfileResult {
+                    node: node.into(),
+                    profile: d.profile.clone(),
+                    outcome,
+                    message: msg.to_string(),
+                    activated: None,
+                    seq: 0,
+                };
                 rep.for_profile(node, &d.profile).outcome(outcome, msg);
                 run.results.push(r);
             }
@@ -166,13 +190,30 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 return run;
             }
         };
-        let mut paths: Vec<String> = mine.iter().filter(|d| !d.settings.remote_build).map(|d| d.closure.clone()).collect();
-        if mine.iter().any(|d| agent_for(shared, d) == agent::agent_bin(&shared.agent_path)) {
+        let mut paths: Vec<String> = mine
+            .iter()
+            .filter(|d| !d.settings.remote_build)
+            .map(|d| d.closure.clone())
+            .collect();
+        if mine
+            .iter()
+            .any(|d| agent_for(shared, d) == agent::agent_bin(&shared.agent_path))
+        {
             paths.push(shared.agent_path.clone());
         }
         let substitute = !mine.iter().all(|d| d.settings.fast_connection);
-        rep.phase(Phase::Copy, State::Started, Some(format!("copying {} path(s) to {}", paths.len(), ep.host)));
-        let copy = nix::copy_to(&nix::store_uri("ssh", &ep.user, &ep.host), &paths, substitute, shared.opts.checksigs, &opts);
+        rep.phase(
+            Phase::Copy,
+            State::Started,
+            Some(format!("copying {} path(s) to {}", paths.len(), ep.host)),
+        );
+        let copy = nix::copy_to(
+            &nix::store_uri("ssh", &ep.user, &ep.host),
+            &paths,
+            substitute,
+            shared.opts.checksigs,
+            &opts,
+        );
         match super::copy::run_copy(&runner, &rep, &copy, &shared.nar_sizes) {
             Ok(st) => {
                 let msg = if st.paths == 0 {
@@ -184,14 +225,28 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             }
             Err(e) => {
                 rep.phase(Phase::Copy, State::Failed, None);
-                fail_all(&mut run, Outcome::Failed, &format!("copying to {} failed: {}", ep.host, e.trim()));
+                fail_all(
+                    &mut run,
+                    Outcome::Failed,
+                    &format!("copying to {} failed: {}", ep.host, e.trim()),
+                );
                 return run;
             }
         }
-        let remote: Vec<String> = mine.iter().filter(|d| d.settings.remote_build).map(|d| build::installable(shared.mode, d)).collect();
+        let remote: Vec<String> = mine
+            .iter()
+            .filter(|d| d.settings.remote_build)
+            .map(|d| build::installable(shared.mode, d))
+            .collect();
         if !remote.is_empty() {
-            rep.phase(Phase::Build, State::Started, Some(format!("building {} profile(s) on {}", remote.len(), ep.host)));
-            let argv = shared.ctx.build_remote(&nix::store_uri("ssh-ng", &ep.user, &ep.host), &remote, &opts);
+            rep.phase(
+                Phase::Build,
+                State::Started,
+                Some(format!("building {} profile(s) on {}", remote.len(), ep.host)),
+            );
+            let argv = shared
+                .ctx
+                .build_remote(&nix::store_uri("ssh-ng", &ep.user, &ep.host), &remote, &opts);
             let argv = if shared.mode == super::evaluate::Mode::File {
                 // `nix build -f FILE ATTR…` reads the same file as the local non-flake build.
                 let mut a = argv;
@@ -204,7 +259,11 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             };
             if let Err(e) = runner.checked(&argv, "remote build") {
                 rep.phase(Phase::Build, State::Failed, None);
-                fail_all(&mut run, Outcome::Failed, &format!("building on {} failed: {}", ep.host, e.stderr().trim()));
+                fail_all(
+                    &mut run,
+                    Outcome::Failed,
+                    &format!("building on {} failed: {}", ep.host, e.stderr().trim()),
+                );
                 return run;
             }
             rep.phase(Phase::Build, State::Succeeded, None);
@@ -228,11 +287,22 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             Err(e) => {
                 failure = Some(format!("profile `{}` failed", d.profile));
                 prep.outcome(Outcome::Failed, e);
-                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome: Outcome::Failed, message: String::new(), activated: None, seq: 0 });
+                done.push(ProfileResult {
+                    node: node.into(),
+                    profile: d.profile.clone(),
+                    outcome: Outcome::Failed,
+                    message: String::new(),
+                    activated: None,
+                    seq: 0,
+                });
                 break;
             }
         };
-        let password = if d.settings.elevate && d.settings.interactive_sudo { shared.passwords.get(&d.settings.hostname).cloned() } else { None };
+        let password = if d.settings.elevate && d.settings.interactive_sudo {
+            shared.passwords.get(&d.settings.hostname).cloned()
+        } else {
+            None
+        };
         let master = &run.masters[master_for(d)];
         let agent_bin = agent_for(shared, d);
         let args = ActivateArgs {
@@ -256,7 +326,15 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             if !pending.is_empty() {
                 s.spawn(|| heartbeat(&rep, &run.masters, &endpoints, &pending, &stop));
             }
-            let r = agent_call(&runner, &prep, master, elevation.as_ref(), password.as_deref(), &agent_bin, &agent::activate_args(&args));
+            let r = agent_call(
+                &runner,
+                &prep,
+                master,
+                elevation.as_ref(),
+                password.as_deref(),
+                &agent_bin,
+                &agent::activate_args(&args),
+            );
             stop.store(true, Ordering::SeqCst);
             r
         });
@@ -280,7 +358,11 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         match (code, status.as_ref().map(|s| s.state.as_str())) {
             (Some(0), Some("awaiting-confirmation")) => {
                 prep.phase(Phase::Activate, State::Succeeded, None);
-                pending.push(Pending { d, id: args.id.clone(), act });
+                pending.push(Pending {
+                    d,
+                    id: args.id.clone(),
+                    act,
+                });
             }
             (Some(0), Some(_)) => {
                 prep.phase(Phase::Activate, State::Succeeded, None);
@@ -292,13 +374,28 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                     (Outcome::Deployed, "activated")
                 };
                 prep.outcome(outcome, msg);
-                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.into(), activated: if opts.dry_activate { None } else { Some(act) }, seq: shared.seq() });
+                done.push(ProfileResult {
+                    node: node.into(),
+                    profile: d.profile.clone(),
+                    outcome,
+                    message: msg.into(),
+                    activated: if opts.dry_activate { None } else { Some(act) },
+                    seq: shared.seq(),
+                });
             }
             (_, st) => {
                 prep.phase(Phase::Activate, State::Failed, None);
-                let detail = status.as_ref().and_then(|s| s.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| {
-                    if err.trim().is_empty() { format!("the agent exited with {code:?}") } else { err.trim().to_string() }
-                });
+                let detail = status
+                    .as_ref()
+                    .and_then(|s| s.message.clone())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| {
+                        if err.trim().is_empty() {
+                            format!("the agent exited with {code:?}")
+                        } else {
+                            err.trim().to_string()
+                        }
+                    });
                 // ssh exits 255 when the connection itself fails; with no status line we never
                 // heard the agent's verdict, but the agent goes on without us.
                 let lost = code == Some(255) && status.is_none();
@@ -314,12 +411,22 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 } else if lost {
                     (Outcome::Failed, format!("lost the SSH connection to {} during activation ({detail}); the activation goes on there and its result is unknown (magic rollback is off)", master.endpoint.host))
                 } else if st == Some("rolled-back") {
-                    (Outcome::RolledBack, format!("activation failed and was rolled back on the target: {detail}"))
+                    (
+                        Outcome::RolledBack,
+                        format!("activation failed and was rolled back on the target: {detail}"),
+                    )
                 } else {
                     (Outcome::Failed, format!("activation failed: {detail}"))
                 };
                 prep.outcome(outcome, &msg);
-                done.push(ProfileResult { node: node.into(), profile: d.profile.clone(), outcome, message: msg.clone(), activated: None, seq: 0 });
+                done.push(ProfileResult {
+                    node: node.into(),
+                    profile: d.profile.clone(),
+                    outcome,
+                    message: msg.clone(),
+                    activated: None,
+                    seq: 0,
+                });
                 failure = Some(format!("profile `{}` failed", d.profile));
                 break;
             }
@@ -338,10 +445,21 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         if opts.rollback_succeeded {
             abort_pending(&runner, &rep, node, &run.masters, &endpoints, &pending, &mut done, &why);
         } else if !pending.is_empty() {
-            confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, pending, &mut done);
+            confirm(
+                shared,
+                &runner,
+                &rep,
+                node,
+                &mut run.masters,
+                &endpoints,
+                pending,
+                &mut done,
+            );
         }
         if opts.rollback_succeeded && !opts.dry_activate {
-            let mut acts: Vec<usize> = (0..done.len()).filter(|&i| done[i].activated.is_some() && done[i].outcome != Outcome::RolledBack).collect();
+            let mut acts: Vec<usize> = (0..done.len())
+                .filter(|&i| done[i].activated.is_some() && done[i].outcome != Outcome::RolledBack)
+                .collect();
             acts.reverse();
             for i in acts {
                 let a = done[i].activated.clone().unwrap();
@@ -361,7 +479,16 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     }
 
     if !pending.is_empty() {
-        confirm(shared, &runner, &rep, node, &mut run.masters, &endpoints, pending, &mut done);
+        confirm(
+            shared,
+            &runner,
+            &rep,
+            node,
+            &mut run.masters,
+            &endpoints,
+            pending,
+            &mut done,
+        );
     }
     run.results = done;
     run
@@ -378,14 +505,25 @@ fn groups<'a, 'b>(endpoints: &[Endpoint], pending: &'b [Pending<'a>]) -> BTreeMa
     let mut g: BTreeMap<GroupKey, Vec<&Pending>> = BTreeMap::new();
     for p in pending {
         let user = p.act.elevation.as_ref().map(|e| e.user.clone()).unwrap_or_default();
-        let key = (run_master_index(endpoints, &p.act.endpoint), user, p.act.temp_path.clone(), p.act.agent_bin.clone());
+        let key = (
+            run_master_index(endpoints, &p.act.endpoint),
+            user,
+            p.act.temp_path.clone(),
+            p.act.agent_bin.clone(),
+        );
         g.entry(key).or_default().push(p);
     }
     g
 }
 
 fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], stop: &AtomicBool) {
-    let every = pending.iter().map(|p| p.d.settings.confirm_timeout).min().unwrap_or(30).max(3) / 3;
+    let every = pending
+        .iter()
+        .map(|p| p.d.settings.confirm_timeout)
+        .min()
+        .unwrap_or(30)
+        .max(3)
+        / 3;
     let quiet = Runner::new(Reporter::silent());
     let mut last = std::time::Instant::now() - Duration::from_secs(every);
     while !stop.load(Ordering::SeqCst) {
@@ -394,7 +532,15 @@ fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending
             for ((mi, _, temp, agent_bin), ps) in groups(endpoints, pending) {
                 let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
                 let first = ps[0];
-                let _ = agent_call(&quiet, rep, &masters[mi], first.act.elevation.as_ref(), first.act.password.as_deref(), &agent_bin, &agent::ids_args("extend", &temp, &ids, None));
+                let _ = agent_call(
+                    &quiet,
+                    rep,
+                    &masters[mi],
+                    first.act.elevation.as_ref(),
+                    first.act.password.as_deref(),
+                    &agent_bin,
+                    &agent::ids_args("extend", &temp, &ids, None),
+                );
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -404,14 +550,34 @@ fn heartbeat(rep: &Reporter, masters: &[Master], endpoints: &[Endpoint], pending
 /// Roll back this node's profiles that still wait for confirmation, newest first, one at a
 /// time: the reverse of the order they were activated in.
 #[allow(clippy::too_many_arguments)]
-fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master], endpoints: &[Endpoint], pending: &[Pending], done: &mut Vec<ProfileResult>, why: &str) {
+fn abort_pending(
+    runner: &Runner,
+    rep: &Reporter,
+    node: &str,
+    masters: &[Master],
+    endpoints: &[Endpoint],
+    pending: &[Pending],
+    done: &mut Vec<ProfileResult>,
+    why: &str,
+) {
     for p in pending.iter().rev() {
         let prep = rep.for_profile(node, &p.d.profile);
         prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
         let master = &masters[run_master_index(endpoints, &p.act.endpoint)];
         let args = agent::ids_args("abort", &p.act.temp_path, std::slice::from_ref(&p.id), Some(300));
-        let r = agent_call(runner, &prep, master, p.act.elevation.as_ref(), p.act.password.as_deref(), &p.act.agent_bin, &args);
-        let state = r.ok().and_then(|(_, st, _)| st.into_iter().find(|s| s.id == p.id)).map(|s| s.state);
+        let r = agent_call(
+            runner,
+            &prep,
+            master,
+            p.act.elevation.as_ref(),
+            p.act.password.as_deref(),
+            &p.act.agent_bin,
+            &args,
+        );
+        let state = r
+            .ok()
+            .and_then(|(_, st, _)| st.into_iter().find(|s| s.id == p.id))
+            .map(|s| s.state);
         let (outcome, msg) = match state.as_deref() {
             Some("rolled-back") => {
                 prep.phase(Phase::Revoke, State::Succeeded, None);
@@ -419,22 +585,46 @@ fn abort_pending(runner: &Runner, rep: &Reporter, node: &str, masters: &[Master]
             }
             Some("failed") => {
                 prep.phase(Phase::Revoke, State::Failed, None);
-                (Outcome::Failed, format!("{why}, and rolling this profile back failed too; see the agent log on the target"))
+                (
+                    Outcome::Failed,
+                    format!("{why}, and rolling this profile back failed too; see the agent log on the target"),
+                )
             }
-            _ => (Outcome::RolledBack, format!("{why}; not confirmed, so the target rolls back by itself")),
+            _ => (
+                Outcome::RolledBack,
+                format!("{why}; not confirmed, so the target rolls back by itself"),
+            ),
         };
         prep.outcome(outcome, &msg);
-        done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated: None, seq: 0 });
+        done.push(ProfileResult {
+            node: node.into(),
+            profile: p.d.profile.clone(),
+            outcome,
+            message: msg,
+            activated: None,
+            seq: 0,
+        });
     }
 }
 
 /// Undo a confirmed profile: switch back to the generation it replaced.
 pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, a: &Activated, why: &str) -> (Outcome, String) {
     let Some(generation) = a.generation else {
-        return (Outcome::Failed, format!("{why}; cannot roll back: the agent did not report the new generation"));
+        return (
+            Outcome::Failed,
+            format!("{why}; cannot roll back: the agent did not report the new generation"),
+        );
     };
     prep.phase(Phase::Revoke, State::Started, Some(why.to_string()));
-    let r = agent_call(runner, prep, master, a.elevation.as_ref(), a.password.as_deref(), &a.agent_bin, &agent::revoke_args(&a.profile, &a.closure, &a.temp_path, generation, a.previous));
+    let r = agent_call(
+        runner,
+        prep,
+        master,
+        a.elevation.as_ref(),
+        a.password.as_deref(),
+        &a.agent_bin,
+        &agent::revoke_args(&a.profile, &a.closure, &a.temp_path, generation, a.previous),
+    );
     match r {
         Ok((Some(0), _, _)) => {
             prep.phase(Phase::Revoke, State::Succeeded, None);
@@ -458,7 +648,16 @@ pub fn revoke(runner: &Runner, prep: &Reporter, master: &Master, a: &Activated, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters: &mut [Master], endpoints: &[Endpoint], pending: Vec<Pending>, done: &mut Vec<ProfileResult>) {
+fn confirm(
+    shared: &Shared,
+    runner: &Runner,
+    rep: &Reporter,
+    node: &str,
+    masters: &mut [Master],
+    endpoints: &[Endpoint],
+    pending: Vec<Pending>,
+    done: &mut Vec<ProfileResult>,
+) {
     for (mi, ep) in endpoints.iter().enumerate() {
         let mine: Vec<&Pending> = pending.iter().filter(|p| &p.act.endpoint == ep).collect();
         if mine.is_empty() {
@@ -474,14 +673,26 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
                 password_lines += 1;
                 password = ps[0].act.password.clone();
             }
-            cmds.push(ssh::agent_command(e, &agent_bin, &agent::ids_args("confirm", &temp, &ids, Some(15))));
+            cmds.push(ssh::agent_command(
+                e,
+                &agent_bin,
+                &agent::ids_args("confirm", &temp, &ids, Some(15)),
+            ));
         }
         for p in &mine {
-            rep.for_profile(node, &p.d.profile).phase(Phase::Confirm, State::Started, Some("confirming over a fresh SSH connection".into()));
+            rep.for_profile(node, &p.d.profile).phase(
+                Phase::Confirm,
+                State::Started,
+                Some("confirming over a fresh SSH connection".into()),
+            );
         }
         let argv = ssh::fresh_many(ep, &cmds);
         let statuses = std::sync::Mutex::new(Vec::new());
-        let stdin = if password_lines > 0 { stdin_for(password.as_deref(), password_lines) } else { None };
+        let stdin = if password_lines > 0 {
+            stdin_for(password.as_deref(), password_lines)
+        } else {
+            None
+        };
         let r = runner.stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
             Some(s) => statuses.lock().unwrap().push(s),
             None => rep.log(line),
@@ -498,7 +709,14 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
             if ok && st.is_some_and(|s| s.state == "confirmed") {
                 prep.phase(Phase::Confirm, State::Succeeded, None);
                 prep.outcome(Outcome::Deployed, "activated and confirmed");
-                done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome: Outcome::Deployed, message: "activated and confirmed".into(), activated: Some(p.act.clone()), seq: shared.seq() });
+                done.push(ProfileResult {
+                    node: node.into(),
+                    profile: p.d.profile.clone(),
+                    outcome: Outcome::Deployed,
+                    message: "activated and confirmed".into(),
+                    activated: Some(p.act.clone()),
+                    seq: shared.seq(),
+                });
             } else {
                 prep.phase(Phase::Confirm, State::Failed, None);
                 unconfirmed.push((*p, st.cloned()));
@@ -510,16 +728,38 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
         // The fresh connection failed (the activation broke SSH, networking or sudo) or the
         // target had already rolled back. The target rolls back by itself; learn the outcome
         // over the master if it still stands.
-        let reason = if err.trim().is_empty() { "no confirmation".to_string() } else { err.trim().lines().last().unwrap_or("").to_string() };
-        let max_wait = unconfirmed.iter().map(|(p, _)| p.d.settings.confirm_timeout).max().unwrap_or(30) + 20;
+        let reason = if err.trim().is_empty() {
+            "no confirmation".to_string()
+        } else {
+            err.trim().lines().last().unwrap_or("").to_string()
+        };
+        let max_wait = unconfirmed
+            .iter()
+            .map(|(p, _)| p.d.settings.confirm_timeout)
+            .max()
+            .unwrap_or(30)
+            + 20;
         let deadline = std::time::Instant::now() + Duration::from_secs(max_wait);
         for (p, st) in unconfirmed {
             let prep = rep.for_profile(node, &p.d.profile);
             prep.warn(format!("confirmation over a fresh SSH connection to {} failed ({reason}); the target rolls back by itself within {} s", ep.host, p.d.settings.confirm_timeout));
             let mut final_state = st.map(|s| s.state);
-            while !matches!(final_state.as_deref(), Some("rolled-back") | Some("failed") | Some("confirmed")) && std::time::Instant::now() < deadline && masters[mi].alive() {
+            while !matches!(
+                final_state.as_deref(),
+                Some("rolled-back") | Some("failed") | Some("confirmed")
+            ) && std::time::Instant::now() < deadline
+                && masters[mi].alive()
+            {
                 let quiet = Runner::new(Reporter::silent());
-                if let Ok((_, s, _)) = agent_call(&quiet, &prep, &masters[mi], p.act.elevation.as_ref(), p.act.password.as_deref(), &p.act.agent_bin, &agent::ids_args("status", &p.act.temp_path, std::slice::from_ref(&p.id), None)) {
+                if let Ok((_, s, _)) = agent_call(
+                    &quiet,
+                    &prep,
+                    &masters[mi],
+                    p.act.elevation.as_ref(),
+                    p.act.password.as_deref(),
+                    &p.act.agent_bin,
+                    &agent::ids_args("status", &p.act.temp_path, std::slice::from_ref(&p.id), None),
+                ) {
                     if let Some(s) = s.into_iter().find(|s| s.id == p.id) {
                         final_state = Some(s.state);
                     }
@@ -527,13 +767,30 @@ fn confirm(shared: &Shared, runner: &Runner, rep: &Reporter, node: &str, masters
                 std::thread::sleep(Duration::from_millis(500));
             }
             let (outcome, msg) = match final_state.as_deref() {
-                Some("rolled-back") => (Outcome::RolledBack, format!("not confirmed ({reason}); the target has rolled back")),
+                Some("rolled-back") => (
+                    Outcome::RolledBack,
+                    format!("not confirmed ({reason}); the target has rolled back"),
+                ),
                 Some("confirmed") => (Outcome::Deployed, "confirmed".to_string()),
-                _ => (Outcome::RolledBack, format!("not confirmed ({reason}); the target will roll back by itself")),
+                _ => (
+                    Outcome::RolledBack,
+                    format!("not confirmed ({reason}); the target will roll back by itself"),
+                ),
             };
             prep.outcome(outcome, &msg);
-            let activated = if outcome == Outcome::Deployed { Some(p.act.clone()) } else { None };
-            done.push(ProfileResult { node: node.into(), profile: p.d.profile.clone(), outcome, message: msg, activated, seq: shared.seq() });
+            let activated = if outcome == Outcome::Deployed {
+                Some(p.act.clone())
+            } else {
+                None
+            };
+            done.push(ProfileResult {
+                node: node.into(),
+                profile: p.d.profile.clone(),
+                outcome,
+                message: msg,
+                activated,
+                seq: shared.seq(),
+            });
         }
     }
 }

@@ -151,7 +151,11 @@ fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
 }
 
 fn epoch() -> f64 {
@@ -181,9 +185,7 @@ fn write_flake(dir: &Path, fleet: &Fleet, n: usize, salt: &str, extra: Option<&s
     for h in hosts(n) {
         f.node(&h, &h).profile(
             "system",
-            Profile::marker("system")
-                .salt(salt)
-                .setting("user", json!("root")),
+            Profile::marker("system").salt(salt).setting("user", json!("root")),
         );
     }
     f.write()?;
@@ -274,14 +276,7 @@ fn invoke(args: &Args, rollout: &Path, flake: &Path) -> anyhow::Result<Outcome> 
     loop {
         // SAFETY: zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
         if r == 0 {
             break;
         }
@@ -358,18 +353,8 @@ fn calibrate_ssh(fleet: &Fleet, count: usize) -> Value {
 /// Per node and phase: (first started, last succeeded/failed).
 type Spans = BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>>;
 
-fn analyse(
-    hosts_n: usize,
-    kind: &'static str,
-    index: usize,
-    o: &Outcome,
-    auths: &[usize],
-) -> RunResult {
-    let events: Vec<Value> = o
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+fn analyse(hosts_n: usize, kind: &'static str, index: usize, o: &Outcome, auths: &[usize]) -> RunResult {
+    let events: Vec<Value> = o.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let mut node_spans: Spans = BTreeMap::new();
     let mut run_spans: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     let mut deployed = 0;
@@ -387,11 +372,7 @@ fn analyse(
             Some("phase") => {
                 let phase = e["phase"].as_str().unwrap_or("?").to_string();
                 let slot = match &node {
-                    Some(n) => node_spans
-                        .entry(n.clone())
-                        .or_default()
-                        .entry(phase)
-                        .or_default(),
+                    Some(n) => node_spans.entry(n.clone()).or_default().entry(phase).or_default(),
                     None => run_spans.entry(phase).or_default(),
                 };
                 match e["state"].as_str() {
@@ -412,10 +393,7 @@ fn analyse(
     let mut phase_median_s = BTreeMap::new();
     let mut phase_max_s = BTreeMap::new();
     for p in NODE_PHASES {
-        let d: Vec<f64> = node_spans
-            .values()
-            .filter_map(|m| m.get(p).and_then(dur))
-            .collect();
+        let d: Vec<f64> = node_spans.values().filter_map(|m| m.get(p).and_then(dur)).collect();
         if let Some(m) = median(&d) {
             phase_median_s.insert(p.to_string(), m);
             phase_max_s.insert(p.to_string(), d.iter().cloned().fold(f64::MIN, f64::max));
@@ -524,9 +502,7 @@ fn one_run(
 
 fn summarize(n: usize, runs: &[RunResult], base: Option<f64>) -> SizeSummary {
     let ok: Vec<&RunResult> = runs.iter().filter(|r| r.ok).collect();
-    let med = |f: &dyn Fn(&RunResult) -> Option<f64>| {
-        median(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
-    };
+    let med = |f: &dyn Fn(&RunResult) -> Option<f64>| median(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>());
     let wall = med(&|r| Some(r.wall_s));
     let mut phase_median_s = BTreeMap::new();
     for p in NODE_PHASES {
@@ -545,8 +521,7 @@ fn summarize(n: usize, runs: &[RunResult], base: Option<f64>) -> SizeSummary {
         phase_median_s,
         median_tail_s: med(&|r| r.tail_s),
         median_connect_start_spread_s: med(&|r| r.connect_start_spread_s),
-        auths_per_host_mean: median(&runs.iter().map(|r| r.auths_per_host_mean).collect::<Vec<_>>())
-            .unwrap_or(0.0),
+        auths_per_host_mean: median(&runs.iter().map(|r| r.auths_per_host_mean).collect::<Vec<_>>()).unwrap_or(0.0),
         auths_per_host_max: runs.iter().map(|r| r.auths_per_host_max).max().unwrap_or(0),
         rss_self_kib_max: runs.iter().map(|r| r.rss_self_kib).max().unwrap_or(0),
         rss_tree_kib_max: runs.iter().map(|r| r.rss_tree_kib).max().unwrap_or(0),
@@ -573,9 +548,25 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
     println!("rollout fleet benchmark: time (seconds; median of runs; phases: median over nodes, then over runs)");
     println!(
         "| {:>8} | {:>6} | {:>6} | {:>9} | {:>10} | {:>7} | {:>6} | {:>8} | {:>7} | {:>6} | {:>6} | {:>5} |",
-        "hosts", "wall", "×N=1", "deploy-rs", "eval+build", "connect", "copy", "activate", "confirm", "spread", "tail", "ok"
+        "hosts",
+        "wall",
+        "×N=1",
+        "deploy-rs",
+        "eval+build",
+        "connect",
+        "copy",
+        "activate",
+        "confirm",
+        "spread",
+        "tail",
+        "ok"
     );
-    println!("|{}|", [10, 8, 8, 11, 12, 9, 8, 10, 9, 8, 8, 7].map(|w| "-".repeat(w)).join("|"));
+    println!(
+        "|{}|",
+        [10, 8, 8, 11, 12, 9, 8, 10, 9, 8, 8, 7]
+            .map(|w| "-".repeat(w))
+            .join("|")
+    );
     for (label, s) in &rows {
         let ph = |p: &str| f2(s.phase_median_s.get(p).copied());
         println!(
@@ -610,7 +601,8 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
             format!("{} MiB", mib(s.rss_tree_kib_max)),
             format!("{} s", f2(s.median_deployer_cpu_s)),
             format!("{} s", f2(s.median_machine_cpu_s)),
-            s.median_machine_cpu_util.map_or("-".into(), |u| format!("{:.0} %", u * 100.0)),
+            s.median_machine_cpu_util
+                .map_or("-".into(), |u| format!("{:.0} %", u * 100.0)),
         );
     }
     println!();
@@ -624,12 +616,7 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
 }
 
 fn targets(sizes: &[SizeSummary], noop: Option<&SizeSummary>, all_runs: &[RunResult]) -> Vec<Target> {
-    let wall = |n: usize| {
-        sizes
-            .iter()
-            .find(|s| s.hosts == n)
-            .and_then(|s| s.median_wall_s)
-    };
+    let wall = |n: usize| sizes.iter().find(|s| s.hosts == n).and_then(|s| s.median_wall_s);
     let mut t = Vec::new();
     let ratio = |name: &str, n: usize, k: f64| {
         let v = wall(n).zip(wall(1)).map(|(a, b)| a / b);
@@ -646,9 +633,7 @@ fn targets(sizes: &[SizeSummary], noop: Option<&SizeSummary>, all_runs: &[RunRes
     };
     t.push(ratio("N=10 wall / N=1 wall", 10, 2.5));
     t.push(ratio("N=20 wall / N=1 wall", 20, 4.0));
-    let nv = noop
-        .filter(|s| s.hosts == 10)
-        .and_then(|s| s.median_wall_s);
+    let nv = noop.filter(|s| s.hosts == 10).and_then(|s| s.median_wall_s);
     t.push(Target {
         name: "no-op redeploy of 10 hosts (s)".into(),
         value: nv,
@@ -727,18 +712,25 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     let mut noop_runs: Vec<RunResult> = Vec::new();
     let mut sizes = args.sizes.clone();
     sizes.dedup();
-    let mut run_noop = |fleet: &Fleet, flake: &Path, n: usize, deployed: bool, all: &mut Vec<RunResult>| -> anyhow::Result<()> {
-        if !deployed {
-            write_flake(flake, fleet, n, &fresh_salt("bench-noop"), args.extra_ssh_opts.as_deref())?;
-            let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
-            all.push(r);
-        }
-        for i in 1..=args.noop_runs {
-            let r = one_run(args, &rollout, fleet, flake, n, "noop", i)?;
-            noop_runs.push(r);
-        }
-        Ok(())
-    };
+    let mut run_noop =
+        |fleet: &Fleet, flake: &Path, n: usize, deployed: bool, all: &mut Vec<RunResult>| -> anyhow::Result<()> {
+            if !deployed {
+                write_flake(
+                    flake,
+                    fleet,
+                    n,
+                    &fresh_salt("bench-noop"),
+                    args.extra_ssh_opts.as_deref(),
+                )?;
+                let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
+                all.push(r);
+            }
+            for i in 1..=args.noop_runs {
+                let r = one_run(args, &rollout, fleet, flake, n, "noop", i)?;
+                noop_runs.push(r);
+            }
+            Ok(())
+        };
     let mut calibration = Value::Null;
     for &n in &sizes {
         let fleet = Fleet::temp(n)?;
@@ -746,12 +738,16 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             calibration = calibrate_ssh(&fleet, 5);
             eprintln!("rollout-bench: one fresh SSH connection: {calibration}");
         }
-        let dir = tempfile::Builder::new()
-            .prefix("rollout-bench-flake-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("rollout-bench-flake-").tempdir()?;
         let mut last_ok = false;
         for i in 1..=args.runs {
-            write_flake(dir.path(), &fleet, n, &fresh_salt("bench"), args.extra_ssh_opts.as_deref())?;
+            write_flake(
+                dir.path(),
+                &fleet,
+                n,
+                &fresh_salt("bench"),
+                args.extra_ssh_opts.as_deref(),
+            )?;
             let r = one_run(args, &rollout, &fleet, dir.path(), n, "fresh", i)?;
             last_ok = r.ok;
             all_runs.push(r);
@@ -765,9 +761,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     if args.noop_hosts > 0 && args.noop_runs > 0 && !sizes.contains(&args.noop_hosts) {
         let n = args.noop_hosts;
         let fleet = Fleet::temp(n)?;
-        let dir = tempfile::Builder::new()
-            .prefix("rollout-bench-flake-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("rollout-bench-flake-").tempdir()?;
         run_noop(&fleet, dir.path(), n, false, &mut all_runs)?;
         drop(fleet);
     }
@@ -779,7 +773,9 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             .cloned()
             .collect()
     };
-    let base = summarize(1, &fresh(1), None).median_wall_s.filter(|_| sizes.contains(&1));
+    let base = summarize(1, &fresh(1), None)
+        .median_wall_s
+        .filter(|_| sizes.contains(&1));
     let summaries: Vec<SizeSummary> = sizes.iter().map(|&n| summarize(n, &fresh(n), base)).collect();
     let noop = if noop_runs.is_empty() {
         None
@@ -793,7 +789,11 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         "background load before the benchmark: {:.0} % of {} CPUs{}",
         background * 100.0,
         cpus(),
-        if background > 0.15 { " (WARNING: not idle, figures skewed)" } else { "" }
+        if background > 0.15 {
+            " (WARNING: not idle, figures skewed)"
+        } else {
+            ""
+        }
     );
     println!(
         "one fresh SSH connection (ssh deploy@host1 true, sequential): {} s wall, {} machine CPU-s",
@@ -805,17 +805,13 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     println!();
     println!("targets:");
     for t in &tg {
-        println!(
-            "  {:<4} {} = {} (target {})",
-            t.result,
-            t.name,
-            f2(t.value),
-            t.limit
-        );
+        println!("  {:<4} {} = {} (target {})", t.result, t.name, f2(t.value), t.limit);
     }
     let failed_runs = everything.iter().filter(|r| !r.ok).count();
     if failed_runs > 0 {
-        println!("  note: {failed_runs} run(s) did not deploy every host; they are left out of the medians (see the JSON)");
+        println!(
+            "  note: {failed_runs} run(s) did not deploy every host; they are left out of the medians (see the JSON)"
+        );
     }
     if let Some(p) = &args.out {
         let v = json!({

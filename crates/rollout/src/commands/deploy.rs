@@ -28,7 +28,10 @@ pub fn run(args: DeployArgs) -> u8 {
         }
     };
     if args.interactive {
-        eprintln!("The following profiles are going to be deployed:\n{}", prepared.plan.to_toml());
+        eprintln!(
+            "The following profiles are going to be deployed:\n{}",
+            prepared.plan.to_toml()
+        );
         if !confirm_interactively() {
             render::error("deployment cancelled by the user");
             return EXIT_USER;
@@ -46,7 +49,9 @@ pub fn run(args: DeployArgs) -> u8 {
         boot: args.boot,
         rollback_succeeded: parse_bool(&args.rollback_succeeded).unwrap_or(true),
         keep_result: if args.keep_result {
-            Some(PathBuf::from(args.result_path.clone().unwrap_or_else(|| "./.deploy-gc".into())))
+            Some(PathBuf::from(
+                args.result_path.clone().unwrap_or_else(|| "./.deploy-gc".into()),
+            ))
         } else {
             None
         },
@@ -58,7 +63,14 @@ pub fn run(args: DeployArgs) -> u8 {
         agent: args.agent.clone(),
     };
     let started = std::time::Instant::now();
-    let report = match deploy::run(reporter.clone(), prepared.ctx, prepared.mode, &prepared.plan, opts, passwords) {
+    let report = match deploy::run(
+        reporter.clone(),
+        prepared.ctx,
+        prepared.mode,
+        &prepared.plan,
+        opts,
+        passwords,
+    ) {
         Ok(r) => r,
         Err(e) => {
             render::finish(&summary);

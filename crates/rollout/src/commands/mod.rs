@@ -44,7 +44,12 @@ pub fn overrides(args: &DeployArgs) -> Result<Overrides, String> {
     Ok(Overrides {
         ssh_user: args.ssh_user.clone(),
         profile_user: args.profile_user.clone(),
-        ssh_opts: args.ssh_opts.as_deref().map(split_ssh_opts).transpose().map_err(|e| e.to_string())?,
+        ssh_opts: args
+            .ssh_opts
+            .as_deref()
+            .map(split_ssh_opts)
+            .transpose()
+            .map_err(|e| e.to_string())?,
         fast_connection: parse_bool(&args.fast_connection),
         auto_rollback: parse_bool(&args.auto_rollback),
         magic_rollback: parse_bool(&args.magic_rollback),
@@ -91,7 +96,8 @@ pub fn prepare(args: &DeployArgs, reporter: &Reporter) -> Result<Prepared, Strin
     let runner = Runner::new(reporter.clone());
     let (mode, ctx) = evaluate::detect(&runner, args.file.is_some(), args.extra.clone()).map_err(|e| e.to_string())?;
     let evaluated = evaluate::evaluate(&runner, &ctx, mode, &targets, args.skip_checks).map_err(|e| e.to_string())?;
-    let pairs: Vec<(Target, &rollout_core::config::DeployConfig)> = evaluated.iter().map(|(t, c)| (t.clone(), c.as_ref())).collect();
+    let pairs: Vec<(Target, &rollout_core::config::DeployConfig)> =
+        evaluated.iter().map(|(t, c)| (t.clone(), c.as_ref())).collect();
     let mut plan = build_plan(&pairs, &overrides, &local_user()).map_err(|e| e.to_string())?;
     if !filter.is_empty() {
         let all: Vec<String> = {

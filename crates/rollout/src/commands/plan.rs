@@ -8,7 +8,10 @@ pub fn run(args: DeployArgs) -> u8 {
     let reporter = render::reporter(&args, false);
     match prepare(&args, &reporter) {
         Ok(p) => {
-            println!("{}", serde_json::to_string_pretty(&p.plan.to_json()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&p.plan.to_json()).unwrap_or_default()
+            );
             0
         }
         Err(e) => {

@@ -18,10 +18,22 @@ pub fn system() -> &'static str {
     static SYS: OnceLock<String> = OnceLock::new();
     SYS.get_or_init(|| {
         let out = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command flakes", "eval", "--impure", "--raw", "--expr", "builtins.currentSystem"])
+            .args([
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "eval",
+                "--impure",
+                "--raw",
+                "--expr",
+                "builtins.currentSystem",
+            ])
             .output()
             .expect("running nix to learn builtins.currentSystem");
-        assert!(out.status.success(), "nix eval builtins.currentSystem failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nix eval builtins.currentSystem failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     })
 }
@@ -43,7 +55,11 @@ pub fn prof_fn() -> String {
 
 /// A flake with no inputs whose `deploy` output is `deploy_expr` (Nix text, may call `prof`).
 pub fn flake_text(deploy_expr: &str) -> String {
-    format!("{{\n  outputs = {{ self }}: let\n  {}\n  in {{\n    deploy = {};\n  }};\n}}\n", prof_fn(), deploy_expr)
+    format!(
+        "{{\n  outputs = {{ self }}: let\n  {}\n  in {{\n    deploy = {};\n  }};\n}}\n",
+        prof_fn(),
+        deploy_expr
+    )
 }
 
 /// Writes `flake.nix` with the given `deploy` expression into `dir`.
@@ -64,7 +80,10 @@ pub struct Run {
 /// `NO_COLOR` keeps the messages free of escape codes.
 pub fn run_rollout(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(rollout_bin());
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null()).env("NO_COLOR", "1");
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .env("NO_COLOR", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -117,7 +136,11 @@ fn running_argv(line: &str) -> Option<&str> {
 
 fn is_env_assignment(w: &str) -> bool {
     match w.split_once('=') {
-        Some((k, _)) => !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit()),
+        Some((k, _)) => {
+            !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+        }
         None => false,
     }
 }
@@ -125,7 +148,11 @@ fn is_env_assignment(w: &str) -> bool {
 /// Whether the argv is `nix … <sub> …` (the subcommand as a word of its own, e.g. `eval`,
 /// `build`, or `flake` followed by `check`).
 pub fn is_nix(argv: &[String], sub: &[&str]) -> bool {
-    if argv.first().map(|p| Path::new(p).file_name().and_then(|f| f.to_str()) == Some("nix")) != Some(true) {
+    if argv
+        .first()
+        .map(|p| Path::new(p).file_name().and_then(|f| f.to_str()) == Some("nix"))
+        != Some(true)
+    {
         return false;
     }
     argv.windows(sub.len()).any(|w| w.iter().zip(sub).all(|(a, b)| a == b))
@@ -173,7 +200,11 @@ pub fn ensure_agent_built() {
         }
         let st = cmd.status().expect("running cargo build -p rollout-agent");
         assert!(st.success(), "cargo build -p rollout-agent failed");
-        assert!(dir.join("rollout-agent").is_file(), "rollout-agent not found next to {}", bin.display());
+        assert!(
+            dir.join("rollout-agent").is_file(),
+            "rollout-agent not found next to {}",
+            bin.display()
+        );
     });
 }
 

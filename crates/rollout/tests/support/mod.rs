@@ -17,7 +17,10 @@ impl Env {
     /// `n` hosts and a flake whose top level points at them as ssh user `deploy`.
     pub fn new(n: usize) -> Env {
         let fleet = Fleet::temp(n).expect("start test fleet");
-        let dir = tempfile::Builder::new().prefix("rollout-test-flake-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rollout-test-flake-")
+            .tempdir()
+            .unwrap();
         let mut flake = FlakeBuilder::new(dir.path());
         flake.top_setting("sshUser", json!("deploy"));
         flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
@@ -92,8 +95,18 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(bin()).args(args).env("NO_COLOR", "1").stdin(Stdio::null()).output().unwrap();
-    eprintln!("--- rollout {}\nexit: {:?}\n{}", args.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- rollout {}\nexit: {:?}\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
