@@ -148,6 +148,9 @@ impl Reporter {
             profile: self.profile.clone(),
             kind,
         };
+        if !crate::interrupt::observe(&e) {
+            return;
+        }
         for s in self.sinks.iter() {
             s.emit(&e);
         }

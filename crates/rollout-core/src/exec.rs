@@ -1,10 +1,259 @@
 //! The one place that runs external commands: logs each under `--debug-logs`, captures or
-//! streams its output, and turns failures into errors that show the command and its stderr.
+//! streams its output, turns failures into errors that show the command and its stderr, and
+//! makes sure that no child outlives rollout (see [`spawn_tracked`]).
 
 use crate::cmd::Argv;
 use crate::events::{Kind, Reporter};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What a child is for. An interrupt ends the confirming logins first (before they can
+/// confirm), then the masters and everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// nix, and agent calls through a master.
+    Work,
+    /// An SSH master connection (long-lived, ended by the run).
+    Master,
+    /// The fresh SSH login that confirms activated profiles.
+    Confirm,
+}
+
+/// The children that have been started and not reaped yet, and whether new ones may start.
+///
+/// Invariant: a pid is in `live` only while its process is not reaped, so signalling a listed pid
+/// can never hit an unrelated process that reused it (pid_max is small on test machines). Waiting
+/// is therefore done in two steps: wait without reaping (`WNOWAIT`), drop the pid under this lock,
+/// then reap.
+struct Table {
+    live: Vec<(u32, Role)>,
+    closed: bool,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    live: Vec::new(),
+    closed: false,
+});
+
+fn table() -> std::sync::MutexGuard<'static, Table> {
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Names of environment variables that carry sudo passwords: read once by the CLI, never passed
+/// on to any child (nix, ssh, the password command).
+pub fn is_secret_var(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy();
+    n.starts_with("ROLLOUT_SUDO_PASSWORD") || n.starts_with("DEPLOY_RS_SUDO_PASSWORD")
+}
+
+/// The `Command` for an argv, as every child of rollout is started: without the password
+/// variables in its environment, and dying with rollout.
+///
+/// `PR_SET_PDEATHSIG` is SIGTERM, not SIGKILL: an SSH master that gets SIGTERM removes its control
+/// socket and closes the connection properly, and nix ends its own ssh children; neither ignores
+/// SIGTERM. The signal fires when the *thread* that forked the child exits, not the process, and
+/// rollout runs nodes on scoped threads that end while their masters must live on (fleet-wide
+/// rollback uses them); so every child is forked by one spawner thread that lives as long as the
+/// process (see [`spawn_tracked`]). If rollout died between fork and `prctl`, the child has
+/// already been re-parented: it checks its parent and exits instead of running orphaned.
+pub fn command(argv: &Argv) -> Command {
+    let mut c = argv.to_command();
+    for (k, _) in std::env::vars_os() {
+        if is_secret_var(&k) {
+            c.env_remove(k);
+        }
+    }
+    die_with_rollout(&mut c);
+    c
+}
+
+/// Give `c` the `PR_SET_PDEATHSIG` set-up described at [`command`].
+pub fn die_with_rollout(c: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
+    // (prctl, getppid) and builds an io::Error from a raw code (no allocation).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+type Job = (Command, Role, mpsc::Sender<std::io::Result<Child>>);
+
+/// The long-lived thread that forks every child (see [`command`] for why).
+fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("rollout-spawner".into())
+            .spawn(move || {
+                // Never returns while the process lives: the sender is kept in a static.
+                for (mut cmd, role, reply) in rx {
+                    let _ = reply.send(spawn_here(&mut cmd, role));
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    })
+}
+
+/// Fork `cmd` on this thread and list it, unless an interrupt has closed the table. The check and
+/// the listing happen under one lock, so an interrupt either sees the child or prevents it.
+fn spawn_here(cmd: &mut Command, role: Role) -> std::io::Result<Child> {
+    let mut t = table();
+    if t.closed {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "rollout is being interrupted",
+        ));
+    }
+    let child = cmd.spawn()?;
+    t.live.push((child.id(), role));
+    Ok(child)
+}
+
+/// Start `cmd` (built by [`command`]) on the spawner thread and list it under `role`. The caller
+/// must end it with [`reap`] (or through [`Proc`]).
+pub fn spawn_tracked(cmd: Command, role: Role) -> std::io::Result<Child> {
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, role, tx))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// Wait for `child` to exit without reaping it (`WNOWAIT`); with `block` false, only look.
+fn exited(pid: u32, block: bool) -> std::io::Result<bool> {
+    loop {
+        // SAFETY: waitid(2) into a zeroed siginfo_t for our own child.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if r == 0 {
+            // SAFETY: si_pid is valid for a siginfo_t filled by waitid.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Wait for a listed child and reap it (unlisting it first, see [`Table`]).
+pub fn reap(child: &mut Child) -> std::io::Result<ExitStatus> {
+    exited(child.id(), true)?;
+    table().live.retain(|&(p, _)| p != child.id());
+    child.wait()
+}
+
+/// Reap a listed child if it has exited.
+fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    if !exited(child.id(), false)? {
+        return Ok(None);
+    }
+    reap(child).map(Some)
+}
+
+/// Send `sig` to every listed child of `role` (all roles when `None`). With `close`, no child may
+/// start any more (an interrupt). Listed pids are unreaped, so this hits only our own children.
+pub fn signal_children(role: Option<Role>, sig: libc::c_int, close: bool) -> Vec<u32> {
+    let mut t = table();
+    t.closed |= close;
+    let mut hit = Vec::new();
+    for &(pid, r) in &t.live {
+        if role.is_none_or(|want| want == r) {
+            // SAFETY: kill(2) on an unreaped child of ours (at worst a zombie).
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+            hit.push(pid);
+        }
+    }
+    hit
+}
+
+/// Wait up to `limit` until none of `pids` is running any more (exited or a zombie).
+pub fn wait_gone(pids: &[u32], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let running = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')).map(|z| !z))
+            .unwrap_or(false)
+    };
+    while pids.iter().any(running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A long-lived child (an SSH master) that may be signalled by pid as long as it is not reaped.
+pub struct Proc {
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Wrap a child started with [`spawn_tracked`].
+    pub fn from_child(child: Child) -> Proc {
+        Proc { child, status: None }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// The exit status once it exited (reaping it), or None while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = try_reap(&mut self.child).ok().flatten();
+        }
+        self.status
+    }
+
+    /// Send `sig` unless it has been reaped (its pid could belong to another process by now).
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if self.try_wait().is_none() {
+            // SAFETY: kill(2) on our own child, not reaped (try_wait just said so).
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// Wait for it to exit, at most `limit`; SIGKILL it after that.
+    pub fn end_within(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.try_wait().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal(libc::SIGKILL);
+        if self.status.is_none() {
+            self.status = reap(&mut self.child).ok();
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -12,6 +261,8 @@ pub enum ExecError {
     NotFound { program: String, hint: String },
     #[error("could not run `{argv}`: {source}")]
     Spawn { argv: String, source: std::io::Error },
+    #[error("`{argv}` was not started: rollout is being interrupted")]
+    Interrupted { argv: String },
     #[error("{what} failed ({status}): `{argv}`{stderr}")]
     Failed {
         what: String,
@@ -67,6 +318,9 @@ impl Runner {
     }
 
     fn spawn_error(argv: &Argv, e: std::io::Error) -> ExecError {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return ExecError::Interrupted { argv: argv.to_string() };
+        }
         if e.kind() == std::io::ErrorKind::NotFound {
             let hint = match argv.program.as_str() {
                 "nix" | "nix-build" | "nix-instantiate" | "nix-store" => {
@@ -90,15 +344,23 @@ impl Runner {
     /// Run to completion, capturing stdout and stderr.
     pub fn capture(&self, argv: &Argv) -> Result<Captured, ExecError> {
         self.announce(argv);
-        let out = argv
-            .to_command()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Self::spawn_error(argv, e))?;
+        let mut cmd = command(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn_tracked(cmd, Role::Work).map_err(|e| Self::spawn_error(argv, e))?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        std::thread::scope(|s| {
+            s.spawn(|| stderr.map(|mut e| e.read_to_end(&mut err)));
+            stdout.map(|mut o| o.read_to_end(&mut out));
+        });
+        let status = reap(&mut child).map_err(|e| ExecError::Spawn {
+            argv: argv.to_string(),
+            source: e,
+        })?;
         Ok(Captured {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
         })
     }
 
@@ -108,16 +370,7 @@ impl Runner {
         if c.status.success() {
             Ok(c.stdout)
         } else {
-            Err(ExecError::Failed {
-                what: what.to_string(),
-                argv: argv.to_string(),
-                status: status_text(&c.status),
-                stderr: if c.stderr.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!("\n{}", tail(c.stderr.trim_end(), 40))
-                },
-            })
+            Err(Self::failed(what, argv, &c.status, &c.stderr))
         }
     }
 
@@ -129,14 +382,24 @@ impl Runner {
         stdin: Option<&str>,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<(ExitStatus, String), ExecError> {
+        self.stream_as(Role::Work, argv, stdin, on_line)
+    }
+
+    /// [`Runner::stream`] for a child of the given role: the confirming login is
+    /// [`Role::Confirm`], so that an interrupt ends it before anything else.
+    pub fn stream_as(
+        &self,
+        role: Role,
+        argv: &Argv,
+        stdin: Option<&str>,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<(ExitStatus, String), ExecError> {
         self.announce(argv);
-        let mut child = argv
-            .to_command()
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        let mut cmd = command(argv);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Self::spawn_error(argv, e))?;
+            .stderr(Stdio::piped());
+        let mut child = spawn_tracked(cmd, role).map_err(|e| Self::spawn_error(argv, e))?;
         if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
             // A closed pipe only means the remote side did not read it; the exit status tells more.
             let _ = w.write_all(data.as_bytes());
@@ -160,7 +423,7 @@ impl Runner {
             }
             h.join().unwrap_or_default()
         });
-        let status = child.wait().map_err(|e| ExecError::Spawn {
+        let status = reap(&mut child).map_err(|e| ExecError::Spawn {
             argv: argv.to_string(),
             source: e,
         })?;
@@ -168,13 +431,12 @@ impl Runner {
     }
 
     /// Start a long-lived child (an SSH master); the caller owns it and ends it by pid.
-    pub fn spawn(&self, argv: &Argv) -> Result<Child, ExecError> {
+    pub fn spawn(&self, argv: &Argv) -> Result<Proc, ExecError> {
         self.announce(argv);
-        argv.to_command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        let mut cmd = command(argv);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        spawn_tracked(cmd, Role::Master)
+            .map(|child| Proc { child, status: None })
             .map_err(|e| Self::spawn_error(argv, e))
     }
 
@@ -213,6 +475,36 @@ mod tests {
         let m = e.to_string();
         assert!(m.contains("test step failed (exit code 3)"), "{m}");
         assert!(m.contains("boom"), "{m}");
+    }
+
+    #[test]
+    fn children_never_see_the_password_variables() {
+        std::env::set_var("ROLLOUT_SUDO_PASSWORD_EXECTEST", "pw-exectest-1");
+        std::env::set_var("DEPLOY_RS_SUDO_PASSWORD_EXECTEST", "pw-exectest-2");
+        let r = Runner::new(Reporter::silent());
+        let env = r.checked(&Argv::new("env"), "env").unwrap();
+        assert!(env.contains("PATH="), "{env}");
+        assert!(!env.contains("pw-exectest"), "{env}");
+        std::env::remove_var("ROLLOUT_SUDO_PASSWORD_EXECTEST");
+        std::env::remove_var("DEPLOY_RS_SUDO_PASSWORD_EXECTEST");
+    }
+
+    #[test]
+    fn children_outlive_the_thread_that_asked_for_them() {
+        // PR_SET_PDEATHSIG fires when the forking *thread* ends: the spawner thread forks, so a
+        // child asked for by a short-lived (node worker) thread keeps running.
+        let r = Runner::new(Reporter::silent());
+        let mut p = std::thread::spawn(move || r.spawn(&Argv::new("sleep").arg("30")).unwrap())
+            .join()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            p.try_wait().is_none(),
+            "the child was killed when the asking thread ended"
+        );
+        p.signal(libc::SIGTERM);
+        p.end_within(Duration::from_secs(5));
+        assert!(p.try_wait().is_some());
     }
 
     #[test]

@@ -32,55 +32,8 @@ fn parse() -> cli::Cli {
     first.unwrap_or_else(|e| e.exit())
 }
 
-/// Write end of the pipe that turns SIGINT, SIGTERM and SIGHUP into a message for a thread.
-static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let b = sig as u8;
-    // SAFETY: write(2) is async-signal-safe; the fd stays open for the life of the process.
-    unsafe {
-        libc::write(
-            SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed),
-            &b as *const u8 as *const libc::c_void,
-            1,
-        );
-    }
-}
-
-/// On SIGINT, SIGTERM or SIGHUP a thread ends the SSH masters and exits: nothing of rollout's is
-/// left running, and the agents on the targets roll back whatever this run did not confirm. (A
-/// handler rather than a blocked mask, so that children start with the default signal state.)
-fn handle_interrupts() {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe(2) into a local array; sigaction with a handler that only calls write(2).
-    unsafe {
-        if libc::pipe(fds.as_mut_ptr()) != 0 {
-            return;
-        }
-        SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(s, &sa, std::ptr::null_mut());
-        }
-    }
-    let read_fd = fds[0];
-    std::thread::spawn(move || {
-        let mut b = 0u8;
-        // SAFETY: read(2) of one byte from our own pipe.
-        let n = unsafe { libc::read(read_fd, &mut b as *mut u8 as *mut libc::c_void, 1) };
-        if n == 1 {
-            rollout_core::deploy::connection::end_all_masters();
-            eprintln!("\nrollout: interrupted; profiles activated but not confirmed are rolled back by their targets");
-            std::process::exit(128 + b as i32);
-        }
-    });
-}
-
 fn main() -> ExitCode {
-    handle_interrupts();
+    rollout_core::interrupt::install();
     let cli = parse();
     let code = match cli.command {
         Some(cli::Command::Plan(args)) => commands::plan::run(args),

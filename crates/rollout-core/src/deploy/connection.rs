@@ -2,35 +2,24 @@
 //! agent calls and their output, closed (by the pid we started) at the end of the run.
 
 use crate::events::{Phase, Reporter, State};
-use crate::exec::{ExecError, Runner};
+use crate::exec::{self, ExecError, Proc, Role, Runner};
 use crate::ssh::{self, Endpoint};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Pids of the SSH masters that are open, so that an interrupted run can end them (see
-/// [`end_all_masters`]); a master outlives nothing of rollout's.
-static OPEN_MASTERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// The socket directories of this process, removed by [`end_all_masters`] too.
 static SOCKET_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// End every open master (by the pid we started it with). Called when rollout is interrupted:
-/// the agents on the targets then roll back whatever was not confirmed.
+/// End every open master (SIGTERM, so that ssh removes its socket) and every other child that
+/// is not a confirming login (those the interrupt handler has killed already), wait a moment for
+/// them to go, and remove the socket directories. No child may start afterwards. Called when
+/// rollout is interrupted: the agents on the targets then roll back whatever was not confirmed.
 pub fn end_all_masters() {
-    let pids = std::mem::take(&mut *OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()));
-    for pid in pids {
-        // A worker thread may have reaped it a moment ago: only signal a process that is still a
-        // child of ours.
-        if parent_of(pid) != Some(std::process::id()) {
-            continue;
-        }
-        // SAFETY: kill(2) on a live child of this process.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-    }
+    let mut pids = exec::signal_children(Some(Role::Master), libc::SIGTERM, true);
+    pids.extend(exec::signal_children(Some(Role::Work), libc::SIGTERM, true));
+    exec::wait_gone(&pids, Duration::from_secs(2));
     for dir in std::mem::take(&mut *SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner())) {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -50,6 +39,7 @@ pub struct SocketDir {
 }
 
 impl SocketDir {
+    /// Create this run's directory, after removing those that dead rollout processes left.
     pub fn create() -> std::io::Result<SocketDir> {
         use std::os::unix::fs::DirBuilderExt;
         // Socket paths are limited to ~100 bytes, so stay short and outside deep temp dirs.
@@ -57,9 +47,13 @@ impl SocketDir {
             .map(PathBuf::from)
             .filter(|p| p.is_dir() && p.as_os_str().len() < 40)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
+        stale::clean(&base);
+        let me = std::process::id();
+        // The start time makes the name unique to this process, not just to its pid: a later
+        // process with the same pid can tell that the directory is not its own (see `stale`).
         let path = base.join(format!(
-            "rollout-{}-{}",
-            std::process::id(),
+            "rollout-{me}-{}-{}",
+            stale::start_time(me).unwrap_or(0),
             &super::agent::new_id()[1..9]
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
@@ -81,7 +75,7 @@ impl Drop for SocketDir {
 pub struct Master {
     pub endpoint: Endpoint,
     pub socket: String,
-    child: Option<Child>,
+    child: Option<Proc>,
 }
 
 impl Master {
@@ -102,9 +96,9 @@ impl Master {
         let mut child = runner.spawn(&ssh::master(ep, &socket))?;
         let started = Instant::now();
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = child.try_wait() {
                 let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
+                if let Some(mut e) = child.stderr() {
                     let _ = e.read_to_string(&mut err);
                 }
                 rep.phase(Phase::Connect, State::Failed, None);
@@ -124,8 +118,7 @@ impl Master {
                 break;
             }
             if started.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
+                child.end_within(Duration::ZERO);
                 rep.phase(Phase::Connect, State::Failed, None);
                 return Err(ConnectError::Failed {
                     dest: ep.destination(),
@@ -135,7 +128,6 @@ impl Master {
             std::thread::sleep(Duration::from_millis(20));
         }
         rep.phase(Phase::Connect, State::Succeeded, None);
-        OPEN_MASTERS.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
         Ok(Master {
             endpoint: ep.clone(),
             socket,
@@ -145,62 +137,146 @@ impl Master {
 
     /// Is the connection still up? (It goes down when the target cut itself off.)
     pub fn alive(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => match c.try_wait() {
-                Ok(None) => true,
-                _ => {
-                    // Reaped: its pid may be reused by anyone from now on, so forget it.
-                    forget_pid(c.id());
-                    false
-                }
-            },
-            None => false,
-        }
+        self.child.as_mut().is_some_and(|c| c.try_wait().is_none())
     }
 
     pub fn close(&mut self) {
         if let Some(mut c) = self.child.take() {
-            forget_pid(c.id());
-            // Only a child that has not been reaped may be signalled by its pid (a reaped one's
-            // pid can already belong to another process); std remembers a reaped status.
-            if !matches!(c.try_wait(), Ok(None)) {
-                return;
-            }
-            // End the master we started, by its pid (SIGTERM lets ssh remove its socket).
-            // SAFETY: kill(2) on our own child, not reaped yet (at worst a zombie).
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            // SIGTERM lets ssh remove its socket; `Proc` never signals a reaped pid.
+            c.signal(libc::SIGTERM);
+            c.end_within(Duration::from_secs(2));
         }
     }
-}
-
-fn forget_pid(pid: u32) {
-    OPEN_MASTERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|&p| p != pid);
-}
-
-/// The parent pid of `pid`, from /proc (None if it is gone).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
 }
 
 impl Drop for Master {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Socket directories (and masters) that a dead rollout process left behind: a SIGKILLed run
+/// cannot clean up after itself, so the next run does.
+mod stale {
+    use crate::cmd::Argv;
+    use crate::exec::{self, Role};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// The start time of process `pid` (clock ticks since boot, field 22 of /proc/PID/stat).
+    pub fn start_time(pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces and parentheses: fields follow the last ')'.
+        stat[stat.rfind(')')? + 2..].split(' ').nth(19)?.parse().ok()
+    }
+
+    /// The pid and (when the name records it) start time of the process that made a directory
+    /// named `rollout-<pid>-<start>-<8 hex>` or, before start times were recorded,
+    /// `rollout-<pid>-<8 hex>`. None for any other name.
+    pub fn owner(name: &str) -> Option<(u32, Option<u64>)> {
+        let parts: Vec<&str> = name.strip_prefix("rollout-")?.split('-').collect();
+        let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match parts[..] {
+            [pid, start, rand] if hex8(rand) => Some((pid.parse().ok()?, Some(start.parse().ok()?))),
+            [pid, rand] if hex8(rand) => Some((pid.parse().ok()?, None)),
+            _ => None,
+        }
+    }
+
+    /// Is the process that made the directory gone? A live process with the same pid but
+    /// another start time is somebody else (the pid was reused). A directory of the older
+    /// format whose pid is alive is left alone: nothing tells whose it is.
+    pub fn abandoned(recorded: Option<u64>, now: Option<u64>) -> bool {
+        match (now, recorded) {
+            (None, _) => true,
+            (Some(now), Some(rec)) => now != rec,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Remove the abandoned socket directories of this user under `base`, ending any master
+    /// still listening on a socket in them first. Only real directories (not symlinks) owned by
+    /// our effective uid are considered; `remove_dir_all` does not follow symlinks inside them.
+    pub fn clean(base: &Path) {
+        // SAFETY: geteuid(2) cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let Ok(entries) = std::fs::read_dir(base) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some((pid, recorded)) = owner(&name.to_string_lossy()) else {
+                continue;
+            };
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !md.file_type().is_dir() || md.uid() != uid || pid == std::process::id() {
+                continue;
+            }
+            if !abandoned(recorded, start_time(pid)) {
+                continue;
+            }
+            end_masters(&path);
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+
+    /// Ask the master behind each control socket in `dir` to exit (`ssh -O exit`), at most 2 s each.
+    fn end_masters(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_socket()) {
+                continue;
+            }
+            let argv = Argv::new("ssh").args([
+                "-S",
+                &e.path().display().to_string(),
+                "-O",
+                "exit",
+                "rollout-stale-master",
+            ]);
+            let mut cmd = exec::command(&argv);
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            let Ok(child) = exec::spawn_tracked(cmd, Role::Work) else {
+                continue;
+            };
+            exec::Proc::from_child(child).end_within(Duration::from_secs(2));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn directory_names_give_pid_and_start_time() {
+            assert_eq!(owner("rollout-123-456-0a1b2c3d"), Some((123, Some(456))));
+            assert_eq!(owner("rollout-123-0a1b2c3d"), Some((123, None)));
+            assert_eq!(owner("rollout-0"), None);
+            assert_eq!(owner("rollout-abc-0a1b2c3d"), None);
+            assert_eq!(owner("rollout-1-2-xyz"), None);
+            assert_eq!(owner("other-1-0a1b2c3d"), None);
+        }
+
+        #[test]
+        fn a_directory_is_abandoned_when_its_process_is_gone_or_the_pid_was_reused() {
+            assert!(abandoned(Some(5), None), "no such process");
+            assert!(abandoned(Some(5), Some(6)), "same pid, another process");
+            assert!(!abandoned(Some(5), Some(5)), "still running");
+            assert!(!abandoned(None, Some(5)), "old name, live pid: cannot tell");
+            assert!(abandoned(None, None));
+        }
+
+        #[test]
+        fn our_own_start_time_is_readable() {
+            assert!(start_time(std::process::id()).is_some_and(|t| t > 0));
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::events::{Outcome, Reporter};
 use crate::exec::Runner;
 use crate::nix::NixContext;
 use crate::plan::{Deployment, Plan};
+use crate::secret::Secret;
 use connection::SocketDir;
 use evaluate::Mode;
 use node::{NodeRun, ProfileResult};
@@ -74,7 +75,7 @@ pub struct Shared {
     pub opts: RunOptions,
     pub agent_path: String,
     /// Sudo passwords by hostname (interactiveSudo), asked once per host by the caller.
-    pub passwords: HashMap<String, String>,
+    pub passwords: HashMap<String, Secret>,
     pub sockets: SocketDir,
     pub next_socket: AtomicUsize,
     /// NAR sizes of everything that may be copied (for byte counts).
@@ -133,8 +134,9 @@ pub fn run(
     mode: Mode,
     plan: &Plan,
     opts: RunOptions,
-    passwords: HashMap<String, String>,
+    passwords: HashMap<String, Secret>,
 ) -> Result<Report, RunError> {
+    crate::interrupt::begin(plan, opts.dry_activate || opts.boot, &reporter);
     let runner = Runner::new(reporter.clone());
     let local: Vec<&Deployment> = plan.deployments.iter().filter(|d| !d.settings.remote_build).collect();
     build::build_local(&runner, &ctx, mode, &local, opts.keep_result.as_deref())?;

@@ -7,9 +7,10 @@ use super::build;
 use super::connection::Master;
 use super::Shared;
 use crate::events::{Outcome, Phase, Reporter, State};
-use crate::exec::Runner;
+use crate::exec::{Role, Runner};
 use crate::nix;
 use crate::plan::Deployment;
+use crate::secret::Secret;
 use crate::ssh::{self, Elevation, Endpoint};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use std::time::Duration;
 pub struct Activated {
     pub endpoint: Endpoint,
     pub elevation: Option<Elevation>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub profile: ProfileRef,
     pub temp_path: String,
     pub generation: Option<u64>,
@@ -102,8 +103,8 @@ fn profile_ref(d: &Deployment) -> ProfileRef {
 }
 
 /// The password line(s) fed to the remote command's stdin, one per elevated command.
-fn stdin_for(password: Option<&str>, count: usize) -> Option<String> {
-    password.map(|p| format!("{p}\n").repeat(count.max(1)))
+fn stdin_for(password: Option<&str>, count: usize) -> Option<Secret> {
+    password.map(|p| Secret::new(format!("{p}\n").repeat(count.max(1))))
 }
 
 /// Run an agent command through the master; returns exit code, status lines, stderr tail.
@@ -693,10 +694,17 @@ fn confirm(
         } else {
             None
         };
-        let r = runner.stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
-            Some(s) => statuses.lock().unwrap().push(s),
-            None => rep.log(line),
-        });
+        // Until the login has ended, an interrupt kills it and settles these ids over the master.
+        let _probes = crate::interrupt::confirming(abort_probes(endpoints, &masters[mi], &pending, node));
+        let r = runner.stream_as(
+            Role::Confirm,
+            &argv,
+            stdin.as_deref(),
+            &|line| match AgentStatus::parse_line(line) {
+                Some(s) => statuses.lock().unwrap().push(s),
+                None => rep.log(line),
+            },
+        );
         let statuses = statuses.into_inner().unwrap();
         let (ok, err) = match &r {
             Ok((st, err)) => (st.success(), err.clone()),
@@ -793,4 +801,37 @@ fn confirm(
             });
         }
     }
+}
+
+/// For an interrupt during the confirming login to this master's endpoint: one `abort` per group
+/// of its pending deploys, over the master (see [`crate::interrupt`]).
+fn abort_probes(
+    endpoints: &[Endpoint],
+    master: &Master,
+    pending: &[Pending],
+    node: &str,
+) -> Vec<crate::interrupt::Probe> {
+    let mi = run_master_index(endpoints, &master.endpoint);
+    groups(endpoints, pending)
+        .into_iter()
+        .filter(|(k, _)| k.0 == mi)
+        .map(|((_, _, temp, agent_bin), ps)| {
+            let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+            let e = ps[0].act.elevation.as_ref();
+            let words = ssh::agent_command(e, &agent_bin, &agent::ids_args("abort", &temp, &ids, Some(5)));
+            let stdin = if e.is_some_and(|e| e.password_on_stdin) {
+                stdin_for(ps[0].act.password.as_deref(), 1)
+            } else {
+                None
+            };
+            crate::interrupt::Probe {
+                argv: ssh::via_master(&master.endpoint, &master.socket, &words),
+                stdin,
+                ids: ps
+                    .iter()
+                    .map(|p| (node.to_string(), p.d.profile.clone(), p.id.clone()))
+                    .collect(),
+            }
+        })
+        .collect()
 }
