@@ -113,6 +113,10 @@ fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
 fn spawn_here(cmd: &mut Command, role: Role) -> std::io::Result<Child> {
     let mut t = table();
     if t.closed {
+        drop(t);
+        // The interrupt handler is ending the run and will exit the process: the thread that
+        // wanted this child waits for that instead of going on with a step that cannot start.
+        crate::interrupt::hold();
         return Err(std::io::Error::new(
             std::io::ErrorKind::Interrupted,
             "rollout is being interrupted",

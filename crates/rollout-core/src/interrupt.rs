@@ -39,6 +39,14 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// After an interrupt, wait for the handler to exit the process (a worker or the main thread
+/// must not finish the run on its own and print a summary, or exit with another code).
+pub fn hold() {
+    while interrupted() {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Where a profile of the run stands, as far as its target is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
@@ -258,6 +266,12 @@ fn settle(p: &Probe, found: &mut BTreeMap<(String, String), String>) {
 /// before they can send their command if they have not yet); the confirmations that were under
 /// way are settled over the masters; the masters and every other child end; the report.
 fn on_interrupt(sig: i32) -> ! {
+    // Whatever happens below, the process exits with 128 + sig (threads parked in `hold` wait).
+    let _ = std::panic::catch_unwind(|| handle(sig));
+    std::process::exit(128 + sig);
+}
+
+fn handle(sig: i32) {
     HANDLER.with(|h| h.set(true));
     INTERRUPTED.store(true, Ordering::SeqCst);
     let confirms = exec::signal_children(Some(Role::Confirm), libc::SIGKILL, true);
@@ -272,7 +286,6 @@ fn on_interrupt(sig: i32) -> ! {
     }
     crate::deploy::connection::end_all_masters();
     report(sig, &settled);
-    std::process::exit(128 + sig);
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -159,7 +159,10 @@ pub fn run(
     };
     let nodes = group_by_node(plan);
     let runs = run_nodes(&shared, &nodes);
-    Ok(finish(&shared, runs))
+    let report = finish(&shared, runs);
+    // An interrupted run ends in the interrupt handler, which reports it.
+    crate::interrupt::hold();
+    Ok(report)
 }
 
 fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) -> Vec<NodeRun> {
