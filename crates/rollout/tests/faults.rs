@@ -197,10 +197,7 @@ fn outcomes(events: &[Value]) -> BTreeMap<String, (String, String)> {
 }
 
 fn is_phase(e: &Value, profile: Option<&str>, phase: &str, state: &str) -> bool {
-    e["event"] == "phase"
-        && e["phase"] == phase
-        && e["state"] == state
-        && profile.is_none_or(|p| e["profile"] == p)
+    e["event"] == "phase" && e["phase"] == phase && e["state"] == state && profile.is_none_or(|p| e["profile"] == p)
 }
 
 fn is_log(e: &Value, profile: &str, text: &str) -> bool {
@@ -241,14 +238,22 @@ fn verify(env: &mut Env, r: Ended, profs: &[Prof], good: &[(&'static str, Profil
     } else {
         assert_eq!(r.status.code(), Some(128 + r.sig), "exits as interrupted: {err}");
         assert!(err.contains("rollout: interrupted by"), "{err}");
-        assert!(socket_dirs(r.pid).is_empty(), "socket directory left: {:?}", socket_dirs(r.pid));
+        assert!(
+            socket_dirs(r.pid).is_empty(),
+            "socket directory left: {:?}",
+            socket_dirs(r.pid)
+        );
     }
     // Nothing of the run is left: the processes it had started, and anything using its ssh
     // configuration (which every ssh of the run names; also one started after the snapshot).
     let ssh_config = env.fleet.ssh_config().display().to_string();
     let t0 = Instant::now();
     loop {
-        let left: Vec<_> = r.children.iter().filter(|(p, s)| stat(*p).is_some_and(|(_, st)| st == *s)).collect();
+        let left: Vec<_> = r
+            .children
+            .iter()
+            .filter(|(p, s)| stat(*p).is_some_and(|(_, st)| st == *s))
+            .collect();
         let using = mentioning(&ssh_config);
         if left.is_empty() && using.is_empty() {
             break;
@@ -290,7 +295,11 @@ fn verify(env: &mut Env, r: Ended, profs: &[Prof], good: &[(&'static str, Profil
     for p in profs {
         assert_eq!(env.target_of("host1", &p.path), p.good, "{}", p.name);
     }
-    assert!(socket_dirs(r.pid).is_empty(), "socket directory left: {:?}", socket_dirs(r.pid));
+    assert!(
+        socket_dirs(r.pid).is_empty(),
+        "socket directory left: {:?}",
+        socket_dirs(r.pid)
+    );
 }
 
 /// One node with the given profiles (user root), deployed once: returns the env and, per
@@ -351,7 +360,9 @@ fn during_activation(sig: libc::c_int) {
     let good = vec![("system", marker("system"))];
     let (mut env, profs) = fleet_with(&good, &[("system", marker("system").sleep(3.0))]);
     let run = start(&env, &[], None);
-    run.wait_for("the activation script", |e| is_log(e, "system", "activating: activating"));
+    run.wait_for("the activation script", |e| {
+        is_log(e, "system", "activating: activating")
+    });
     let r = run.signal(sig);
     if sig != libc::SIGKILL {
         let said = outcomes(&r.events);
@@ -400,7 +411,10 @@ fn during_confirming_login(sig: libc::c_int) {
     let run = start(&env, &[], Some(&bin_dir));
     let t0 = Instant::now();
     while !flag.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the confirming login never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the confirming login never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let r = run.signal(sig);
@@ -496,5 +510,8 @@ fn the_sudo_password_is_in_no_child_environment() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(seen > 10, "looked at only {seen} child environments");
     assert!(leaked.is_empty(), "the password is in the environment of: {leaked:?}");
-    assert!(!err.contains(&password) && !stdout.contains(&password), "the password is in the output");
+    assert!(
+        !err.contains(&password) && !stdout.contains(&password),
+        "the password is in the output"
+    );
 }
