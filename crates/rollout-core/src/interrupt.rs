@@ -230,8 +230,8 @@ fn settle(p: &Probe, found: &mut BTreeMap<(String, String), String>) {
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
-    // Started here, not through the (closed) spawner: this thread lives until rollout exits, so
-    // the child still dies with rollout.
+    // Started here, not through the (closed) spawner. The forking thread ends before rollout
+    // does, which fires PR_SET_PDEATHSIG: by then the probe has been reaped (or killed) below.
     let Ok(mut child) = cmd.spawn() else {
         return;
     };
@@ -280,10 +280,19 @@ fn handle(sig: i32) {
         .into_values()
         .flatten()
         .collect();
-    let mut settled = BTreeMap::new();
-    for p in &probes {
-        settle(p, &mut settled);
-    }
+    // One probe per node and agent group, all at once (each takes at most 8 s).
+    let settled = Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for p in &probes {
+            let settled = &settled;
+            s.spawn(move || {
+                let mut found = BTreeMap::new();
+                settle(p, &mut found);
+                settled.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+            });
+        }
+    });
+    let settled = settled.into_inner().unwrap_or_else(|e| e.into_inner());
     crate::deploy::connection::end_all_masters();
     report(sig, &settled);
 }
