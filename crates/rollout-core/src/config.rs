@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::target::quote_attr;
+use crate::validate::{check_ssh_opts, check_sudo, check_target_path, check_timeout, HostName, Invalid, UserName};
 
 /// Settings that may appear at the top level, on a node or on a profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -372,10 +373,9 @@ impl Cx {
                 );
                 None
             }
-            Some(h) => self.nonempty_string(h, &child(path, "hostname")).and_then(|h| {
-                self.check_word(&h, &child(path, "hostname"), "a host name or address")
-                    .then_some(h)
-            }),
+            Some(h) => self
+                .nonempty_string(h, &child(path, "hostname"))
+                .filter(|h| self.valid(&child(path, "hostname"), h, HostName::parse(h).map(drop))),
         };
         let tags = match get("tags") {
             None => Vec::new(),
@@ -472,7 +472,10 @@ impl Cx {
             }
             Some(v) => self.nonempty_string(v, &p),
         };
-        let profile_path = get("profilePath").and_then(|v| self.nonempty_string(v, &child(path, "profilePath")));
+        let pp = child(path, "profilePath");
+        let profile_path = get("profilePath")
+            .and_then(|v| self.nonempty_string(v, &pp))
+            .filter(|p| self.valid(&pp, p, check_target_path(p)));
         Some(ProfileConfig {
             settings,
             path: closure?,
@@ -493,32 +496,31 @@ impl Cx {
                 "sshUser" => {
                     s.ssh_user = self
                         .nonempty_string(v, &kp)
-                        .filter(|u| self.check_word(u, &kp, "a user name") && self.check_no_at(u, &kp))
+                        .filter(|u| self.valid(&kp, u, UserName::parse(u).map(drop)))
                 }
                 "user" => {
                     s.user = self
                         .nonempty_string(v, &kp)
-                        .filter(|u| self.check_word(u, &kp, "a user name"))
+                        .filter(|u| self.valid(&kp, u, UserName::parse(u).map(drop)))
                 }
-                "sudo" => s.sudo = self.nonempty_string(v, &kp),
+                "sudo" => {
+                    s.sudo = self
+                        .nonempty_string(v, &kp)
+                        .filter(|c| self.valid(&kp, c, check_sudo(c)))
+                }
                 "tempPath" => {
-                    s.temp_path = self.nonempty_string(v, &kp).and_then(|t| {
-                        if t.starts_with('/') {
-                            Some(t)
-                        } else {
-                            self.push(&kp, format!("expected an absolute path on the target, found `{t}`"));
-                            None
-                        }
-                    })
+                    s.temp_path = self
+                        .nonempty_string(v, &kp)
+                        .filter(|t| self.valid(&kp, t, check_target_path(t)))
                 }
-                "sshOpts" => s.ssh_opts = self.string_list(v, &kp).unwrap_or_default(),
+                "sshOpts" => s.ssh_opts = self.ssh_opts(v, &kp).unwrap_or_default(),
                 "fastConnection" => s.fast_connection = self.boolean(v, &kp),
                 "autoRollback" => s.auto_rollback = self.boolean(v, &kp),
                 "magicRollback" => s.magic_rollback = self.boolean(v, &kp),
                 "remoteBuild" => s.remote_build = self.boolean(v, &kp),
                 "interactiveSudo" => s.interactive_sudo = self.boolean(v, &kp),
-                "confirmTimeout" => s.confirm_timeout = self.seconds(v, &kp),
-                "activationTimeout" => s.activation_timeout = self.seconds(v, &kp),
+                "confirmTimeout" => s.confirm_timeout = self.timeout(v, &kp),
+                "activationTimeout" => s.activation_timeout = self.timeout(v, &kp),
                 k if level.own_keys().contains(&k) => {}
                 k => {
                     let msg = unknown_key_message(k, level, path);
@@ -529,29 +531,31 @@ impl Cx {
         s
     }
 
-    /// Host and user names end up as single command-line words (`ssh user@host`, `sudo -u user`):
-    /// reject whitespace and a leading `-`, which could only be a mistake or an option injection.
-    fn check_word(&mut self, s: &str, path: &str, what: &str) -> bool {
-        let problem = if s.chars().any(char::is_whitespace) {
-            "contains whitespace"
-        } else if s.starts_with('-') {
-            "starts with `-`"
-        } else {
-            return true;
-        };
-        self.push(path, format!("expected {what}, found `{s}`, which {problem}"));
-        false
+    /// Records the validation result of `value` at `path`; true when it is valid.
+    fn valid(&mut self, path: &str, value: &str, r: Result<(), Invalid>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.issues.push(e.at(path, value));
+                false
+            }
+        }
     }
 
-    fn check_no_at(&mut self, s: &str, path: &str) -> bool {
-        if s.contains('@') {
-            self.push(
-                path,
-                format!("expected a user name without `@`, found `{s}` (the host goes in `hostname`)"),
-            );
-            return false;
+    fn timeout(&mut self, v: &Value, path: &str) -> Option<u64> {
+        let n = self.seconds(v, path)?;
+        self.valid(path, &n.to_string(), check_timeout(n)).then_some(n)
+    }
+
+    fn ssh_opts(&mut self, v: &Value, path: &str) -> Option<Vec<String>> {
+        let words = self.string_list(v, path)?;
+        match check_ssh_opts(&words) {
+            Ok(()) => Some(words),
+            Err((i, word, e)) => {
+                self.issues.push(e.at(&format!("{path}[{i}]"), &word));
+                None
+            }
         }
-        true
     }
 
     fn nonempty_string(&mut self, v: &Value, path: &str) -> Option<String> {
@@ -858,7 +862,7 @@ mod tests {
             (
                 "tempPath",
                 json!("tmp"),
-                "expected an absolute path on the target, found `tmp`",
+                "expected an absolute path on the target without `..`, found `tmp`, which is relative",
             ),
             ("sshOpts", json!("-p 22"), "expected a list of strings, found a string"),
         ];
@@ -1020,17 +1024,24 @@ mod tests {
         raw["nodes"]["web"]["hostname"] = json!("-oProxyCommand=x");
         assert_eq!(
             one_issue(raw),
-            "deploy.nodes.web.hostname: expected a host name or address, found `-oProxyCommand=x`, which starts with `-`"
+            "deploy.nodes.web.hostname: expected a host name or address (DNS name, IPv4, or IPv6 with an optional \
+             %zone), found `-oProxyCommand=x`, which starts with `-` (ssh would read it as an option)"
         );
         let mut raw = minimal();
         raw["nodes"]["web"]["hostname"] = json!("web example");
-        assert!(one_issue(raw).ends_with("which contains whitespace"));
+        assert!(one_issue(raw).ends_with("which contains whitespace or a control character"));
         let mut raw = minimal();
         raw["sshUser"] = json!("root@web");
-        assert!(one_issue(raw).starts_with("deploy.sshUser: expected a user name without `@`"));
+        let e = one_issue(raw);
+        assert!(e.starts_with("deploy.sshUser: expected a user name"), "{e}");
+        assert!(e.ends_with("which contains `@` (the host goes in `hostname`)"), "{e}");
         let mut raw = minimal();
         raw["user"] = json!("-x");
-        assert!(one_issue(raw).starts_with("deploy.user: expected a user name, found `-x`"));
+        let e = one_issue(raw);
+        assert!(
+            e.starts_with("deploy.user: expected a user name") && e.contains("found `-x`"),
+            "{e}"
+        );
         let mut raw = minimal();
         raw["nodes"]["web"]["hostname"] = json!("fe80::1%eth0");
         assert!(parse(raw).is_ok());

@@ -18,3 +18,4 @@ pub mod select;
 pub mod settings;
 pub mod ssh;
 pub mod target;
+pub mod validate;

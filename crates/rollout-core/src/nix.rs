@@ -1,6 +1,7 @@
 //! Argv builders for every `nix`, `nix-build`, `nix-instantiate` and `nix-store` call rollout makes.
 
 use crate::cmd::{quote, Argv};
+use crate::validate::{HostName, UserName};
 
 /// What we know about the local Nix: decided once per run, then used by every builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,8 +153,23 @@ pub fn add_root(path: &str, root: &str) -> Argv {
     Argv::new("nix-store").args(["--realise", path, "--add-root", root])
 }
 
-/// `ssh://user@host` (legacy store, used for copies) or `ssh-ng://user@host` (remote builds).
-pub fn store_uri(scheme: &str, user: &str, host: &str) -> String {
+/// The two SSH store types rollout uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreScheme {
+    /// `ssh://`: the legacy store, used for copies.
+    Ssh,
+    /// `ssh-ng://`: used for remote builds.
+    SshNg,
+}
+
+/// `ssh://user@host` or `ssh-ng://user@host`, from validated parts only: neither a [`UserName`]
+/// nor a [`HostName`] can hold `?`, `#`, `/`, `@` or (outside an IPv6 zone id) `%`, so nothing in
+/// them can become a store parameter such as `remote-program`.
+pub fn store_uri(scheme: StoreScheme, user: &UserName, host: &HostName) -> String {
+    let scheme = match scheme {
+        StoreScheme::Ssh => "ssh",
+        StoreScheme::SshNg => "ssh-ng",
+    };
     format!("{scheme}://{user}@{host}")
 }
 
@@ -250,5 +266,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(new.sshopts_env(&opts).unwrap(), "-o 'ProxyCommand=nc %h %p'");
+    }
+
+    #[test]
+    fn store_uris_are_built_from_validated_parts_only() {
+        let u = UserName::parse("deploy").unwrap();
+        let h = HostName::parse("host1").unwrap();
+        assert_eq!(store_uri(StoreScheme::Ssh, &u, &h), "ssh://deploy@host1");
+        assert_eq!(store_uri(StoreScheme::SshNg, &u, &h), "ssh-ng://deploy@host1");
+        let v6 = HostName::parse("[fe80::1%eth0]").unwrap();
+        assert_eq!(store_uri(StoreScheme::Ssh, &u, &v6), "ssh://deploy@fe80::1%eth0");
+        // The known exploit and its relatives cannot even be turned into the parts of a URI.
+        for hostile in [
+            "host1?remote-program=touch%20/tmp/pwned%3Bnix-store",
+            "host1#x",
+            "host1/x?y",
+            "evil@host1",
+            "host1%3Fremote-program=x",
+        ] {
+            assert!(HostName::parse(hostile).is_err(), "{hostile}");
+        }
+        for hostile in [
+            "x?remote-program=touch%20/tmp/pwned%3Bnix-store",
+            "a@b",
+            "a/b",
+            "a#b",
+            "a%3F",
+        ] {
+            assert!(UserName::parse(hostile).is_err(), "{hostile}");
+        }
     }
 }

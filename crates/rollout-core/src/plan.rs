@@ -11,9 +11,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{list_names, suggest, DeployConfig};
-use crate::settings::{resolve, Overrides, Resolved};
+use crate::config::{list_names, suggest, DeployConfig, Issue};
+use crate::settings::{resolve, validate_overrides, Overrides, Resolved};
+use crate::ssh::Endpoint;
 use crate::target::{quote_attr, Target};
+use crate::validate::{check_name, ValidationError};
 
 /// Everything that will be deployed, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +34,9 @@ pub struct Deployment {
     /// Store path of the profile's activatable closure (`path` in the flake).
     pub closure: String,
     pub settings: Resolved,
+    /// Where to connect: built from the validated host, user and options only.
+    #[serde(skip)]
+    pub endpoint: Endpoint,
 }
 
 /// A target that does not match the evaluated configuration.
@@ -53,6 +58,13 @@ pub enum PlanError {
         hint: String,
         available: String,
     },
+    /// Values that cannot be used (host, user and node names, paths, timeouts, ssh options …);
+    /// every problem of every selected deployment, one per line.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Nothing to deploy: no nodes in `deploy.nodes`, or a selection that matched nothing.
+    #[error("nothing to deploy: {0}")]
+    Empty(String),
     /// The evaluation did not include something the target needs: a bug in how the caller
     /// built the selection, not a user error.
     #[error(
@@ -70,6 +82,7 @@ pub fn build_plan(
 ) -> Result<Plan, PlanError> {
     let mut deployments = Vec::new();
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
+    let mut issues = validate_overrides(overrides);
 
     for (target, cfg) in targets {
         let shown = target.to_string();
@@ -130,15 +143,62 @@ pub fn build_plan(
                 if !seen.insert(key) {
                     continue;
                 }
-                deployments.push(Deployment {
-                    flake: target.flake.clone(),
-                    node: node_name.clone(),
-                    profile: profile_name.clone(),
-                    closure: profile.path.clone(),
-                    settings: resolve(&cfg.settings, node, profile, overrides, local_user),
-                });
+                check_names(node_name, profile_name, &mut issues);
+                match resolve(
+                    &cfg.settings,
+                    node,
+                    profile,
+                    overrides,
+                    local_user,
+                    (node_name, profile_name),
+                ) {
+                    Ok((settings, endpoint)) => deployments.push(Deployment {
+                        flake: target.flake.clone(),
+                        node: node_name.clone(),
+                        profile: profile_name.clone(),
+                        closure: profile.path.clone(),
+                        settings,
+                        endpoint,
+                    }),
+                    Err(found) => issues.extend(found),
+                }
             }
         }
+    }
+    finish(targets, deployments, issues)
+}
+
+/// Node and profile names become file names, Nix attributes and URL fragments: refused up front
+/// unless they are plain (see [`crate::validate::check_name`]).
+fn check_names(node: &str, profile: &str, issues: &mut Vec<Issue>) {
+    let npath = format!("deploy.nodes.{}", quote_attr(node));
+    let ppath = format!("{npath}.profiles.{}", quote_attr(profile));
+    for (what, path, name) in [("node", &npath, node), ("profile", &ppath, profile)] {
+        if let Err(e) = check_name(name) {
+            let mut issue = e.at(path, name);
+            issue.message = format!("{what} name: {}", issue.message);
+            issues.push(issue);
+        }
+    }
+}
+
+/// Every issue of every deployment (each once), or the plan; an empty plan is an error.
+fn finish(
+    targets: &[(Target, &DeployConfig)],
+    deployments: Vec<Deployment>,
+    mut issues: Vec<Issue>,
+) -> Result<Plan, PlanError> {
+    let mut shown = HashSet::new();
+    issues.retain(|i| shown.insert(i.to_string()));
+    if !issues.is_empty() {
+        return Err(ValidationError { issues }.into());
+    }
+    if deployments.is_empty() {
+        let flakes: Vec<String> = targets.iter().map(|(t, _)| format!("`{t}`")).collect();
+        return Err(PlanError::Empty(format!(
+            "{} selects no node (deploy.nodes is empty); expected at least one node with a profile",
+            flakes.join(", ")
+        )));
     }
     Ok(Plan { deployments })
 }
@@ -388,7 +448,7 @@ interactive_sudo = false
     #[test]
     fn toml_stays_valid_with_colliding_names_and_odd_values() {
         let c = cfg(
-            json!({ "nodes": { "db": { "hostname": "h\"x", "sshOpts": ["-o", "A=\"b c\""],
+            json!({ "nodes": { "db": { "hostname": "fe80::1%eth0", "sshOpts": ["-o", "A=\"b c\""],
             "profiles": { "system": { "path": "/nix/store/a", "profilePath": "/p" } } } } }),
         );
         let ts = vec![
@@ -397,7 +457,10 @@ interactive_sudo = false
         ];
         let text = build_plan(&ts, &Overrides::default(), "me").unwrap().to_toml();
         let parsed: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(parsed["./one"]["db"]["system"]["hostname"].as_str(), Some("h\"x"));
+        assert_eq!(
+            parsed["./one"]["db"]["system"]["hostname"].as_str(),
+            Some("fe80::1%eth0")
+        );
         assert_eq!(parsed["./two"]["db"]["system"]["profile_path"].as_str(), Some("/p"));
         assert_eq!(
             parsed["./two"]["db"]["system"]["ssh_opts"][1].as_str(),
@@ -422,8 +485,12 @@ interactive_sudo = false
     }
 
     #[test]
-    fn empty_flake_gives_empty_plan() {
+    fn empty_flake_is_an_error_not_an_empty_plan() {
         let c = cfg(json!({ "nodes": {} }));
-        assert!(plan(&["."], &c).unwrap().deployments.is_empty());
+        let e = plan(&["."], &c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "nothing to deploy: `.` selects no node (deploy.nodes is empty); expected at least one node with a profile"
+        );
     }
 }

@@ -6,7 +6,10 @@
 
 use serde::Serialize;
 
-use crate::config::{GenericSettings, NodeConfig, ProfileConfig};
+use crate::config::{GenericSettings, Issue, NodeConfig, ProfileConfig};
+use crate::ssh::Endpoint;
+use crate::target::quote_attr;
+use crate::validate::{self, HostName, Invalid, UserName};
 
 /// Default `sudo` prefix; the profile user is appended (`sudo -u root`).
 pub const DEFAULT_SUDO: &str = "sudo -u";
@@ -96,18 +99,66 @@ fn pick<T: Clone>(over: &Option<T>, levels: [&Option<T>; 3]) -> Option<T> {
     over.clone().or_else(|| levels.into_iter().find_map(|v| v.clone()))
 }
 
-/// Merges one profile's settings. `local_user` is the deployer's user name, the last fallback
-/// for the SSH user.
-pub fn resolve(
+/// Checks every command-line override with the rules flake values follow; each issue names the flag.
+pub fn validate_overrides(o: &Overrides) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut check = |flag: &str, value: &Option<String>, f: fn(&str) -> Result<(), Invalid>| {
+        if let Some(v) = value {
+            if let Err(e) = f(v) {
+                issues.push(e.at(flag, v));
+            }
+        }
+    };
+    check("--hostname", &o.hostname, |v| HostName::parse(v).map(drop));
+    check("--ssh-user", &o.ssh_user, |v| UserName::parse(v).map(drop));
+    check("--profile-user", &o.profile_user, |v| UserName::parse(v).map(drop));
+    check("--temp-path", &o.temp_path, validate::check_target_path);
+    check("--profile-path", &o.profile_path, validate::check_target_path);
+    check("--sudo", &o.sudo, validate::check_sudo);
+    for (flag, t) in [
+        ("--confirm-timeout", o.confirm_timeout),
+        ("--activation-timeout", o.activation_timeout),
+    ] {
+        if let Some(Err(e)) = t.map(validate::check_timeout) {
+            issues.push(e.at(flag, &t.unwrap_or_default().to_string()));
+        }
+    }
+    if let Some(Err((i, word, e))) = o.ssh_opts.as_deref().map(validate::check_ssh_opts) {
+        issues.push(e.at(&format!("--ssh-opts (word {})", i + 1), &word));
+    }
+    issues
+}
+
+/// Where a merged value came from, for messages: the flag, or the attribute path of the level
+/// that set it.
+struct Origin<'a> {
+    node: &'a str,
+    profile: &'a str,
+}
+
+impl Origin<'_> {
+    fn of(&self, flag: Option<&str>, key: &str, set: [bool; 3]) -> String {
+        let n = format!("deploy.nodes.{}", quote_attr(self.node));
+        match (flag, set) {
+            (Some(f), _) => f.to_string(),
+            (None, [true, _, _]) => format!("{n}.profiles.{}.{key}", quote_attr(self.profile)),
+            (None, [false, true, _]) => format!("{n}.{key}"),
+            (None, [false, false, true]) => format!("deploy.{key}"),
+            (None, _) => format!("{key} (the default, for node `{}`)", self.node),
+        }
+    }
+}
+
+/// Merges one profile's settings (no validation: see [`resolve`]). `local_user` is the
+/// deployer's user name, the last fallback for the SSH user.
+pub fn merge(
     top: &GenericSettings,
     node: &NodeConfig,
     profile: &ProfileConfig,
-    overrides: &Overrides,
+    o: &Overrides,
     local_user: &str,
 ) -> Resolved {
     let (p, n, t) = (&profile.settings, &node.settings, top);
-    let o = overrides;
-
     let ssh_user = pick(&o.ssh_user, [&p.ssh_user, &n.ssh_user, &t.ssh_user]).unwrap_or_else(|| local_user.to_string());
     // deploy-rs errors when neither `user` nor `sshUser` is set; falling back to the SSH user
     // (including the local-user default) means "no escalation", which is what that case meant.
@@ -122,9 +173,8 @@ pub fn resolve(
             .cloned()
             .collect(),
     };
-    let elevate = user != ssh_user;
-
     Resolved {
+        elevate: user != ssh_user,
         hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
         ssh_opts,
         fast_connection: pick(
@@ -160,7 +210,125 @@ pub fn resolve(
         profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
         ssh_user,
         user,
-        elevate,
+    }
+}
+
+/// Merges one profile's settings ([`merge`]) and validates the result; the [`Endpoint`] is built
+/// from the validated host and user and is the only way the deploy reaches the host. Each issue
+/// names where the value came from: the flag, or the attribute path of the level that set it.
+pub fn resolve(
+    top: &GenericSettings,
+    node: &NodeConfig,
+    profile: &ProfileConfig,
+    o: &Overrides,
+    local_user: &str,
+    names: (&str, &str),
+) -> Result<(Resolved, Endpoint), Vec<Issue>> {
+    let r = merge(top, node, profile, o, local_user);
+    let (p, n, t) = (&profile.settings, &node.settings, top);
+    let origin = Origin {
+        node: names.0,
+        profile: names.1,
+    };
+    let set = |f: fn(&GenericSettings) -> bool| [f(p), f(n), f(t)];
+    let flag = |on: bool, name: &'static str| on.then_some(name);
+    let mut issues = Vec::new();
+    let ssh_user = UserName::parse(&r.ssh_user)
+        .map_err(|e| {
+            let at = origin.of(
+                flag(o.ssh_user.is_some(), "--ssh-user"),
+                "sshUser",
+                set(|g| g.ssh_user.is_some()),
+            );
+            issues.push(e.at(&at, &r.ssh_user));
+        })
+        .ok();
+    if let Err(e) = UserName::parse(&r.user) {
+        let at = origin.of(
+            flag(o.profile_user.is_some(), "--profile-user"),
+            "user",
+            set(|g| g.user.is_some()),
+        );
+        issues.push(e.at(&at, &r.user));
+    }
+    let host = HostName::parse(&r.hostname)
+        .map_err(|e| {
+            let at = origin.of(
+                flag(o.hostname.is_some(), "--hostname"),
+                "hostname",
+                [false, true, false],
+            );
+            issues.push(e.at(&at, &r.hostname));
+        })
+        .ok();
+    if let Err((i, word, e)) = validate::check_ssh_opts(&r.ssh_opts) {
+        let at = origin.of(
+            flag(o.ssh_opts.is_some(), "--ssh-opts"),
+            "sshOpts",
+            set(|g| !g.ssh_opts.is_empty()),
+        );
+        issues.push(e.at(&format!("{at} (merged word {})", i + 1), &word));
+    }
+    check_rest(&r, o, &origin, set, &mut issues);
+    match (ssh_user, host) {
+        (Some(user), Some(host)) if issues.is_empty() => {
+            let opts = r.ssh_opts.clone();
+            Ok((r, Endpoint { user, host, opts }))
+        }
+        _ => Err(issues),
+    }
+}
+
+/// Timeouts, paths on the target and the sudo prefix of a merged profile.
+fn check_rest(
+    r: &Resolved,
+    o: &Overrides,
+    origin: &Origin,
+    set: impl Fn(fn(&GenericSettings) -> bool) -> [bool; 3],
+    issues: &mut Vec<Issue>,
+) {
+    let flag = |on: bool, name: &'static str| on.then_some(name);
+    for (value, over, f, key, s) in [
+        (
+            r.confirm_timeout,
+            o.confirm_timeout.is_some(),
+            "--confirm-timeout",
+            "confirmTimeout",
+            set(|g| g.confirm_timeout.is_some()),
+        ),
+        (
+            r.activation_timeout,
+            o.activation_timeout.is_some(),
+            "--activation-timeout",
+            "activationTimeout",
+            set(|g| g.activation_timeout.is_some()),
+        ),
+    ] {
+        if let Err(e) = validate::check_timeout(value) {
+            issues.push(e.at(&origin.of(flag(over, f), key, s), &value.to_string()));
+        }
+    }
+    if let Err(e) = validate::check_target_path(&r.temp_path) {
+        let at = origin.of(
+            flag(o.temp_path.is_some(), "--temp-path"),
+            "tempPath",
+            set(|g| g.temp_path.is_some()),
+        );
+        issues.push(e.at(&at, &r.temp_path));
+    }
+    if let Some(pp) = &r.profile_path {
+        if let Err(e) = validate::check_target_path(pp) {
+            let at = origin.of(
+                flag(o.profile_path.is_some(), "--profile-path"),
+                "profilePath",
+                [true, false, false],
+            );
+            issues.push(e.at(&at, pp));
+        }
+    }
+    if let Err(e) = validate::check_sudo(&r.sudo) {
+        let at = origin.of(flag(o.sudo.is_some(), "--sudo"), "sudo", set(|g| g.sudo.is_some()));
+        issues.push(e.at(&at, &r.sudo));
     }
 }
 
@@ -188,7 +356,7 @@ mod tests {
     }
 
     fn run(t: GenericSettings, n: GenericSettings, p: GenericSettings, o: &Overrides) -> Resolved {
-        resolve(&t, &node(n), &profile(p), o, "me")
+        resolve(&t, &node(n), &profile(p), o, "me", ("n", "p")).unwrap().0
     }
 
     fn none() -> GenericSettings {
@@ -355,17 +523,25 @@ mod tests {
             |r| r.activation_timeout,
             [1, 2, 3, 4],
         );
-        // Zero is a value, not "unset".
-        let r = run(
-            none(),
-            none(),
-            GenericSettings {
-                confirm_timeout: Some(0),
-                ..none()
-            },
+        // Zero is a value, not "unset", and out of range: refused, naming where it was set.
+        let p = GenericSettings {
+            confirm_timeout: Some(0),
+            ..none()
+        };
+        let e = resolve(
+            &none(),
+            &node(none()),
+            &profile(p),
             &Overrides::default(),
+            "me",
+            ("n", "p"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "deploy.nodes.n.profiles.p.confirmTimeout: expected a number of seconds from 1 to 86400 (one day), \
+             found `0`, which is out of range"
         );
-        assert_eq!(r.confirm_timeout, 0);
     }
 
     #[test]
@@ -432,13 +608,19 @@ mod tests {
     #[test]
     fn hostname_and_profile_path() {
         let o = Overrides::default();
-        let r = resolve(&none(), &node(none()), &profile(none()), &o, "me");
+        let r = resolve(&none(), &node(none()), &profile(none()), &o, "me", ("n", "p"))
+            .unwrap()
+            .0;
         assert_eq!(r.hostname, "node-host");
         assert_eq!(r.profile_path, None);
         let mut p = profile(none());
         p.profile_path = Some("/nix/var/nix/profiles/x".into());
         assert_eq!(
-            resolve(&none(), &node(none()), &p, &o, "me").profile_path.as_deref(),
+            resolve(&none(), &node(none()), &p, &o, "me", ("n", "p"))
+                .unwrap()
+                .0
+                .profile_path
+                .as_deref(),
             Some("/nix/var/nix/profiles/x")
         );
         let o = Overrides {
@@ -446,7 +628,7 @@ mod tests {
             profile_path: Some("/o".into()),
             ..Default::default()
         };
-        let r = resolve(&none(), &node(none()), &p, &o, "me");
+        let r = resolve(&none(), &node(none()), &p, &o, "me", ("n", "p")).unwrap().0;
         assert_eq!(r.hostname, "10.0.0.1");
         assert_eq!(r.profile_path.as_deref(), Some("/o"));
     }

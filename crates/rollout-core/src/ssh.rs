@@ -2,12 +2,14 @@
 //! connections for confirmation, and the remote agent command lines (each word quoted).
 
 use crate::cmd::{shell_join, Argv};
+use crate::validate::{HostName, UserName};
 
-/// Where and as whom to connect, with the merged `sshOpts`.
+/// Where and as whom to connect, with the merged `sshOpts`. Built only from validated parts, so
+/// `user@host` is one destination word that neither ssh nor a store URI reads as syntax.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
-    pub user: String,
-    pub host: String,
+    pub user: UserName,
+    pub host: HostName,
     pub opts: Vec<String>,
 }
 
@@ -153,8 +155,8 @@ mod tests {
 
     fn ep() -> Endpoint {
         Endpoint {
-            user: "deploy".into(),
-            host: "web-1".into(),
+            user: UserName::parse("deploy").unwrap(),
+            host: HostName::parse("web-1").unwrap(),
             opts: vec!["-p".into(), "2222".into()],
         }
     }
@@ -185,15 +187,24 @@ mod tests {
     }
 
     #[test]
-    fn destination_is_after_double_dash_so_a_hostname_cannot_become_an_option() {
-        let e = Endpoint {
-            user: "u".into(),
-            host: "-oProxyCommand=x".into(),
-            opts: vec![],
-        };
-        let f = fresh(&e, &["true".into()]);
-        let dd = f.args.iter().position(|a| a == "--").unwrap();
-        assert_eq!(f.args[dd + 1], "u@-oProxyCommand=x");
+    fn destination_is_after_double_dash_and_a_hostname_cannot_become_an_option() {
+        assert!(HostName::parse("-oProxyCommand=x").is_err());
+        for f in [
+            fresh(&ep(), &["true".into()]),
+            via_master(&ep(), "/s", &["true".into()]),
+            master(&ep(), "/s"),
+        ] {
+            let dd = f.args.iter().position(|a| a == "--").unwrap();
+            assert_eq!(f.args[dd + 1], "deploy@web-1");
+        }
+    }
+
+    #[test]
+    fn remote_words_stay_literal() {
+        let hostile = ["$(touch /tmp/pwned)", "`id`", "a;b", "x'y", "--profile-name", "a b\nc"];
+        let words: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
+        let line = via_master(&ep(), "/s", &words).args.last().unwrap().clone();
+        assert_eq!(shlex::split(&line).unwrap(), words);
     }
 
     #[test]

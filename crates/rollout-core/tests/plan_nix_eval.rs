@@ -141,8 +141,15 @@ fn hostile_names_are_data_not_code() {
     // And a target naming it round-trips through the parser.
     let t = parse_target(&format!(".#{}", rollout_core::target::quote_attr(name))).unwrap();
     assert_eq!(t.node.as_deref(), Some(name));
-    let plan = build_plan(&[(t, &cfg)], &Overrides::default(), "me").unwrap();
-    assert_eq!(plan.deployments[0].node, name);
+    // Evaluated as data, then refused up front by validation, naming the node (such a name
+    // cannot be a flake-URL fragment or a safe file name for --keep-result).
+    let e = build_plan(&[(t, &cfg)], &Overrides::default(), "me")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("deploy.nodes.\"x\\\"y\\${builtins.throw \\\"injected\\\"}\": node name: expected a name"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -235,7 +242,10 @@ fn real_flake_with_apply_lambda() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let cfg = parse_deploy(&v, &flake).unwrap();
     let pairs: Vec<_> = targets.iter().map(|t| (t.clone(), &cfg)).collect();
-    let plan = build_plan(&pairs, &Overrides::default(), "me").unwrap();
+    // The hostile name was evaluated as data (no throw), and validation refuses it by name.
+    let e = build_plan(&pairs, &Overrides::default(), "me").unwrap_err().to_string();
+    assert!(e.contains("node name: expected a name"), "{e}");
+    let plan = build_plan(&pairs[..1], &Overrides::default(), "me").unwrap();
     let got: Vec<(String, String, String)> = plan
         .deployments
         .iter()
@@ -243,13 +253,6 @@ fn real_flake_with_apply_lambda() {
         .collect();
     assert_eq!(
         got,
-        vec![
-            ("web".into(), "home".into(), "/nix/store/bbbb-web-home".into()),
-            (
-                "x\"y${builtins.throw \"injected\"}".into(),
-                "p".into(),
-                "/nix/store/cccc-q".into()
-            ),
-        ]
+        vec![("web".into(), "home".into(), "/nix/store/bbbb-web-home".into())]
     );
 }

@@ -415,7 +415,10 @@ fn rows() -> Vec<Row> {
             base(),
             &["--debug-logs", "-s", "--temp-path", "tmp/rollout", ".#web"],
             1,
-            &["--temp-path `tmp/rollout` must be an absolute path"],
+            &[
+                "--temp-path: expected an absolute path on the target",
+                "found `tmp/rollout`, which is relative",
+            ],
         ),
         row(
             "--parallel 0",

@@ -21,6 +21,13 @@ pub enum BuildError {
         profile: String,
         closure: String,
     },
+    #[error("--keep-result: cannot make a GC root for node `{node}`, profile `{profile}` inside {dir}: {problem}")]
+    RootName {
+        node: String,
+        profile: String,
+        dir: String,
+        problem: String,
+    },
     #[error("cannot create the result directory {0}: {1}")]
     ResultDir(String, std::io::Error),
     #[error(transparent)]
@@ -81,9 +88,9 @@ pub fn build_local(
     }
     if let Some(dir) = keep_result {
         for d in deployments {
+            let root = gc_root(dir, &d.node, &d.profile)?;
             let node_dir = dir.join(&d.node);
             std::fs::create_dir_all(&node_dir).map_err(|e| BuildError::ResultDir(node_dir.display().to_string(), e))?;
-            let root = node_dir.join(&d.profile);
             runner.checked(
                 &nix::add_root(&d.closure, &root.display().to_string()),
                 "creating a GC root",
@@ -92,4 +99,42 @@ pub fn build_local(
     }
     rep.phase(Phase::Build, State::Succeeded, None);
     Ok(())
+}
+
+/// `DIR/NODE/PROFILE`, refused unless both names are plain file names (validated names always
+/// are: this keeps a root inside `--result-path` even if a caller skipped validation).
+pub fn gc_root(dir: &Path, node: &str, profile: &str) -> Result<std::path::PathBuf, BuildError> {
+    for name in [node, profile] {
+        if let Err(e) = crate::validate::check_name(name) {
+            return Err(BuildError::RootName {
+                node: crate::validate::shown(node),
+                profile: crate::validate::shown(profile),
+                dir: dir.display().to_string(),
+                problem: e.message(name),
+            });
+        }
+    }
+    Ok(dir.join(node).join(profile))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_roots_stay_inside_the_result_path() {
+        let dir = Path::new("/r");
+        assert_eq!(gc_root(dir, "web", "system").unwrap(), Path::new("/r/web/system"));
+        assert_eq!(gc_root(dir, "a.b", "x.y").unwrap(), Path::new("/r/a.b/x.y"));
+        for (n, p) in [
+            ("../../../../tmp/x", "s"),
+            ("/tmp/x", "s"),
+            ("web", ".."),
+            ("web", "a/b"),
+            (".", "s"),
+            ("", "s"),
+        ] {
+            assert!(gc_root(dir, n, p).is_err(), "{n} {p}");
+        }
+    }
 }

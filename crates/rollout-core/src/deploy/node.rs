@@ -74,11 +74,7 @@ fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
 }
 
 fn endpoint_of(d: &Deployment) -> Endpoint {
-    Endpoint {
-        user: d.settings.ssh_user.clone(),
-        host: d.settings.hostname.clone(),
-        opts: d.settings.ssh_opts.clone(),
-    }
+    d.endpoint.clone()
 }
 
 /// The agent for one profile: the closure's own `rollout-agent` when it carries one (rollout's
@@ -209,7 +205,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             Some(format!("copying {} path(s) to {}", paths.len(), ep.host)),
         );
         let copy = nix::copy_to(
-            &nix::store_uri("ssh", &ep.user, &ep.host),
+            &nix::store_uri(nix::StoreScheme::Ssh, &ep.user, &ep.host),
             &paths,
             substitute,
             shared.opts.checksigs,
@@ -245,9 +241,11 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 State::Started,
                 Some(format!("building {} profile(s) on {}", remote.len(), ep.host)),
             );
-            let argv = shared
-                .ctx
-                .build_remote(&nix::store_uri("ssh-ng", &ep.user, &ep.host), &remote, &opts);
+            let argv = shared.ctx.build_remote(
+                &nix::store_uri(nix::StoreScheme::SshNg, &ep.user, &ep.host),
+                &remote,
+                &opts,
+            );
             let argv = if shared.mode == super::evaluate::Mode::File {
                 // `nix build -f FILE ATTR…` reads the same file as the local non-flake build.
                 let mut a = argv;

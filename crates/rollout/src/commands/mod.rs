@@ -88,9 +88,9 @@ pub fn prepare(args: &DeployArgs, reporter: &Reporter) -> Result<Prepared, Strin
     let targets = targets(args)?;
     let overrides = overrides(args)?;
     let filter = NodeFilter::parse(&args.on, &args.exclude).map_err(|e| e.to_string())?;
-    if let Some(t) = &args.temp_path {
-        if !t.starts_with('/') {
-            return Err(format!("--temp-path `{t}` must be an absolute path"));
+    for (flag, value) in [("--result-path", &args.result_path), ("--log-dir", &args.log_dir)] {
+        if let Some(Err(e)) = value.as_deref().map(rollout_core::validate::check_local_path) {
+            return Err(e.at(flag, value.as_deref().unwrap_or_default()).to_string());
         }
     }
     let runner = Runner::new(reporter.clone());
