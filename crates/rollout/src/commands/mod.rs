@@ -88,10 +88,8 @@ pub fn prepare(args: &DeployArgs, reporter: &Reporter) -> Result<Prepared, Strin
     let targets = targets(args)?;
     let overrides = overrides(args)?;
     let filter = NodeFilter::parse(&args.on, &args.exclude).map_err(|e| e.to_string())?;
-    for (flag, value) in [("--result-path", &args.result_path), ("--log-dir", &args.log_dir)] {
-        if let Some(Err(e)) = value.as_deref().map(rollout_core::validate::check_local_path) {
-            return Err(e.at(flag, value.as_deref().unwrap_or_default()).to_string());
-        }
+    if let Some(r) = &args.result_path {
+        rollout_core::validate::check_local_path(r).map_err(|e| e.at("--result-path", r).to_string())?;
     }
     let runner = Runner::new(reporter.clone());
     let (mode, ctx) = evaluate::detect(&runner, args.file.is_some(), args.extra.clone()).map_err(|e| e.to_string())?;
