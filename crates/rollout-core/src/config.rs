@@ -13,26 +13,10 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::schema::{self, Field, FieldKind, Kind, Level, Object, Parsed};
 use crate::target::quote_attr;
-use crate::validate::{check_ssh_opts, check_sudo, check_target_path, check_timeout, HostName, Invalid, UserName};
 
-/// Settings that may appear at the top level, on a node or on a profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GenericSettings {
-    pub ssh_user: Option<String>,
-    pub user: Option<String>,
-    pub ssh_opts: Vec<String>,
-    pub fast_connection: Option<bool>,
-    pub auto_rollback: Option<bool>,
-    pub magic_rollback: Option<bool>,
-    pub confirm_timeout: Option<u64>,
-    pub activation_timeout: Option<u64>,
-    pub temp_path: Option<String>,
-    pub remote_build: Option<bool>,
-    pub interactive_sudo: Option<bool>,
-    pub sudo: Option<String>,
-}
+pub use crate::schema::GenericSettings;
 
 /// One profile of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,42 +91,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-// Key sets per level. Node-only and profile-only keys are listed so that a key at the wrong
-// level gets a "belongs on a node/profile" hint rather than a bare "unknown".
-const GENERIC_KEYS: &[&str] = &[
-    "sshUser",
-    "user",
-    "sshOpts",
-    "fastConnection",
-    "autoRollback",
-    "magicRollback",
-    "confirmTimeout",
-    "activationTimeout",
-    "tempPath",
-    "remoteBuild",
-    "interactiveSudo",
-    "sudo",
-];
-const NODE_KEYS: &[&str] = &["hostname", "profiles", "profilesOrder", "tags"];
-const PROFILE_KEYS: &[&str] = &["path", "profilePath"];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Top,
-    Node,
-    Profile,
-}
-
-impl Level {
-    fn own_keys(self) -> &'static [&'static str] {
-        match self {
-            Level::Top => &["nodes"],
-            Level::Node => NODE_KEYS,
-            Level::Profile => PROFILE_KEYS,
-        }
-    }
-}
-
 /// Parses the evaluation output (see [`crate::evalexpr`] for its shape). `source` names the
 /// flake or file in messages.
 pub fn parse_deploy(v: &Value, source: &str) -> Result<DeployConfig, ConfigError> {
@@ -182,11 +130,22 @@ pub fn wrap_raw(raw: &Value) -> Value {
         }
     }
     fn attrs(m: &Map<String, Value>, skip: &str) -> Value {
+        let objects = schema::object_keys();
         let mut out = Map::new();
         for (k, v) in m {
             if k != skip {
                 // Nested objects in settings are attribute sets in Nix: mark them like the lambda does.
                 let v = match v {
+                    // Structured settings keep one level of fields, as the lambda does.
+                    Value::Array(items) if objects.contains(&k.as_str()) => Value::Array(
+                        items
+                            .iter()
+                            .map(|i| match i {
+                                Value::Object(o) => serde_json::json!({ "$type": "set", "attrs": o }),
+                                x => x.clone(),
+                            })
+                            .collect(),
+                    ),
                     // Already a type marker (lets tests stand in for functions and paths).
                     Value::Object(m) if m.contains_key("$type") => v.clone(),
                     Value::Object(_) => serde_json::json!({ "$type": "set" }),
@@ -373,9 +332,7 @@ impl Cx {
                 );
                 None
             }
-            Some(h) => self
-                .nonempty_string(h, &child(path, "hostname"))
-                .filter(|h| self.valid(&child(path, "hostname"), h, HostName::parse(h).map(drop))),
+            Some(h) => self.own_string("hostname", h, &child(path, "hostname")),
         };
         let tags = match get("tags") {
             None => Vec::new(),
@@ -472,10 +429,8 @@ impl Cx {
             }
             Some(v) => self.nonempty_string(v, &p),
         };
-        let pp = child(path, "profilePath");
-        let profile_path = get("profilePath")
-            .and_then(|v| self.nonempty_string(v, &pp))
-            .filter(|p| self.valid(&pp, p, check_target_path(p)));
+        let profile_path =
+            get("profilePath").and_then(|v| self.own_string("profilePath", v, &child(path, "profilePath")));
         Some(ProfileConfig {
             settings,
             path: closure?,
@@ -492,38 +447,16 @@ impl Cx {
         };
         for (key, v) in attrs {
             let kp = child(path, key);
-            match key.as_str() {
-                "sshUser" => {
-                    s.ssh_user = self
-                        .nonempty_string(v, &kp)
-                        .filter(|u| self.valid(&kp, u, UserName::parse(u).map(drop)))
+            match schema::find(key) {
+                Some(row) if row.levels.has(level) && schema::GENERIC.iter().any(|g| g.key == row.key) => {
+                    if let Some(parsed) = self.value(&row.kind, v, &kp) {
+                        s.store(key, parsed);
+                    }
                 }
-                "user" => {
-                    s.user = self
-                        .nonempty_string(v, &kp)
-                        .filter(|u| self.valid(&kp, u, UserName::parse(u).map(drop)))
-                }
-                "sudo" => {
-                    s.sudo = self
-                        .nonempty_string(v, &kp)
-                        .filter(|c| self.valid(&kp, c, check_sudo(c)))
-                }
-                "tempPath" => {
-                    s.temp_path = self
-                        .nonempty_string(v, &kp)
-                        .filter(|t| self.valid(&kp, t, check_target_path(t)))
-                }
-                "sshOpts" => s.ssh_opts = self.ssh_opts(v, &kp).unwrap_or_default(),
-                "fastConnection" => s.fast_connection = self.boolean(v, &kp),
-                "autoRollback" => s.auto_rollback = self.boolean(v, &kp),
-                "magicRollback" => s.magic_rollback = self.boolean(v, &kp),
-                "remoteBuild" => s.remote_build = self.boolean(v, &kp),
-                "interactiveSudo" => s.interactive_sudo = self.boolean(v, &kp),
-                "confirmTimeout" => s.confirm_timeout = self.timeout(v, &kp),
-                "activationTimeout" => s.activation_timeout = self.timeout(v, &kp),
-                k if level.own_keys().contains(&k) => {}
-                k => {
-                    let msg = unknown_key_message(k, level, path);
+                // The level's own keys are read by the caller.
+                Some(row) if row.levels.has(level) => {}
+                _ => {
+                    let msg = unknown_key_message(key, level, path);
                     self.push(&kp, msg);
                 }
             }
@@ -531,31 +464,81 @@ impl Cx {
         s
     }
 
-    /// Records the validation result of `value` at `path`; true when it is valid.
-    fn valid(&mut self, path: &str, value: &str, r: Result<(), Invalid>) -> bool {
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                self.issues.push(e.at(path, value));
-                false
-            }
+    /// A level's own string key (`hostname`, `profilePath`), parsed and checked by its row.
+    fn own_string(&mut self, key: &str, v: &Value, path: &str) -> Option<String> {
+        let row = schema::find(key)?;
+        match self.value(&row.kind, v, path)? {
+            Parsed::Str(s) => Some(s),
+            _ => None,
         }
     }
 
-    fn timeout(&mut self, v: &Value, path: &str) -> Option<u64> {
-        let n = self.seconds(v, path)?;
-        self.valid(path, &n.to_string(), check_timeout(n)).then_some(n)
-    }
-
-    fn ssh_opts(&mut self, v: &Value, path: &str) -> Option<Vec<String>> {
-        let words = self.string_list(v, path)?;
-        match check_ssh_opts(&words) {
-            Ok(()) => Some(words),
-            Err((i, word, e)) => {
-                self.issues.push(e.at(&format!("{path}[{i}]"), &word));
+    /// Parses and checks one value by its row's kind (the table's validation).
+    fn value(&mut self, kind: &Kind, v: &Value, path: &str) -> Option<Parsed> {
+        let parsed = match kind {
+            Kind::Bool => Parsed::Bool(self.boolean(v, path)?),
+            Kind::Seconds => Parsed::Seconds(self.seconds(v, path)?),
+            Kind::Str(_) => Parsed::Str(self.nonempty_string(v, path)?),
+            Kind::List(_) => Parsed::List(self.string_list(v, path)?),
+            Kind::Objects(fields) => Parsed::Objects(self.objects(fields, v, path)?),
+        };
+        match schema::check(kind, &parsed) {
+            Ok(()) => Some(parsed),
+            Err((index, value, e)) => {
+                let at = index.map_or(path.to_string(), |i| format!("{path}[{i}]"));
+                self.issues.push(e.at(&at, &value));
                 None
             }
         }
+    }
+
+    /// A structured setting: a list of attribute sets whose fields are the row's.
+    fn objects(&mut self, fields: &[Field], v: &Value, path: &str) -> Option<Vec<Object>> {
+        let Value::Array(items) = v else {
+            self.type_err(path, "a list of attribute sets", v);
+            return None;
+        };
+        let mut out = Vec::new();
+        let before = self.issues.len();
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{path}[{i}]");
+            let Some(set) = self.as_set(item, &ip, "an attribute set") else {
+                continue;
+            };
+            let attrs = set.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default();
+            out.push(self.object(fields, &attrs, &ip));
+        }
+        (self.issues.len() == before).then_some(out)
+    }
+
+    fn object(&mut self, fields: &[Field], attrs: &Map<String, Value>, path: &str) -> Object {
+        let mut obj = Object::new();
+        for f in fields.iter().filter(|f| f.required && !attrs.contains_key(f.key)) {
+            self.push(&child(path, f.key), format!("missing; every entry needs `{}`", f.key));
+        }
+        for (k, v) in attrs {
+            let kp = child(path, k);
+            let Some(f) = fields.iter().find(|f| f.key == k) else {
+                let hint = suggest(k, fields.iter().map(|f| f.key));
+                let valid: Vec<&str> = fields.iter().map(|f| f.key).collect();
+                self.push(&kp, format!("unknown field{hint}; fields: {}", valid.join(", ")));
+                continue;
+            };
+            let ok = match f.kind {
+                FieldKind::Bool => self.boolean(v, &kp).is_some(),
+                FieldKind::Int => {
+                    v.as_i64().is_some() || {
+                        self.type_err(&kp, "an integer", v);
+                        false
+                    }
+                }
+                FieldKind::Str => self.nonempty_string(v, &kp).is_some(),
+            };
+            if ok {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        obj
     }
 
     fn nonempty_string(&mut self, v: &Value, path: &str) -> Option<String> {
@@ -614,28 +597,29 @@ impl Cx {
 
 fn unknown_key_message(key: &str, level: Level, path: &str) -> String {
     // A valid key at another level: say where it belongs.
-    if NODE_KEYS.contains(&key) && level != Level::Node {
-        return format!(
-            "`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})"
-        );
-    }
-    if PROFILE_KEYS.contains(&key) && level != Level::Profile {
-        return format!(
-            "`{key}` is a profile setting and is not allowed here; put it on a profile ({}.profiles.<name>.{key})",
-            if level == Level::Node {
+    if let Some(row) = schema::find(key) {
+        if row.levels.node && !row.levels.top {
+            return format!(
+                "`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})"
+            );
+        }
+        if row.levels.profile && !row.levels.node {
+            let node = if level == Level::Node {
                 path.to_string()
             } else {
                 "deploy.nodes.<node>".to_string()
-            }
-        );
+            };
+            return format!(
+                "`{key}` is a profile setting and is not allowed here; put it on a profile ({node}.profiles.<name>.{key})"
+            );
+        }
+        if row.levels.top && !row.levels.node {
+            return format!("`{key}` is only allowed at the top level of `deploy`");
+        }
     }
-    if key == "nodes" && level != Level::Top {
-        return "`nodes` is only allowed at the top level of `deploy`".into();
-    }
-    let candidates = GENERIC_KEYS.iter().chain(level.own_keys()).copied();
-    let hint = suggest(key, candidates);
+    let valid = schema::keys_at(level);
+    let hint = suggest(key, valid.iter().copied());
     if hint.is_empty() {
-        let valid: Vec<&str> = GENERIC_KEYS.iter().chain(level.own_keys()).copied().collect();
         format!("unknown setting; valid settings here: {}", valid.join(", "))
     } else {
         format!("unknown setting{hint}")
@@ -717,7 +701,7 @@ mod tests {
         let expect = |p: &str| GenericSettings {
             ssh_user: Some(format!("{p}-su")),
             user: Some(format!("{p}-u")),
-            ssh_opts: vec![format!("-{p}")],
+            ssh_opts: Some(vec![format!("-{p}")]),
             fast_connection: Some(true),
             auto_rollback: Some(false),
             magic_rollback: Some(false),
@@ -1006,12 +990,12 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(
-            suggest("magicRolback", GENERIC_KEYS.iter().copied()),
+            suggest("magicRolback", schema::GENERIC.iter().map(|s| s.key)),
             "; did you mean `magicRollback`?"
         );
-        assert_eq!(suggest("xyz", GENERIC_KEYS.iter().copied()), "");
+        assert_eq!(suggest("xyz", schema::GENERIC.iter().map(|s| s.key)), "");
         assert_eq!(
-            suggest("SSHUSER", GENERIC_KEYS.iter().copied()),
+            suggest("SSHUSER", schema::GENERIC.iter().map(|s| s.key)),
             "; did you mean `sshUser`?"
         );
         assert_eq!(suggest("x", ["db"]), "");
@@ -1054,5 +1038,79 @@ mod tests {
             e.starts_with("deploy: evaluation output has an unexpected shape"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn structured_values_parse_with_field_checks() {
+        const FIELDS: &[Field] = &[
+            Field {
+                key: "url",
+                kind: FieldKind::Str,
+                required: true,
+            },
+            Field {
+                key: "timeout",
+                kind: FieldKind::Int,
+                required: false,
+            },
+        ];
+        let kind = Kind::Objects(FIELDS);
+        let mut cx = Cx { issues: Vec::new() };
+        let v = json!([{ "$type": "set", "attrs": { "url": "http://x/health", "timeout": 5 } }]);
+        let mut expected = Object::new();
+        expected.insert("url".into(), json!("http://x/health"));
+        expected.insert("timeout".into(), json!(5));
+        assert_eq!(
+            cx.value(&kind, &v, "deploy.healthChecks"),
+            Some(Parsed::Objects(vec![expected]))
+        );
+        assert!(cx.issues.is_empty());
+        let v = json!([{ "$type": "set", "attrs": { "timout": 5 } }, 3, { "$type": "set", "attrs": { "url": true } }]);
+        assert_eq!(cx.value(&kind, &v, "deploy.healthChecks"), None);
+        let got: Vec<String> = cx.issues.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "deploy.healthChecks[0].url: missing; every entry needs `url`",
+                "deploy.healthChecks[0].timout: unknown field; did you mean `timeout`?; fields: url, timeout",
+                "deploy.healthChecks[1]: expected an attribute set, found an integer",
+                "deploy.healthChecks[2].url: expected a string, found a boolean",
+            ]
+        );
+        let mut cx = Cx { issues: Vec::new() };
+        assert_eq!(cx.value(&kind, &json!({ "$type": "set" }), "deploy.h"), None);
+        assert_eq!(
+            cx.issues[0].to_string(),
+            "deploy.h: expected a list of attribute sets, found an attribute set"
+        );
+    }
+
+    #[test]
+    fn every_generic_setting_parses_at_every_level_through_the_table() {
+        // One value of the right type per row, at each level: stored and read back unchanged.
+        for row in schema::GENERIC {
+            let (raw, parsed) = match row.kind {
+                Kind::Bool => (json!(false), Parsed::Bool(false)),
+                Kind::Seconds => (json!(9), Parsed::Seconds(9)),
+                Kind::Str(_) if row.key == "tempPath" => (json!("/t"), Parsed::Str("/t".into())),
+                Kind::Str(_) => (json!("doas"), Parsed::Str("doas".into())),
+                Kind::List(_) => (json!(["-v"]), Parsed::List(vec!["-v".into()])),
+                Kind::Objects(_) => continue,
+            };
+            let mut top = minimal();
+            top[row.key] = raw.clone();
+            top["nodes"]["web"][row.key] = raw.clone();
+            top["nodes"]["web"]["profiles"]["system"][row.key] = raw;
+            let c = parse(top).unwrap_or_else(|e| panic!("{}: {e}", row.key));
+            assert_eq!(c.settings.get(row.key), Some(parsed.clone()), "{}", row.key);
+            assert_eq!(
+                c.nodes["web"].settings.get(row.key),
+                Some(parsed.clone()),
+                "{}",
+                row.key
+            );
+            let p = &c.nodes["web"].profiles["system"].settings;
+            assert_eq!(p.get(row.key), Some(parsed), "{}", row.key);
+        }
     }
 }

@@ -125,7 +125,11 @@ let
     else if builtins.isFunction v || builtins.isPath v || builtins.isList v then other v
     else v;
   value = v: if builtins.isList v then map leaf v else leaf v;
-  attrs = skip: s: builtins.mapAttrs (_: value) (builtins.removeAttrs s skip);
+  # Structured settings (lists of attribute sets, from the settings table): one level of fields.
+  objects = OBJECTS;
+  object = e: if builtins.isAttrs e && !(e ? outPath) then { "$type" = "set"; attrs = builtins.mapAttrs (_: leaf) e; } else leaf e;
+  setting = k: v: if builtins.elem k objects && builtins.isList v then map object v else value v;
+  attrs = skip: s: builtins.mapAttrs setting (builtins.removeAttrs s skip);
   pick = set: wanted: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })
     (builtins.filter (name: builtins.hasAttr name set) wanted));
   profile = p:
@@ -161,11 +165,21 @@ in
   } else other deploy
 "#;
 
-/// The `--apply` lambda for `nix eval --json FLAKE#deploy --apply <lambda>`.
+/// The `--apply` lambda for `nix eval --json FLAKE#deploy --apply <lambda>`; the structured
+/// settings come from the settings table.
 pub fn apply_lambda(selection: &Selection) -> String {
+    apply_lambda_for(selection, &crate::schema::object_keys())
+}
+
+/// [`apply_lambda`] with an explicit list of structured setting keys (tests use their own).
+pub fn apply_lambda_for(selection: &Selection, objects: &[&str]) -> String {
     let json = selection.to_json().to_string();
     let sel = format!("builtins.fromJSON {}", nix_string(&json));
-    LAMBDA.replacen("SELECTION", &sel, 1)
+    let objects = format!(
+        "builtins.fromJSON {}",
+        nix_string(&serde_json::json!(objects).to_string())
+    );
+    LAMBDA.replacen("SELECTION", &sel, 1).replacen("OBJECTS", &objects, 1)
 }
 
 /// Expression for `nix-instantiate --eval --strict --json -E` in non-flake mode: imports
@@ -250,7 +264,10 @@ mod tests {
             l.contains(r#"sel = builtins.fromJSON "{\"a\\\"b\${x}\\\\\":[\"p\"],\"web\":null}";"#),
             "{l}"
         );
-        assert!(!l.contains("SELECTION"));
+        assert!(!l.contains("SELECTION") && !l.contains("OBJECTS"));
+        assert!(
+            apply_lambda_for(&Selection::All, &["checks"]).contains(r#"objects = builtins.fromJSON "[\"checks\"]";"#)
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod interrupt;
 pub mod nix;
 pub mod plan;
+pub mod schema;
 pub mod secret;
 pub mod select;
 pub mod settings;

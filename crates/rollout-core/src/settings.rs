@@ -7,40 +7,11 @@
 use serde::Serialize;
 
 use crate::config::{GenericSettings, Issue, NodeConfig, ProfileConfig};
+pub use crate::schema::Overrides;
+use crate::schema::{self, DefaultValue, Parsed, Setting};
 use crate::ssh::Endpoint;
 use crate::target::quote_attr;
-use crate::validate::{self, HostName, Invalid, UserName};
-
-/// Default `sudo` prefix; the profile user is appended (`sudo -u root`).
-pub const DEFAULT_SUDO: &str = "sudo -u";
-/// Seconds the target waits for confirmation before rolling back.
-pub const DEFAULT_CONFIRM_TIMEOUT: u64 = 30;
-/// Seconds the deployer waits for activation to report success (deploy-rs's `wait` default).
-pub const DEFAULT_ACTIVATION_TIMEOUT: u64 = 240;
-/// Directory on the target for deploy state (canary etc.).
-pub const DEFAULT_TEMP_PATH: &str = "/tmp";
-
-/// Values given on the command line; `Some` wins over anything in the flake.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Overrides {
-    pub ssh_user: Option<String>,
-    pub profile_user: Option<String>,
-    /// Replaces the whole merged list (see [`split_ssh_opts`]).
-    pub ssh_opts: Option<Vec<String>>,
-    pub fast_connection: Option<bool>,
-    pub auto_rollback: Option<bool>,
-    pub magic_rollback: Option<bool>,
-    pub confirm_timeout: Option<u64>,
-    pub activation_timeout: Option<u64>,
-    pub temp_path: Option<String>,
-    pub remote_build: Option<bool>,
-    pub interactive_sudo: Option<bool>,
-    pub sudo: Option<String>,
-    /// Applies to every node in the run.
-    pub hostname: Option<String>,
-    pub profile_path: Option<String>,
-}
+use crate::validate::{HostName, Invalid, UserName};
 
 /// Fully merged settings for one (node, profile).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,37 +65,83 @@ pub fn split_ssh_opts(s: &str) -> Result<Vec<String>, SettingsError> {
     shlex::split(s).ok_or_else(|| SettingsError::SshOpts(s.to_string()))
 }
 
-/// First `Some` in precedence order.
-fn pick<T: Clone>(over: &Option<T>, levels: [&Option<T>; 3]) -> Option<T> {
-    over.clone().or_else(|| levels.into_iter().find_map(|v| v.clone()))
+fn bool_default(key: &str) -> bool {
+    matches!(schema::default_of(key), DefaultValue::Bool(true))
 }
 
-/// Checks every command-line override with the rules flake values follow; each issue names the flag.
-pub fn validate_overrides(o: &Overrides) -> Vec<Issue> {
-    let mut issues = Vec::new();
-    let mut check = |flag: &str, value: &Option<String>, f: fn(&str) -> Result<(), Invalid>| {
-        if let Some(v) = value {
-            if let Err(e) = f(v) {
-                issues.push(e.at(flag, v));
-            }
-        }
-    };
-    check("--hostname", &o.hostname, |v| HostName::parse(v).map(drop));
-    check("--ssh-user", &o.ssh_user, |v| UserName::parse(v).map(drop));
-    check("--profile-user", &o.profile_user, |v| UserName::parse(v).map(drop));
-    check("--temp-path", &o.temp_path, validate::check_target_path);
-    check("--profile-path", &o.profile_path, validate::check_target_path);
-    check("--sudo", &o.sudo, validate::check_sudo);
-    for (flag, t) in [
-        ("--confirm-timeout", o.confirm_timeout),
-        ("--activation-timeout", o.activation_timeout),
-    ] {
-        if let Some(Err(e)) = t.map(validate::check_timeout) {
-            issues.push(e.at(flag, &t.unwrap_or_default().to_string()));
-        }
+fn seconds_default(key: &str) -> u64 {
+    match schema::default_of(key) {
+        DefaultValue::Seconds(n) => n,
+        _ => 0,
     }
-    if let Some(Err((i, word, e))) = o.ssh_opts.as_deref().map(validate::check_ssh_opts) {
-        issues.push(e.at(&format!("--ssh-opts (word {})", i + 1), &word));
+}
+
+fn str_default(key: &str) -> String {
+    match schema::default_of(key) {
+        DefaultValue::Str(s) => s.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Merges one profile's settings by the table's rules (command line, profile, node, top, then
+/// the table's defaults); no validation: see [`resolve`]. `local_user` is the deployer's user
+/// name, the last fallback for the SSH user.
+pub fn merge(
+    top: &GenericSettings,
+    node: &NodeConfig,
+    profile: &ProfileConfig,
+    o: &Overrides,
+    local_user: &str,
+) -> Resolved {
+    let e = GenericSettings::effective(o, &profile.settings, &node.settings, top);
+    let ssh_user = e.ssh_user.unwrap_or_else(|| local_user.to_string());
+    // deploy-rs errors when neither `user` nor `sshUser` is set; falling back to the SSH user
+    // (including the local-user default) means "no escalation", which is what that case meant.
+    let user = e.user.unwrap_or_else(|| ssh_user.clone());
+    Resolved {
+        elevate: user != ssh_user,
+        hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
+        ssh_opts: e.ssh_opts.unwrap_or_default(),
+        fast_connection: e.fast_connection.unwrap_or(bool_default("fastConnection")),
+        auto_rollback: e.auto_rollback.unwrap_or(bool_default("autoRollback")),
+        magic_rollback: e.magic_rollback.unwrap_or(bool_default("magicRollback")),
+        confirm_timeout: e.confirm_timeout.unwrap_or(seconds_default("confirmTimeout")),
+        activation_timeout: e.activation_timeout.unwrap_or(seconds_default("activationTimeout")),
+        temp_path: e.temp_path.unwrap_or_else(|| str_default("tempPath")),
+        remote_build: e.remote_build.unwrap_or(bool_default("remoteBuild")),
+        interactive_sudo: e.interactive_sudo.unwrap_or(bool_default("interactiveSudo")),
+        sudo: e.sudo.unwrap_or_else(|| str_default("sudo")),
+        profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
+        ssh_user,
+        user,
+    }
+}
+
+/// The issue for a value that failed its row's check, at `at` (a flag or an attribute path).
+fn issue(at: &str, index: Option<usize>, value: &str, e: &Invalid, merged: bool) -> Issue {
+    let at = match index {
+        Some(i) if merged => format!("{at} (merged word {})", i + 1),
+        Some(i) if at.starts_with("--") => format!("{at} (word {})", i + 1),
+        Some(i) => format!("{at}[{i}]"),
+        None => at.to_string(),
+    };
+    e.at(&at, value)
+}
+
+/// Checks every command-line override with the rules flake values follow (the table's); each
+/// issue names the flag.
+pub fn validate_overrides(o: &Overrides) -> Vec<Issue> {
+    let g = o.as_settings();
+    let mut issues = Vec::new();
+    let own = [("hostname", &o.hostname), ("profilePath", &o.profile_path)];
+    for row in schema::all().filter(|r| r.flag.is_some()) {
+        let value = match own.iter().find(|(k, _)| *k == row.key) {
+            Some((_, v)) => (*v).clone().map(Parsed::Str),
+            None => g.get(row.key),
+        };
+        if let Some(Err((i, w, e))) = value.map(|v| schema::check(&row.kind, &v)) {
+            issues.push(issue(row.flag.unwrap_or(row.key), i, &w, &e, false));
+        }
     }
     issues
 }
@@ -147,75 +164,18 @@ impl Origin<'_> {
             (None, _) => format!("{key} (the default, for node `{}`)", self.node),
         }
     }
-}
 
-/// Merges one profile's settings (no validation: see [`resolve`]). `local_user` is the
-/// deployer's user name, the last fallback for the SSH user.
-pub fn merge(
-    top: &GenericSettings,
-    node: &NodeConfig,
-    profile: &ProfileConfig,
-    o: &Overrides,
-    local_user: &str,
-) -> Resolved {
-    let (p, n, t) = (&profile.settings, &node.settings, top);
-    let ssh_user = pick(&o.ssh_user, [&p.ssh_user, &n.ssh_user, &t.ssh_user]).unwrap_or_else(|| local_user.to_string());
-    // deploy-rs errors when neither `user` nor `sshUser` is set; falling back to the SSH user
-    // (including the local-user default) means "no escalation", which is what that case meant.
-    let user = pick(&o.profile_user, [&p.user, &n.user, &t.user]).unwrap_or_else(|| ssh_user.clone());
-    let ssh_opts = match &o.ssh_opts {
-        Some(opts) => opts.clone(),
-        None => p
-            .ssh_opts
-            .iter()
-            .chain(&n.ssh_opts)
-            .chain(&t.ssh_opts)
-            .cloned()
-            .collect(),
-    };
-    Resolved {
-        elevate: user != ssh_user,
-        hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
-        ssh_opts,
-        fast_connection: pick(
-            &o.fast_connection,
-            [&p.fast_connection, &n.fast_connection, &t.fast_connection],
-        )
-        .unwrap_or(false),
-        auto_rollback: pick(&o.auto_rollback, [&p.auto_rollback, &n.auto_rollback, &t.auto_rollback]).unwrap_or(true),
-        magic_rollback: pick(
-            &o.magic_rollback,
-            [&p.magic_rollback, &n.magic_rollback, &t.magic_rollback],
-        )
-        .unwrap_or(true),
-        confirm_timeout: pick(
-            &o.confirm_timeout,
-            [&p.confirm_timeout, &n.confirm_timeout, &t.confirm_timeout],
-        )
-        .unwrap_or(DEFAULT_CONFIRM_TIMEOUT),
-        activation_timeout: pick(
-            &o.activation_timeout,
-            [&p.activation_timeout, &n.activation_timeout, &t.activation_timeout],
-        )
-        .unwrap_or(DEFAULT_ACTIVATION_TIMEOUT),
-        temp_path: pick(&o.temp_path, [&p.temp_path, &n.temp_path, &t.temp_path])
-            .unwrap_or_else(|| DEFAULT_TEMP_PATH.to_string()),
-        remote_build: pick(&o.remote_build, [&p.remote_build, &n.remote_build, &t.remote_build]).unwrap_or(false),
-        interactive_sudo: pick(
-            &o.interactive_sudo,
-            [&p.interactive_sudo, &n.interactive_sudo, &t.interactive_sudo],
-        )
-        .unwrap_or(false),
-        sudo: pick(&o.sudo, [&p.sudo, &n.sudo, &t.sudo]).unwrap_or_else(|| DEFAULT_SUDO.to_string()),
-        profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
-        ssh_user,
-        user,
+    /// Where `row`'s merged value came from.
+    fn row(&self, row: &Setting, o: &GenericSettings, levels: [&GenericSettings; 3]) -> String {
+        let flag = o.get(row.key).and(row.flag);
+        self.of(flag, row.key, levels.map(|l| l.get(row.key).is_some()))
     }
 }
 
-/// Merges one profile's settings ([`merge`]) and validates the result; the [`Endpoint`] is built
-/// from the validated host and user and is the only way the deploy reaches the host. Each issue
-/// names where the value came from: the flag, or the attribute path of the level that set it.
+/// Merges one profile's settings ([`merge`]) and validates the result by the table's checks; the
+/// [`Endpoint`] is built from the validated host and user and is the only way the deploy reaches
+/// the host. Each issue names where the value came from: the flag, or the attribute path of the
+/// level that set it.
 pub fn resolve(
     top: &GenericSettings,
     node: &NodeConfig,
@@ -225,110 +185,47 @@ pub fn resolve(
     names: (&str, &str),
 ) -> Result<(Resolved, Endpoint), Vec<Issue>> {
     let r = merge(top, node, profile, o, local_user);
-    let (p, n, t) = (&profile.settings, &node.settings, top);
+    let levels = [&profile.settings, &node.settings, top];
+    let over = o.as_settings();
+    let eff = GenericSettings::effective(o, levels[0], levels[1], levels[2]);
     let origin = Origin {
         node: names.0,
         profile: names.1,
     };
-    let set = |f: fn(&GenericSettings) -> bool| [f(p), f(n), f(t)];
-    let flag = |on: bool, name: &'static str| on.then_some(name);
     let mut issues = Vec::new();
-    let ssh_user = UserName::parse(&r.ssh_user)
-        .map_err(|e| {
-            let at = origin.of(
-                flag(o.ssh_user.is_some(), "--ssh-user"),
-                "sshUser",
-                set(|g| g.ssh_user.is_some()),
-            );
-            issues.push(e.at(&at, &r.ssh_user));
-        })
-        .ok();
-    if let Err(e) = UserName::parse(&r.user) {
-        let at = origin.of(
-            flag(o.profile_user.is_some(), "--profile-user"),
-            "user",
-            set(|g| g.user.is_some()),
-        );
-        issues.push(e.at(&at, &r.user));
+    for row in schema::GENERIC {
+        if let Some(Err((i, w, e))) = eff.get(row.key).map(|v| schema::check(&row.kind, &v)) {
+            let merged = over.get(row.key).is_none() && levels.iter().filter(|l| l.get(row.key).is_some()).count() > 1;
+            issues.push(issue(&origin.row(row, &over, levels), i, &w, &e, merged));
+        }
     }
+    let ssh_user = UserName::parse(&r.ssh_user)
+        .map_err(|e| issues.push(e.at(&origin.row(&schema::GENERIC[0], &over, levels), &r.ssh_user)))
+        .ok();
     let host = HostName::parse(&r.hostname)
         .map_err(|e| {
             let at = origin.of(
-                flag(o.hostname.is_some(), "--hostname"),
+                o.hostname.as_ref().map(|_| "--hostname"),
                 "hostname",
                 [false, true, false],
             );
             issues.push(e.at(&at, &r.hostname));
         })
         .ok();
-    if let Err((i, word, e)) = validate::check_ssh_opts(&r.ssh_opts) {
-        let at = origin.of(
-            flag(o.ssh_opts.is_some(), "--ssh-opts"),
-            "sshOpts",
-            set(|g| !g.ssh_opts.is_empty()),
-        );
-        issues.push(e.at(&format!("{at} (merged word {})", i + 1), &word));
+    if let (Some(pp), Some(row)) = (&r.profile_path, schema::find("profilePath")) {
+        if let Err((_, w, e)) = schema::check(&row.kind, &Parsed::Str(pp.clone())) {
+            let at = origin.of(o.profile_path.as_ref().and(row.flag), row.key, [true, false, false]);
+            issues.push(e.at(&at, &w));
+        }
     }
-    check_rest(&r, o, &origin, set, &mut issues);
+    let mut shown = std::collections::HashSet::new();
+    issues.retain(|i| shown.insert(i.to_string()));
     match (ssh_user, host) {
         (Some(user), Some(host)) if issues.is_empty() => {
             let opts = r.ssh_opts.clone();
             Ok((r, Endpoint { user, host, opts }))
         }
         _ => Err(issues),
-    }
-}
-
-/// Timeouts, paths on the target and the sudo prefix of a merged profile.
-fn check_rest(
-    r: &Resolved,
-    o: &Overrides,
-    origin: &Origin,
-    set: impl Fn(fn(&GenericSettings) -> bool) -> [bool; 3],
-    issues: &mut Vec<Issue>,
-) {
-    let flag = |on: bool, name: &'static str| on.then_some(name);
-    for (value, over, f, key, s) in [
-        (
-            r.confirm_timeout,
-            o.confirm_timeout.is_some(),
-            "--confirm-timeout",
-            "confirmTimeout",
-            set(|g| g.confirm_timeout.is_some()),
-        ),
-        (
-            r.activation_timeout,
-            o.activation_timeout.is_some(),
-            "--activation-timeout",
-            "activationTimeout",
-            set(|g| g.activation_timeout.is_some()),
-        ),
-    ] {
-        if let Err(e) = validate::check_timeout(value) {
-            issues.push(e.at(&origin.of(flag(over, f), key, s), &value.to_string()));
-        }
-    }
-    if let Err(e) = validate::check_target_path(&r.temp_path) {
-        let at = origin.of(
-            flag(o.temp_path.is_some(), "--temp-path"),
-            "tempPath",
-            set(|g| g.temp_path.is_some()),
-        );
-        issues.push(e.at(&at, &r.temp_path));
-    }
-    if let Some(pp) = &r.profile_path {
-        if let Err(e) = validate::check_target_path(pp) {
-            let at = origin.of(
-                flag(o.profile_path.is_some(), "--profile-path"),
-                "profilePath",
-                [true, false, false],
-            );
-            issues.push(e.at(&at, pp));
-        }
-    }
-    if let Err(e) = validate::check_sudo(&r.sudo) {
-        let at = origin.of(flag(o.sudo.is_some(), "--sudo"), "sudo", set(|g| g.sudo.is_some()));
-        issues.push(e.at(&at, &r.sudo));
     }
 }
 
@@ -580,7 +477,7 @@ mod tests {
     #[test]
     fn ssh_opts_concatenate_profile_node_top() {
         let s = |v: &[&str]| GenericSettings {
-            ssh_opts: v.iter().map(|x| x.to_string()).collect(),
+            ssh_opts: Some(v.iter().map(|x| x.to_string()).collect()),
             ..none()
         };
         let r = run(

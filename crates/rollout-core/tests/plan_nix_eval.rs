@@ -256,3 +256,35 @@ fn real_flake_with_apply_lambda() {
         vec![("web".into(), "home".into(), "/nix/store/bbbb-web-home".into())]
     );
 }
+
+#[test]
+fn structured_settings_keep_one_level_of_fields_in_the_shadow() {
+    if !have_nix() {
+        return;
+    }
+    let deploy = r#"{ healthChecks = [ { url = "http://x"; n = 2; f = x: x; } 3 ]; tags = [ { } ];
+      nodes = { }; }"#;
+    let lambda = rollout_core::evalexpr::apply_lambda_for(&Selection::All, &["healthChecks"]);
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--expr",
+        ])
+        .arg(format!("({lambda}) ({deploy})"))
+        .output()
+        .expect("run nix");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["attrs"]["healthChecks"],
+        serde_json::json!([
+            { "$type": "set", "attrs": { "url": "http://x", "n": 2, "f": { "$type": "lambda" } } },
+            3
+        ])
+    );
+    // Other keys keep the flat shadow: a set inside a list is only a type marker.
+    assert_eq!(v["attrs"]["tags"], serde_json::json!([{ "$type": "set" }]));
+}
