@@ -158,41 +158,26 @@ pub trait SettingValue: Sized + Clone {
     }
 }
 
-impl SettingValue for bool {
-    fn from_parsed(p: Parsed) -> Option<Self> {
-        match p {
-            Parsed::Bool(b) => Some(b),
-            _ => None,
+/// A single-valued setting type stored as one [`Parsed`] variant.
+macro_rules! scalar_value {
+    ($ty:ty, $variant:ident) => {
+        impl SettingValue for $ty {
+            fn from_parsed(p: Parsed) -> Option<Self> {
+                match p {
+                    Parsed::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn to_parsed(&self) -> Parsed {
+                Parsed::$variant(self.clone())
+            }
         }
-    }
-    fn to_parsed(&self) -> Parsed {
-        Parsed::Bool(*self)
-    }
+    };
 }
 
-impl SettingValue for u64 {
-    fn from_parsed(p: Parsed) -> Option<Self> {
-        match p {
-            Parsed::Seconds(n) => Some(n),
-            _ => None,
-        }
-    }
-    fn to_parsed(&self) -> Parsed {
-        Parsed::Seconds(*self)
-    }
-}
-
-impl SettingValue for String {
-    fn from_parsed(p: Parsed) -> Option<Self> {
-        match p {
-            Parsed::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    fn to_parsed(&self) -> Parsed {
-        Parsed::Str(self.clone())
-    }
-}
+scalar_value!(bool, Bool);
+scalar_value!(u64, Seconds);
+scalar_value!(String, Str);
 
 impl SettingValue for Vec<String> {
     fn from_parsed(p: Parsed) -> Option<Self> {

@@ -49,7 +49,11 @@ const FLEET: &str = r#"{
 }"#;
 
 fn eval(selection: &Selection) -> Result<serde_json::Value, String> {
-    let expr = format!("({}) ({FLEET})", apply_lambda(selection));
+    eval_expr(&format!("({}) ({FLEET})", apply_lambda(selection)))
+}
+
+/// `nix eval --json --expr EXPR`.
+fn eval_expr(expr: &str) -> Result<serde_json::Value, String> {
     let out = Command::new("nix")
         .args([
             "--extra-experimental-features",
@@ -57,7 +61,7 @@ fn eval(selection: &Selection) -> Result<serde_json::Value, String> {
             "eval",
             "--json",
             "--expr",
-            &expr,
+            expr,
         ])
         .output()
         .expect("run nix");
@@ -265,19 +269,7 @@ fn structured_settings_keep_one_level_of_fields_in_the_shadow() {
     let deploy = r#"{ healthChecks = [ { url = "http://x"; n = 2; f = x: x; } 3 ]; tags = [ { } ];
       nodes = { }; }"#;
     let lambda = rollout_core::evalexpr::apply_lambda_for(&Selection::All, &["healthChecks"]);
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--expr",
-        ])
-        .arg(format!("({lambda}) ({deploy})"))
-        .output()
-        .expect("run nix");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = eval_expr(&format!("({lambda}) ({deploy})")).unwrap();
     assert_eq!(
         v["attrs"]["healthChecks"],
         serde_json::json!([
