@@ -65,7 +65,8 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Internal: the detached worker, started by `activate`/`revoke` themselves.
     Worker {
-        dir: PathBuf,
+        temp_path: PathBuf,
+        id: String,
     },
     Confirm {
         ids: Vec<String>,
@@ -194,6 +195,15 @@ impl Opts {
             return usage(format!("{}: --id is required", self.cmd));
         }
         ids.into_iter().map(|i| validate_id(self.cmd, i)).collect()
+    }
+
+    /// Exactly one `--id`.
+    fn id(&self) -> Result<String, UsageError> {
+        let ids = self.ids()?;
+        if ids.len() != 1 {
+            return usage(format!("{}: give exactly one --id", self.cmd));
+        }
+        Ok(ids.into_iter().next().unwrap_or_default())
     }
 
     fn profile(&self) -> Result<ProfileSpec, UsageError> {
@@ -332,9 +342,10 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             }))
         }
         "worker" => {
-            let o = Opts::parse("worker", rest, &["dir"], &[])?;
+            let o = Opts::parse("worker", rest, &["temp-path", "id"], &[])?;
             Ok(Command::Worker {
-                dir: absolute_path("worker", "dir", o.required("dir")?)?,
+                temp_path: o.temp_path()?,
+                id: o.id()?,
             })
         }
         "confirm" => {
@@ -362,12 +373,8 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         "status" => {
             let o = Opts::parse("status", rest, &["id", "temp-path"], &[])?;
-            let ids = o.ids()?;
-            if ids.len() != 1 {
-                return usage("status: give exactly one --id");
-            }
             Ok(Command::Status {
-                id: ids.into_iter().next().unwrap_or_default(),
+                id: o.id()?,
                 temp_path: o.temp_path()?,
             })
         }

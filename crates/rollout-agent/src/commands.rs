@@ -4,7 +4,7 @@ use crate::cli::{ActivateArgs, ProfileSpec, RevokeArgs};
 use crate::follow::{follow, out, spawn_worker, LogTail};
 use crate::profile::{resolve, ProfileEnv};
 use crate::request::{Kind, Request};
-use crate::statedir::{self, ABORT, CONFIRM};
+use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, REQUEST};
 use crate::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,14 +24,14 @@ fn start_and_follow(
     spec: &ProfileSpec,
     build: impl Fn(PathBuf) -> Request,
 ) -> Result<Status, String> {
-    let root = statedir::state_root(temp_path, true)?;
-    statedir::cleanup_old(&root);
-    let dir = statedir::create_deploy_dir(&root, id)?;
+    let root = Root::open_or_create(temp_path)?;
+    root.cleanup_old();
+    let dir = root.create_deploy(id)?;
     let closure = build(PathBuf::new()).closure;
     let mut st = Status::new(id, None, closure, "deploy started");
     let fail = |st: &mut Status, msg: String| {
         let _ = st.advance(State::Failed, msg);
-        let _ = statedir::write_status(&dir, st);
+        let _ = dir.write_status(st);
         st.clone()
     };
     let profile_path = match resolve_profile(spec) {
@@ -39,14 +39,15 @@ fn start_and_follow(
         Err(e) => return Ok(fail(&mut st, e)),
     };
     st.profile_path = Some(profile_path.clone());
-    let req = build(profile_path);
-    if let Err(e) = statedir::write_json(&dir.join(statedir::REQUEST), &req) {
+    let mut req = build(profile_path);
+    req.deployer = crate::lock::deployer();
+    if let Err(e) = dir.write_json(REQUEST, &req) {
         return Ok(fail(&mut st, e));
     }
-    if let Err(e) = statedir::write_status(&dir, &mut st) {
+    if let Err(e) = dir.write_status(&mut st) {
         return Ok(fail(&mut st, e));
     }
-    match spawn_worker(&dir) {
+    match spawn_worker(&dir, temp_path) {
         Ok(child) => Ok(follow(&dir, child)),
         Err(e) => Ok(fail(&mut st, e)),
     }
@@ -69,6 +70,7 @@ pub fn activate(a: &ActivateArgs) -> i32 {
         debug: a.debug,
         generation: None,
         previous: None,
+        deployer: String::new(),
     });
     match res {
         Ok(st) => {
@@ -80,7 +82,7 @@ pub fn activate(a: &ActivateArgs) -> i32 {
 }
 
 pub fn revoke(r: &RevokeArgs) -> i32 {
-    let id = format!("revoke-{}-{}", r.generation, statedir::random_hex());
+    let id = format!("revoke-{}-{}", r.generation, crate::statedir::random_hex());
     let res = start_and_follow(&r.temp_path, &id, &r.profile, |profile_path| Request {
         kind: Kind::Revoke,
         id: id.clone(),
@@ -97,6 +99,7 @@ pub fn revoke(r: &RevokeArgs) -> i32 {
         debug: r.debug,
         generation: Some(r.generation),
         previous: r.previous,
+        deployer: String::new(),
     });
     match res {
         Ok(st) => {
@@ -108,18 +111,16 @@ pub fn revoke(r: &RevokeArgs) -> i32 {
 }
 
 /// Deploy dirs of the named IDs; unknown ones are reported on stderr and come back as `None`.
-fn deploy_dirs(temp_path: &Path, ids: &[String]) -> Result<Vec<Option<PathBuf>>, String> {
-    let root = statedir::state_root(temp_path, false)?;
-    Ok(ids
-        .iter()
-        .map(|id| match statedir::existing_deploy_dir(&root, id) {
+fn deploy_dirs(temp_path: &Path, ids: &[String]) -> Vec<Option<DeployDir>> {
+    ids.iter()
+        .map(|id| match Root::find_deploy(temp_path, id) {
             Ok(d) => Some(d),
             Err(e) => {
                 crate::error(&e);
                 None
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Drops `marker` into every named deploy that `may_mark` accepts, waits up to `wait` for all to be
@@ -131,19 +132,16 @@ fn mark_and_wait(
     wait: u64,
     may_mark: impl Fn(&Status) -> Result<(), String>,
 ) -> Result<Vec<Option<State>>, String> {
-    let dirs = deploy_dirs(temp_path, ids)?;
-    let mut usable: Vec<Option<PathBuf>> = Vec::new();
+    let dirs = deploy_dirs(temp_path, ids);
+    let mut usable: Vec<Option<DeployDir>> = Vec::new();
     // Log lines the worker writes from now on (e.g. the rollback's re-activation) are shown too.
-    let mut tails: Vec<Option<LogTail>> = dirs
-        .iter()
-        .map(|d| d.as_ref().map(|d| LogTail::from_end(&d.join(statedir::LOG))))
-        .collect();
+    let mut tails: Vec<Option<LogTail>> = dirs.iter().map(|d| d.as_ref().map(LogTail::from_end)).collect();
     for d in dirs {
         let Some(dir) = d else {
             usable.push(None);
             continue;
         };
-        let st = match statedir::read_status(&dir) {
+        let st = match dir.read_status() {
             Ok(s) => s,
             Err(e) => {
                 crate::error(&e);
@@ -154,7 +152,7 @@ fn mark_and_wait(
         // Never drop a canary into a finished deploy: it could only ever be stale.
         if !st.state.is_terminal() {
             match may_mark(&st) {
-                Ok(()) => statedir::touch_marker(&dir, marker)?,
+                Ok(()) => dir.touch_marker(marker)?,
                 Err(e) => crate::error(&e),
             }
         }
@@ -167,18 +165,18 @@ fn mark_and_wait(
             states.push(None);
             continue;
         };
-        let mut st = statedir::read_status(dir).ok();
+        let mut st = dir.read_status().ok();
         while st.as_ref().is_some_and(|s| !s.state.is_terminal()) && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));
-            st = statedir::read_status(dir).ok();
+            st = dir.read_status().ok();
         }
         if let Some(s) = &st {
             if let Some(t) = tail {
-                t.pump(&dir.join(statedir::LOG), true);
+                t.pump(dir, true);
             }
             if s.state.is_terminal() {
                 // The worker may have finished between our check and our marker; clean up after it.
-                statedir::remove_markers(dir);
+                dir.remove_markers();
             }
             print_status(s);
         }
@@ -214,35 +212,30 @@ pub fn abort(temp_path: &Path, ids: &[String], wait: u64) -> i32 {
 }
 
 pub fn extend(temp_path: &Path, ids: &[String]) -> i32 {
-    let dirs = match deploy_dirs(temp_path, ids) {
-        Ok(d) => d,
-        Err(e) => return crate::fatal(&e),
-    };
+    let dirs = deploy_dirs(temp_path, ids);
     let mut code = 0;
     for dir in dirs {
         let Some(dir) = dir else {
             code = 1;
             continue;
         };
-        let terminal = |d: &Path| statedir::read_status(d).map(|s| s.state.is_terminal()).unwrap_or(false);
+        let terminal = |d: &DeployDir| d.read_status().map(|s| s.state.is_terminal()).unwrap_or(false);
         if terminal(&dir) {
             continue;
         }
-        if let Err(e) = statedir::touch_heartbeat(&dir) {
+        if let Err(e) = dir.touch_heartbeat() {
             crate::error(&e);
             code = 1;
         }
         if terminal(&dir) {
-            statedir::remove_markers(&dir);
+            dir.remove_markers();
         }
     }
     code
 }
 
 pub fn status(temp_path: &Path, id: &str) -> i32 {
-    let res = statedir::state_root(temp_path, false)
-        .and_then(|root| statedir::existing_deploy_dir(&root, id))
-        .and_then(|dir| statedir::read_status(&dir));
+    let res = Root::find_deploy(temp_path, id).and_then(|dir| dir.read_status());
     match res {
         Ok(st) => {
             print_status(&st);

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod exec;
 mod follow;
+mod lock;
 mod policy;
 mod profile;
 mod request;
@@ -53,7 +54,7 @@ fn main() {
         }
         Ok(Command::Activate(a)) => commands::activate(&a),
         Ok(Command::Revoke(r)) => commands::revoke(&r),
-        Ok(Command::Worker { dir }) => worker::run(&dir),
+        Ok(Command::Worker { temp_path, id }) => worker::run(&temp_path, &id),
         Ok(Command::Confirm { ids, temp_path, wait }) => commands::confirm(&temp_path, &ids, wait),
         Ok(Command::Extend { ids, temp_path }) => commands::extend(&temp_path, &ids),
         Ok(Command::Abort { ids, temp_path, wait }) => commands::abort(&temp_path, &ids, wait),

@@ -31,4 +31,8 @@ pub struct Request {
     /// Revoke only: the generation to undo and the one to return to.
     pub generation: Option<u64>,
     pub previous: Option<u64>,
+    /// Who asked, as the target saw it (user, SSH client address): shown to a deploy that waits for
+    /// this one's profile lock.
+    #[serde(default)]
+    pub deployer: String,
 }

@@ -4,37 +4,55 @@
 //! SSH connection or the foreground process can interrupt it. Every path ends in a terminal state.
 
 use crate::exec::{run_activation, NixEnv, ScriptError};
+use crate::lock::{unix_now, Holder, ProfileLock};
 use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecision, RollbackPlan};
 use crate::profile::{current_generation, existing_generations, generation_link};
 use crate::request::{Kind, Request};
-use crate::statedir::{self, ABORT, CONFIRM, HEARTBEAT};
+use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, HEARTBEAT, REQUEST};
 use crate::status::{State, Status};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 // Short: every poll that finds nothing new adds its interval to the deploy's latency, and a stat
 // of a small file costs next to nothing.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Entry point of `rollout-agent worker --dir D`; returns the process exit code.
-pub fn run(dir: &Path) -> i32 {
+/// Entry point of `rollout-agent worker --temp-path T --id ID`; returns the process exit code.
+pub fn run(temp_path: &Path, id: &str) -> i32 {
     ignore_hangup();
-    let req: Request = match statedir::read_json(&dir.join(statedir::REQUEST)) {
-        Ok(r) => r,
+    // The deploy dir is found again with the same checks as every other command (no path handed
+    // over is trusted), then used through its descriptor only.
+    let dir = match Root::find_deploy(temp_path, id) {
+        Ok(d) => d,
         Err(e) => {
-            crate::log(&e);
-            // Without a request we cannot know more than the directory name.
-            let id = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut st = Status::new(&id, None, None, "");
-            let _ = st.advance(State::Failed, format!("worker cannot start: {e}"));
-            let _ = statedir::write_status(dir, &mut st);
+            crate::error(&e);
             return 1;
         }
     };
-    let status = statedir::read_status(dir).unwrap_or_else(|_| {
+    let _alive = match dir.hold_worker_lock() {
+        Ok(f) => f,
+        Err(e) => {
+            crate::error(&format!(
+                "cannot take {}: {e}",
+                dir.display(crate::statedir::WORKER_LOCK)
+            ));
+            return 1;
+        }
+    };
+    if let Err(e) = log_to(&dir) {
+        crate::error(&e);
+    }
+    let req: Request = match dir.read_json(REQUEST) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::log(&e);
+            let mut st = Status::new(dir.id(), None, None, "");
+            let _ = st.advance(State::Failed, format!("worker cannot start: {e}"));
+            let _ = dir.write_status(&mut st);
+            return 1;
+        }
+    };
+    let status = dir.read_status().unwrap_or_else(|_| {
         Status::new(
             &req.id,
             Some(req.profile_path.clone()),
@@ -43,17 +61,33 @@ pub fn run(dir: &Path) -> i32 {
         )
     });
     let mut w = Worker {
-        dir: dir.to_path_buf(),
+        dir,
         req,
         status,
+        lock: None,
     };
     match w.req.kind {
         Kind::Activate => w.activate(),
         Kind::Revoke => w.revoke(),
     }
     // Terminal status is on disk; clean canaries once more in case a `confirm` raced the final write.
-    statedir::remove_markers(dir);
+    w.dir.remove_markers();
     0
+}
+
+/// Points stdout and stderr at the deploy log (also when systemd started us with the journal there).
+fn log_to(dir: &DeployDir) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let log = dir
+        .open_log_append()
+        .map_err(|e| format!("cannot open {}: {e}", dir.display(crate::statedir::LOG)))?;
+    for target in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns; `log` stays valid.
+        if unsafe { libc::dup2(log.as_raw_fd(), target) } == -1 {
+            return Err(format!("cannot redirect output: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Belt and braces: the foreground already set SIG_IGN before exec, but the worker must never die
@@ -67,9 +101,11 @@ fn ignore_hangup() {
 }
 
 struct Worker {
-    dir: PathBuf,
+    dir: DeployDir,
     req: Request,
     status: Status,
+    /// The profile's lock, held until the worker ends (after the terminal state is written).
+    lock: Option<ProfileLock>,
 }
 
 /// What the profile looked like before this deploy touched it.
@@ -93,11 +129,11 @@ impl Worker {
             self.status.state = State::Failed;
             self.status.message = e;
         }
-        if let Err(e) = statedir::write_status(&self.dir, &mut self.status) {
+        if let Err(e) = self.dir.write_status(&mut self.status) {
             crate::log(&e);
         }
         if self.status.state.is_terminal() {
-            statedir::remove_markers(&self.dir);
+            self.dir.remove_markers();
         }
     }
 
@@ -105,8 +141,15 @@ impl Worker {
         self.set(State::Failed, message);
     }
 
+    /// Until when this deploy may hold the profile lock if nothing else happens: the activation,
+    /// the confirm window and a rollback's re-activation.
+    fn ends_by_from(&self, from: u64) -> u64 {
+        let a = self.req.activation_timeout;
+        from + a + self.req.confirm_timeout + a + 10
+    }
+
     /// Parent dir, lock and the pre-deploy view of the profile; `None` after reporting a failure.
-    fn prepare(&mut self) -> Option<(statedir::ProfileLock, Before)> {
+    fn prepare(&mut self) -> Option<Before> {
         let profile = self.profile().to_path_buf();
         if let Some(parent) = profile.parent() {
             if let Err(e) = std::fs::create_dir_all(parent) {
@@ -114,14 +157,21 @@ impl Worker {
                 return None;
             }
         }
-        let root = self.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let lock = match statedir::lock_profile(&root, &profile, statedir::LOCK_WAIT) {
-            Ok(l) => l,
+        let now = unix_now();
+        let holder = Holder {
+            id: self.req.id.clone(),
+            pid: std::process::id(),
+            deployer: self.req.deployer.clone(),
+            started_at: now,
+            ends_by: self.ends_by_from(now),
+        };
+        match ProfileLock::acquire(&profile, holder, crate::log) {
+            Ok(l) => self.lock = Some(l),
             Err(e) => {
                 self.fail(e);
                 return None;
             }
-        };
+        }
         let current = match current_generation(&profile) {
             Ok(c) => c,
             Err(e) => {
@@ -137,17 +187,17 @@ impl Worker {
             }
         };
         self.status.previous_generation = current;
-        Some((lock, Before { current, existing }))
+        Some(Before { current, existing })
     }
 
     fn activate(&mut self) {
         let Some(closure) = self.req.closure.clone() else {
             return self.fail("request has no closure");
         };
-        let Some((_lock, before)) = self.prepare() else { return };
+        let Some(before) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
         let timeout = self.req.activation_timeout;
-        if statedir::exists(&self.dir, ABORT) {
+        if self.dir.exists(ABORT) {
             return self.fail("deploy aborted before anything was changed");
         }
         if std::fs::symlink_metadata(&closure).is_err() {
@@ -199,7 +249,7 @@ impl Worker {
         if let Err(e) = run_activation(&profile, false, self.req.boot, timeout) {
             return self.after_failure(&nix, &before, new, new_created, e.to_string());
         }
-        if statedir::exists(&self.dir, ABORT) {
+        if self.dir.exists(ABORT) {
             return self.rollback(
                 &nix,
                 &before,
@@ -221,7 +271,7 @@ impl Worker {
     }
 
     fn after_failure(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool, why: String) {
-        if self.req.auto_rollback || statedir::exists(&self.dir, ABORT) {
+        if self.req.auto_rollback || self.dir.exists(ABORT) {
             self.rollback(nix, before, new, new_created, why);
         } else {
             let at = new
@@ -246,13 +296,17 @@ impl Worker {
         );
         loop {
             let now = SystemTime::now();
-            let deadline = confirm_deadline(since, statedir::mtime(&self.dir.join(HEARTBEAT)), now, timeout);
-            let decision = await_decision(
-                statedir::exists(&self.dir, ABORT),
-                statedir::exists(&self.dir, CONFIRM),
-                now,
-                deadline,
-            );
+            let deadline = confirm_deadline(since, self.dir.mtime(HEARTBEAT), now, timeout);
+            // A second deploy of this profile waits exactly as long as this one can still run.
+            let deadline_unix = deadline
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let ends_by = deadline_unix + self.req.activation_timeout + 10;
+            if let Some(l) = &mut self.lock {
+                l.set_ends_by(ends_by);
+            }
+            let decision = await_decision(self.dir.exists(ABORT), self.dir.exists(CONFIRM), now, deadline);
             match decision {
                 AwaitDecision::KeepWaiting => std::thread::sleep(POLL),
                 AwaitDecision::Confirmed => return self.set(State::Confirmed, "deployment confirmed"),
@@ -332,7 +386,7 @@ impl Worker {
         let Some(generation) = self.req.generation else {
             return self.fail("request has no generation to revoke");
         };
-        let Some((_lock, before)) = self.prepare() else { return };
+        let Some(before) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
         if before.current != Some(generation) {
             let now = before

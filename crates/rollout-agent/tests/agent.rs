@@ -194,6 +194,10 @@ fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -599,7 +603,8 @@ fn revoke_confirmed_deploy() {
 }
 
 #[test]
-fn temp_path_created_and_state_root_checked() {
+fn temp_path_created_and_state_roots_others_made_neither_used_nor_blocking() {
+    use std::os::unix::fs::PermissionsExt;
     let e = Env::new();
     let a = e.closure("A", "");
     let uid = unsafe { libc::geteuid() };
@@ -622,7 +627,8 @@ fn temp_path_created_and_state_root_checked() {
     let meta = std::fs::metadata(deep.join(format!("rollout-{uid}"))).unwrap();
     assert_eq!(PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700);
 
-    use std::os::unix::fs::PermissionsExt;
+    // A root of the wrong mode, a symlink to elsewhere, a root owned by someone else: none is used,
+    // none blocks the deploy (it gets a fresh root of its own), and status finds the deploy again.
     let wide = e.path("wide");
     std::fs::create_dir_all(wide.join(format!("rollout-{uid}"))).unwrap();
     std::fs::set_permissions(
@@ -630,34 +636,51 @@ fn temp_path_created_and_state_root_checked() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    let out = run(&wide, "tmpath002");
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("mode 0755"), "{}", stderr(&out));
-
     let link = e.path("link");
     std::fs::create_dir_all(&link).unwrap();
     std::fs::create_dir(e.path("elsewhere")).unwrap();
     std::fs::set_permissions(e.path("elsewhere"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink(e.path("elsewhere"), link.join(format!("rollout-{uid}"))).unwrap();
-    let out = run(&link, "tmpath003");
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
-
+    let mut cases = vec![(wide, "tmpath002"), (link, "tmpath003")];
     if uid == 0 {
         let owned = e.path("owned");
         let r = owned.join("rollout-0");
         std::fs::create_dir_all(&r).unwrap();
         std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::chown(&r, Some(4321), None).unwrap();
-        let out = run(&owned, "tmpath004");
-        assert_eq!(code(&out), 1);
-        assert!(stderr(&out).contains("uid 4321"), "{}", stderr(&out));
+        cases.push((owned, "tmpath004"));
     }
-    assert_eq!(e.marker_lines().len(), 1, "refused runs must not activate anything");
+    for (temp, id) in &cases {
+        let out = run(temp, id);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("is not ours"), "{}", stdout(&out));
+        let squatted = temp.join(format!("rollout-{uid}"));
+        assert!(
+            std::fs::read_dir(&squatted).unwrap().next().is_none(),
+            "nothing written into {squatted:?}"
+        );
+        let st = e.agent(&["status", "--id", id, "--temp-path", temp.to_str().unwrap()]);
+        assert_eq!(code(&st), 0, "{}", stderr(&st));
+        assert_eq!(reported(&st)["state"], "activated");
+    }
+    assert!(std::fs::read_dir(e.path("elsewhere")).unwrap().next().is_none());
+
+    // An ancestor that other users can write without the sticky bit is refused before anything.
+    let open = e.path("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run(&open.join("tp"), "tmpath005");
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("without the sticky bit"), "{}", stderr(&out));
+    assert_eq!(
+        e.marker_lines().len(),
+        1 + cases.len(),
+        "the refused run must not activate anything"
+    );
 }
 
 #[test]
-fn second_deploy_of_locked_profile_fails() {
+fn second_deploy_of_a_locked_profile_waits_for_the_first_and_says_for_whom() {
     let e = Env::new();
     let a = e.closure("A", "");
     let b = e.closure("B", "");
@@ -665,14 +688,45 @@ fn second_deploy_of_locked_profile_fails() {
         code(&e.activate("locked001", &a, &["--magic-rollback", "--confirm-timeout", "30"])),
         0
     );
-    let out = e.activate("locked002", &b, &[]);
-    assert_eq!(code(&out), 1);
-    assert!(reported(&out)["message"]
-        .as_str()
-        .unwrap()
-        .contains("profile is locked"));
-    assert_eq!(e.current(), Some(a));
+    let temp = e.temp();
+    let second = Command::new(BIN)
+        .args([
+            "activate",
+            "--id",
+            "locked002",
+            "--closure",
+            b.to_str().unwrap(),
+            "--profile-path",
+        ])
+        .arg(e.profile())
+        .arg("--temp-path")
+        .arg(&temp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        e.current(),
+        Some(a.clone()),
+        "the second deploy must not touch the profile yet"
+    );
     assert_eq!(code(&e.cmd("confirm", &["--id", "locked001"])), 0);
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("waiting for deploy locked001"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(e.current(), Some(b));
+    assert!(e
+        .profile()
+        .with_file_name(format!(
+            "{}.rollout-lock",
+            e.profile().file_name().unwrap().to_string_lossy()
+        ))
+        .exists());
 }
 
 #[test]
