@@ -217,9 +217,15 @@ impl<T: Sink> Sink for ArcSink<T> {
     }
 }
 
-fn log_file(args: &DeployArgs) -> Option<Box<dyn Sink>> {
-    let dir = args.log_dir.as_ref()?;
-    let _ = std::fs::create_dir_all(dir);
+/// The `--log-dir` file, opened before anything starts: a directory that cannot take it is bad
+/// input (exit 1), not something to mention and then deploy anyway.
+fn log_file(args: &DeployArgs) -> Result<Option<Box<dyn Sink>>, String> {
+    let Some(dir) = args.log_dir.as_ref() else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!("--log-dir: cannot create the directory `{dir}`: {e}; expected a directory rollout can write")
+    })?;
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -228,23 +234,24 @@ fn log_file(args: &DeployArgs) -> Option<Box<dyn Sink>> {
     match std::fs::File::create(&path) {
         Ok(f) => {
             eprintln!("rollout: log is written to {}", path.display());
-            Some(Box::new(FileSink { file: Mutex::new(f) }))
+            Ok(Some(Box::new(FileSink { file: Mutex::new(f) })))
         }
-        Err(e) => {
-            error(&format!("cannot create log file {}: {e}", path.display()));
-            None
-        }
+        Err(e) => Err(format!(
+            "--log-dir: cannot create the log file {}: {e}; expected a directory rollout can write",
+            path.display()
+        )),
     }
 }
 
 /// Reporter for commands that only plan.
-pub fn reporter(args: &DeployArgs, _progress: bool) -> Reporter {
+pub fn reporter(args: &DeployArgs, _progress: bool) -> Result<Reporter, String> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(PlainSink { debug: args.debug_logs })];
-    sinks.extend(log_file(args));
-    Reporter::new(sinks)
+    sinks.extend(log_file(args)?);
+    Ok(Reporter::new(sinks))
 }
 
-pub fn run_reporter(args: &DeployArgs, progress: bool) -> (Reporter, Summary) {
+pub fn run_reporter(args: &DeployArgs, progress: bool) -> Result<(Reporter, Summary), String> {
+    let log = log_file(args)?;
     let events = Collector::default();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(events.clone())];
     let mut prog = None;
@@ -263,8 +270,8 @@ pub fn run_reporter(args: &DeployArgs, progress: bool) -> (Reporter, Summary) {
     } else {
         sinks.push(Box::new(PlainSink { debug: args.debug_logs }));
     }
-    sinks.extend(log_file(args));
-    (Reporter::new(sinks), Summary { events, progress: prog })
+    sinks.extend(log);
+    Ok((Reporter::new(sinks), Summary { events, progress: prog }))
 }
 
 pub fn finish(s: &Summary) {

@@ -114,6 +114,8 @@ fn rows() -> Vec<Row> {
         flag(&["--profile-path", "rel/p"], 1, &["--profile-path", "absolute path", "relative"]),
         flag(&["-k", "--result-path", ""], 1, &["--result-path", "expected a directory path", "empty"]),
         flag(&["-k", "--result-path", "r\nx"], 1, &["--result-path", "expected a directory path", "control character"]),
+        flag(&["--log-dir", "/proc/rollout-logs"], 1, &["--log-dir", "cannot create", "expected a directory rollout can write"]),
+        flag(&["--log-dir", "/dev/null"], 1, &["--log-dir", "expected a directory rollout can write"]),
         // ----- names -----
         r("user = \"root;id\";", "", "", &[], &["deploy.user", "expected a user name", "`;`"]),
         r("", "sshUser = \"a b\";", "", &[], &[W, "sshUser", "expected a user name", "whitespace"]),

@@ -277,7 +277,13 @@ fn interactive_sudo_with_a_password_user() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "failed, target unchanged: {err}");
+    assert!(
+        err.contains("sudo on host1 refused") && err.contains("the activation never started"),
+        "a wrong password is an authentication failure, not a failed activation: {err}"
+    );
+    assert!(!err.contains("activation failed"), "{err}");
     assert_eq!(env.target_of("host1", SYSTEM), before);
 }
 

@@ -103,6 +103,27 @@ fn stdin_for(password: Option<&str>, count: usize) -> Option<Secret> {
     password.map(|p| Secret::new(format!("{p}\n").repeat(count.max(1))))
 }
 
+/// How an agent call ended when it said nothing: its exit status, or the signal that ended it.
+fn agent_exit_text(code: Option<i32>) -> String {
+    match code {
+        Some(n) => format!("the agent exited with status {n} without reporting a state"),
+        None => "the agent was ended by a signal before reporting a state".to_string(),
+    }
+}
+
+/// sudo's own words when it will not run the command: a wrong or missing password, or a rule that
+/// needs a terminal. The agent never started, so nothing on the target changed.
+fn sudo_refused(stderr: &str) -> bool {
+    [
+        "incorrect password attempt",
+        "Sorry, try again",
+        "a password is required",
+        "a terminal is required",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
+}
+
 /// Run an agent command through the master; returns exit code, status lines, stderr tail.
 fn agent_call(
     runner: &Runner,
@@ -225,7 +246,12 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 fail_all(
                     &mut run,
                     Outcome::Failed,
-                    &format!("copying to {} failed: {}", ep.host, e.trim()),
+                    &format!(
+                        "copying {} path(s) to {} failed, so nothing was activated there and its profiles are unchanged: {}",
+                        paths.len(),
+                        ep.host,
+                        e.trim()
+                    ),
                 );
                 return run;
             }
@@ -390,7 +416,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| {
                         if err.trim().is_empty() {
-                            format!("the agent exited with {code:?}")
+                            agent_exit_text(code)
                         } else {
                             err.trim().to_string()
                         }
@@ -400,7 +426,13 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 let lost = code == Some(255) && status.is_none();
                 // The remote shell's "cannot execute" (126) / "not found" (127): the agent never ran.
                 let no_agent = matches!(code, Some(126) | Some(127)) && status.is_none();
-                let (outcome, msg) = if no_agent {
+                let refused = status.is_none() && elevation.is_some() && sudo_refused(&err);
+                let (outcome, msg) = if refused {
+                    (Outcome::Failed, format!(
+                        "sudo on {} refused to run the agent as {} for {}@{} ({detail}); the activation never started and the profile is unchanged. Check the password (interactiveSudo, ROLLOUT_SUDO_PASSWORD_<NODE>, --sudo-password-command) or the sudoers rule",
+                        master.endpoint.host, d.settings.user, master.endpoint.user, master.endpoint.host
+                    ))
+                } else if no_agent {
                     (Outcome::Failed, format!(
                         "the agent {agent_bin} could not run on {} ({detail}); nothing was changed there. If the target's system differs from this machine's, build the profile with rollout's lib.<system>.activate.* (it puts an agent built for the target into the closure) or pass --agent with a rollout-agent store path built for the target",
                         master.endpoint.host
@@ -832,4 +864,26 @@ fn abort_probes(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_exits_are_described_in_words() {
+        assert_eq!(
+            agent_exit_text(Some(1)),
+            "the agent exited with status 1 without reporting a state"
+        );
+        assert!(agent_exit_text(None).contains("ended by a signal"));
+        assert!(!agent_exit_text(None).contains("None"));
+    }
+
+    #[test]
+    fn sudo_refusals_are_recognised() {
+        assert!(sudo_refused("Sorry, try again.\nsudo: 1 incorrect password attempt\n"));
+        assert!(sudo_refused("sudo: a password is required\n"));
+        assert!(!sudo_refused("rollout-lab: profile system fails on purpose"));
+    }
 }

@@ -19,7 +19,13 @@ fn confirm_interactively() -> bool {
 
 pub fn run(args: DeployArgs) -> u8 {
     let progress = !args.no_progress && !args.json && !args.debug_logs && std::io::stderr().is_terminal();
-    let (reporter, summary) = render::run_reporter(&args, progress);
+    let (reporter, summary) = match render::run_reporter(&args, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            render::error(&e);
+            return EXIT_USER;
+        }
+    };
     let prepared = match prepare(&args, &reporter) {
         Ok(p) => p,
         Err(e) => {

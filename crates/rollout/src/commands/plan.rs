@@ -5,7 +5,13 @@ use crate::cli::DeployArgs;
 use crate::render;
 
 pub fn run(args: DeployArgs) -> u8 {
-    let reporter = render::reporter(&args, false);
+    let reporter = match render::reporter(&args, false) {
+        Ok(r) => r,
+        Err(e) => {
+            render::error(&e);
+            return EXIT_USER;
+        }
+    };
     match prepare(&args, &reporter) {
         Ok(p) => {
             println!(
