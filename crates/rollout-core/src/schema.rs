@@ -435,6 +435,26 @@ pub fn find(key: &str) -> Option<&'static Setting> {
     all().find(|s| s.key == key)
 }
 
+/// The `--help` line of a setting's override flag, from its row: the doc line, the flake setting it
+/// overrides everywhere, and its default. Panics on a flag with no row (a test checks every one).
+pub fn flag_help(flag: &str) -> String {
+    let Some(s) = all().find(|s| s.flag == Some(flag)) else {
+        panic!("no setting has the flag {flag}")
+    };
+    let default = match s.default {
+        DefaultValue::None => String::new(),
+        DefaultValue::Bool(b) => format!("; default: {b}"),
+        DefaultValue::Seconds(n) => format!("; default: {n}"),
+        DefaultValue::Str(v) => format!("; default: {v}"),
+        DefaultValue::Computed(how) => format!("; default: {how}"),
+    };
+    format!(
+        "{} [overrides `{}` everywhere{default}]",
+        s.doc.trim_end_matches('.'),
+        s.key
+    )
+}
+
 /// Keys allowed at `level`.
 pub fn keys_at(level: Level) -> Vec<&'static str> {
     all().filter(|s| s.levels.has(level)).map(|s| s.key).collect()
@@ -567,6 +587,15 @@ mod tests {
         }
         assert!(keys_at(Level::Top).contains(&"nodes") && !keys_at(Level::Top).contains(&"hostname"));
         assert!(keys_at(Level::Profile).contains(&"sshUser") && keys_at(Level::Profile).contains(&"path"));
+    }
+
+    #[test]
+    fn every_override_flag_has_a_help_line_from_its_row() {
+        for s in all().filter(|s| s.flag.is_some()) {
+            let h = flag_help(s.flag.unwrap());
+            assert!(h.starts_with(s.doc.trim_end_matches('.')) && h.contains(s.key), "{h}");
+        }
+        assert!(flag_help("--confirm-timeout").contains("default: 30"));
     }
 
     #[test]

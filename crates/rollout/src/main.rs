@@ -10,35 +10,15 @@ mod render;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Flags may come before `plan` (`rollout -d plan .#web`): clap then sees `plan` as the target,
-/// so parse again with `plan` first unless a flake directory named `plan` is meant.
-fn parse() -> cli::Cli {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let first = cli::Cli::try_parse_from(&argv);
-    let misplaced = argv.iter().skip(2).position(|a| a == "plan").map(|i| i + 2);
-    let retry = match (&first, misplaced) {
-        (Ok(c), Some(_)) => c.deploy.target.as_deref() == Some("plan") && !std::path::Path::new("plan").exists(),
-        (Err(_), Some(_)) => true,
-        _ => false,
-    };
-    if let (true, Some(i)) = (retry, misplaced) {
-        let mut moved = argv.clone();
-        let plan = moved.remove(i);
-        moved.insert(1, plan);
-        if let Ok(c) = cli::Cli::try_parse_from(&moved) {
-            return c;
-        }
-    }
-    first.unwrap_or_else(|e| e.exit())
-}
-
 fn main() -> ExitCode {
     rollout_core::interrupt::install();
-    let cli = parse();
+    let cli = cli::Cli::parse();
     let code = match cli.command {
-        Some(cli::Command::Plan(args)) => commands::plan::run(args),
-        None if cli.deploy.dry_run => commands::plan::run(cli.deploy),
-        None => commands::deploy::run(cli.deploy),
+        Some(cli::Command::Plan(t)) => commands::plan::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::Deploy(t)) if cli.flags.dry_run => commands::plan::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::Deploy(t)) => commands::deploy::run(cli::DeployArgs::new(t, cli.flags)),
+        None if cli.flags.dry_run => commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags)),
+        None => commands::deploy::run(cli::DeployArgs::new(cli.targets, cli.flags)),
     };
     ExitCode::from(code)
 }
