@@ -26,10 +26,6 @@ use serde_json::{json, Value};
 /// Per-node phases, in pipeline order.
 const NODE_PHASES: [&str; 4] = ["connect", "copy", "activate", "confirm"];
 
-/// deploy-rs at d5eff7f on the same kind of hosts (`/work/shared/reference/test-hosts.md`).
-const DEPLOY_RS: [(usize, f64); 3] = [(1, 0.97), (5, 4.93), (10, 9.92)];
-const DEPLOY_RS_NOOP_10: f64 = 9.4;
-
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "rollout-bench",
@@ -69,6 +65,127 @@ struct Args {
     /// Keep each run's JSON events and stderr in this directory
     #[arg(long)]
     keep_logs: Option<PathBuf>,
+    /// A peer deploy command run on the same fleet in the same run, alternating with rollout run
+    /// by run, each with fresh content; `{flake}` is replaced by the flake directory. Example:
+    /// `--compare 'deploy --skip-checks {flake}'` for a deploy-rs binary. Without it there is no peer column.
+    #[arg(long, value_name = "CMD")]
+    compare: Option<String>,
+}
+
+/// One run of the peer command given with `--compare`.
+#[derive(Debug, Clone, Serialize)]
+struct PeerRun {
+    hosts: usize,
+    kind: &'static str,
+    index: usize,
+    wall_s: f64,
+    ok: bool,
+}
+
+/// The `--compare` command as argv words with `{flake}` replaced.
+fn peer_argv(template: &str, flake: &Path) -> anyhow::Result<Vec<String>> {
+    let words =
+        shlex::split(template).ok_or_else(|| anyhow::anyhow!("--compare: cannot split `{template}` into words"))?;
+    if !words.iter().any(|w| w.contains("{flake}")) {
+        anyhow::bail!("--compare: the command must name the flake as {{flake}}, e.g. 'deploy --skip-checks {{flake}}'");
+    }
+    Ok(words
+        .iter()
+        .map(|w| w.replace("{flake}", &flake.display().to_string()))
+        .collect())
+}
+
+/// Runs the peer once, bounded by `--run-timeout`; its wall time and whether it exited 0.
+fn run_peer(
+    args: &Args,
+    template: &str,
+    flake: &Path,
+    n: usize,
+    kind: &'static str,
+    index: usize,
+) -> anyhow::Result<PeerRun> {
+    let argv = peer_argv(template, flake)?;
+    let (out, err) = match &args.keep_logs {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            (
+                Stdio::from(File::create(dir.join(format!("n{n}-peer-{kind}{index}.stdout")))?),
+                Stdio::from(File::create(dir.join(format!("n{n}-peer-{kind}{index}.stderr")))?),
+            )
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    let start = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()?;
+    let deadline = start + Duration::from_secs(args.run_timeout);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let r = PeerRun {
+        hosts: n,
+        kind,
+        index,
+        wall_s: start.elapsed().as_secs_f64(),
+        ok: status.is_some_and(|s| s.success()),
+    };
+    eprintln!(
+        "rollout-bench: N={n} peer {kind} run {index}: {:.2} s{}",
+        r.wall_s,
+        if r.ok { "" } else { " FAILED" }
+    );
+    Ok(r)
+}
+
+/// The key exchange the fleet's sshd and our ssh agree on (`ssh -v` says it), printed beside the
+/// figures: it is most of the per-login CPU cost on this kind of machine.
+fn kex_in_use(fleet: &Fleet) -> Option<String> {
+    let o = Command::new("ssh")
+        .arg("-v")
+        .arg("-F")
+        .arg(fleet.ssh_config())
+        .args(["deploy@host1", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find_map(|l| l.split_once("kex: algorithm: ").map(|(_, a)| a.trim().to_string()))
+}
+
+/// Today's date and time in UTC, from `date` (the bench's one use of the time of day).
+fn date_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `model name` of the first CPU, for the report header.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// One rollout invocation.
@@ -120,7 +237,9 @@ struct SizeSummary {
     runs: usize,
     median_wall_s: Option<f64>,
     ratio_to_1: Option<f64>,
-    deploy_rs_s: Option<f64>,
+    /// Median wall time of the `--compare` peer on the same fleet, and peer ÷ rollout.
+    peer_median_wall_s: Option<f64>,
+    peer_ratio: Option<f64>,
     median_eval_build_s: Option<f64>,
     /// Median over runs of the per-run median over nodes.
     phase_median_s: BTreeMap<String, f64>,
@@ -500,10 +619,11 @@ fn one_run(
     Ok(r)
 }
 
-fn summarize(n: usize, runs: &[RunResult], base: Option<f64>) -> SizeSummary {
+fn summarize(n: usize, runs: &[RunResult], base: Option<f64>, peer: &[&PeerRun]) -> SizeSummary {
     let ok: Vec<&RunResult> = runs.iter().filter(|r| r.ok).collect();
     let med = |f: &dyn Fn(&RunResult) -> Option<f64>| median(&ok.iter().filter_map(|r| f(r)).collect::<Vec<_>>());
     let wall = med(&|r| Some(r.wall_s));
+    let peer_wall = median(&peer.iter().filter(|p| p.ok).map(|p| p.wall_s).collect::<Vec<_>>());
     let mut phase_median_s = BTreeMap::new();
     for p in NODE_PHASES {
         if let Some(m) = med(&|r| r.phase_median_s.get(p).copied()) {
@@ -516,7 +636,8 @@ fn summarize(n: usize, runs: &[RunResult], base: Option<f64>) -> SizeSummary {
         runs: runs.len(),
         median_wall_s: wall,
         ratio_to_1: wall.zip(base).map(|(w, b)| w / b),
-        deploy_rs_s: DEPLOY_RS.iter().find(|(h, _)| *h == n).map(|x| x.1),
+        peer_median_wall_s: peer_wall,
+        peer_ratio: peer_wall.zip(wall).map(|(p, w)| p / w),
         median_eval_build_s: med(&|r| r.eval_build_s),
         phase_median_s,
         median_tail_s: med(&|r| r.tail_s),
@@ -539,19 +660,19 @@ fn mib(k: u64) -> String {
     format!("{:.1}", k as f64 / 1024.0)
 }
 
-fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
+fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>, peer: Option<&str>) {
     let mut rows: Vec<(String, &SizeSummary)> = sizes.iter().map(|s| (s.hosts.to_string(), s)).collect();
     if let Some(s) = noop {
         rows.push((format!("{} noop", s.hosts), s));
     }
     println!();
     println!("rollout fleet benchmark: time (seconds; median of runs; phases: median over nodes, then over runs)");
-    println!(
-        "| {:>8} | {:>6} | {:>6} | {:>9} | {:>10} | {:>7} | {:>6} | {:>8} | {:>7} | {:>6} | {:>6} | {:>5} |",
-        "hosts",
-        "wall",
-        "×N=1",
-        "deploy-rs",
+    // The peer column exists only when a peer was measured in this run.
+    let mut head = vec!["hosts", "wall", "×N=1"];
+    if peer.is_some() {
+        head.push("peer (÷ rollout)");
+    }
+    head.extend([
         "eval+build",
         "connect",
         "copy",
@@ -559,31 +680,53 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
         "confirm",
         "spread",
         "tail",
-        "ok"
-    );
+        "ok",
+    ]);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(label, s)| {
+            let ph = |p: &str| f2(s.phase_median_s.get(p).copied());
+            let mut c = vec![label.clone(), f2(s.median_wall_s), f2(s.ratio_to_1)];
+            if peer.is_some() {
+                c.push(match (s.peer_median_wall_s, s.peer_ratio) {
+                    (Some(w), Some(r)) => format!("{w:.2} ({r:.2}×)"),
+                    _ => "-".into(),
+                });
+            }
+            c.extend([
+                f2(s.median_eval_build_s),
+                ph("connect"),
+                ph("copy"),
+                ph("activate"),
+                ph("confirm"),
+                f2(s.median_connect_start_spread_s),
+                f2(s.median_tail_s),
+                format!("{}/{}", s.runs_ok, s.runs),
+            ]);
+            c
+        })
+        .collect();
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    let line = |c: &[String]| {
+        let parts: Vec<String> = c.iter().zip(&widths).map(|(x, w)| format!(" {x:>w$} ")).collect();
+        format!("|{}|", parts.join("|"))
+    };
+    println!("{}", line(&head.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
     println!(
         "|{}|",
-        [10, 8, 8, 11, 12, 9, 8, 10, 9, 8, 8, 7]
-            .map(|w| "-".repeat(w))
-            .join("|")
+        widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")
     );
-    for (label, s) in &rows {
-        let ph = |p: &str| f2(s.phase_median_s.get(p).copied());
-        println!(
-            "| {:>8} | {:>6} | {:>6} | {:>9} | {:>10} | {:>7} | {:>6} | {:>8} | {:>7} | {:>6} | {:>6} | {:>5} |",
-            label,
-            f2(s.median_wall_s),
-            f2(s.ratio_to_1),
-            f2(s.deploy_rs_s),
-            f2(s.median_eval_build_s),
-            ph("connect"),
-            ph("copy"),
-            ph("activate"),
-            ph("confirm"),
-            f2(s.median_connect_start_spread_s),
-            f2(s.median_tail_s),
-            format!("{}/{}", s.runs_ok, s.runs),
-        );
+    for c in &cells {
+        println!("{}", line(c));
     }
     println!();
     println!("rollout fleet benchmark: resources");
@@ -607,8 +750,13 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>) {
     }
     println!();
     println!("wall: rollout's wall time; eval+build: spawn → first `connect` started (evaluate, build, agent);");
-    println!("spread: first → last node's connect start; tail: last event → exit. deploy-rs: its figures on the");
-    println!("same kind of hosts (new content each run; its no-op redeploy of 10 hosts: {DEPLOY_RS_NOOP_10} s).");
+    println!("spread: first → last node's connect start; tail: last event → exit.");
+    match peer {
+        Some(cmd) => println!(
+            "peer: `{cmd}` on the same fleet in this run, alternating with rollout run by run, each with new content."
+        ),
+        None => println!("peer: none measured (pass --compare CMD to run one on the same fleet in the same run)."),
+    }
     println!("auths/host: median of per-run mean / max over runs and hosts. RSS self: peak RSS of the rollout");
     println!("process (VmHWM); RSS tree: wait4 ru_maxrss = max over rollout and the nix/ssh processes it reaped.");
     println!("deployer CPU: user+sys of rollout and its reaped children; machine CPU: busy CPU-seconds of the whole");
@@ -708,35 +856,49 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             background * 100.0
         );
     }
+    if let Some(t) = &args.compare {
+        peer_argv(t, Path::new("/flake"))?;
+    }
     let mut all_runs: Vec<RunResult> = Vec::new();
     let mut noop_runs: Vec<RunResult> = Vec::new();
+    let mut peer_runs: Vec<PeerRun> = Vec::new();
     let mut sizes = args.sizes.clone();
     sizes.dedup();
-    let mut run_noop =
-        |fleet: &Fleet, flake: &Path, n: usize, deployed: bool, all: &mut Vec<RunResult>| -> anyhow::Result<()> {
-            if !deployed {
-                write_flake(
-                    flake,
-                    fleet,
-                    n,
-                    &fresh_salt("bench-noop"),
-                    args.extra_ssh_opts.as_deref(),
-                )?;
-                let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
-                all.push(r);
+    let mut run_noop = |fleet: &Fleet,
+                        flake: &Path,
+                        n: usize,
+                        deployed: bool,
+                        all: &mut Vec<RunResult>,
+                        peers: &mut Vec<PeerRun>|
+     -> anyhow::Result<()> {
+        if !deployed {
+            write_flake(
+                flake,
+                fleet,
+                n,
+                &fresh_salt("bench-noop"),
+                args.extra_ssh_opts.as_deref(),
+            )?;
+            let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
+            all.push(r);
+        }
+        for i in 1..=args.noop_runs {
+            let r = one_run(args, &rollout, fleet, flake, n, "noop", i)?;
+            noop_runs.push(r);
+            if let Some(t) = &args.compare {
+                peers.push(run_peer(args, t, flake, n, "noop", i)?);
             }
-            for i in 1..=args.noop_runs {
-                let r = one_run(args, &rollout, fleet, flake, n, "noop", i)?;
-                noop_runs.push(r);
-            }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
     let mut calibration = Value::Null;
+    let mut kex = None;
     for &n in &sizes {
         let fleet = Fleet::temp(n)?;
         if calibration.is_null() {
             calibration = calibrate_ssh(&fleet, 5);
-            eprintln!("rollout-bench: one fresh SSH connection: {calibration}");
+            kex = kex_in_use(&fleet);
+            eprintln!("rollout-bench: one fresh SSH connection: {calibration}; key exchange {kex:?}");
         }
         let dir = tempfile::Builder::new().prefix("rollout-bench-flake-").tempdir()?;
         let mut last_ok = false;
@@ -751,10 +913,22 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             let r = one_run(args, &rollout, &fleet, dir.path(), n, "fresh", i)?;
             last_ok = r.ok;
             all_runs.push(r);
+            if let Some(t) = &args.compare {
+                // Alternating, with new content of its own: both see the same machine state over the run.
+                let peer_dir = tempfile::Builder::new().prefix("rollout-bench-peer-").tempdir()?;
+                write_flake(
+                    peer_dir.path(),
+                    &fleet,
+                    n,
+                    &fresh_salt("bench-peer"),
+                    args.extra_ssh_opts.as_deref(),
+                )?;
+                peer_runs.push(run_peer(args, t, peer_dir.path(), n, "fresh", i)?);
+            }
         }
         if n == args.noop_hosts && args.noop_runs > 0 {
             // The last run deployed this very flake: redeploy it unchanged.
-            run_noop(&fleet, dir.path(), n, last_ok, &mut all_runs)?;
+            run_noop(&fleet, dir.path(), n, last_ok, &mut all_runs, &mut peer_runs)?;
         }
         drop(fleet);
     }
@@ -762,7 +936,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         let n = args.noop_hosts;
         let fleet = Fleet::temp(n)?;
         let dir = tempfile::Builder::new().prefix("rollout-bench-flake-").tempdir()?;
-        run_noop(&fleet, dir.path(), n, false, &mut all_runs)?;
+        run_noop(&fleet, dir.path(), n, false, &mut all_runs, &mut peer_runs)?;
         drop(fleet);
     }
 
@@ -773,18 +947,35 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             .cloned()
             .collect()
     };
-    let base = summarize(1, &fresh(1), None)
+    let peer_of = |n: usize, kind: &str| -> Vec<&PeerRun> {
+        peer_runs.iter().filter(|p| p.hosts == n && p.kind == kind).collect()
+    };
+    let base = summarize(1, &fresh(1), None, &[])
         .median_wall_s
         .filter(|_| sizes.contains(&1));
-    let summaries: Vec<SizeSummary> = sizes.iter().map(|&n| summarize(n, &fresh(n), base)).collect();
+    let summaries: Vec<SizeSummary> = sizes
+        .iter()
+        .map(|&n| summarize(n, &fresh(n), base, &peer_of(n, "fresh")))
+        .collect();
     let noop = if noop_runs.is_empty() {
         None
     } else {
-        let mut s = summarize(args.noop_hosts, &noop_runs, None);
-        s.deploy_rs_s = (args.noop_hosts == 10).then_some(DEPLOY_RS_NOOP_10);
-        Some(s)
+        Some(summarize(
+            args.noop_hosts,
+            &noop_runs,
+            None,
+            &peer_of(args.noop_hosts, "noop"),
+        ))
     };
-    print_table(&summaries, noop.as_ref());
+    println!(
+        "rollout-bench {}: revision {}, {} CPUs ({}), ssh key exchange {}",
+        date_utc(),
+        std::env::var("ROLLOUT_BENCH_REV").unwrap_or_else(|_| "unknown".into()),
+        cpus(),
+        cpu_model(),
+        kex.as_deref().unwrap_or("unknown"),
+    );
+    print_table(&summaries, noop.as_ref(), args.compare.as_deref());
     println!(
         "background load before the benchmark: {:.0} % of {} CPUs{}",
         background * 100.0,
@@ -827,7 +1018,11 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             "noop": noop,
             "targets": tg,
             "ssh_calibration": calibration,
-            "deploy_rs_reference": {"walls_s": DEPLOY_RS.iter().map(|(n, s)| json!({"hosts": n, "wall_s": s})).collect::<Vec<_>>(), "noop_10_s": DEPLOY_RS_NOOP_10},
+            "compare": args.compare,
+            "peer_runs": peer_runs,
+            "kex": kex,
+            "cpu_model": cpu_model(),
+            "date": date_utc(),
             "runs": everything,
         });
         std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n")?;
