@@ -3,7 +3,7 @@
 
 mod support;
 
-use rollout_lab::profiles::{FlakeBuilder, Profile};
+use rollout_lab::profiles::Profile;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::*;
@@ -30,6 +30,16 @@ fn sh(env: &Env, script: &str) -> String {
     env.fleet.exec_ok("host1", &["sh", "-c", script]).unwrap()
 }
 
+/// A first, good deploy of host1's root-owned `system` profile; returns the store path it set.
+fn deploy_first(env: &mut Env) -> String {
+    env.flake
+        .node("host1", "host1")
+        .profile("system", root_profile(marker("system")));
+    let out = env.rollout("#host1", &["--confirm-timeout", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.target_of("host1", SYSTEM)
+}
+
 #[test]
 fn a_state_root_another_user_created_first_neither_blocks_nor_touches_a_root_deploy() {
     let mut env = Env::new(1);
@@ -51,12 +61,7 @@ fn a_state_root_another_user_created_first_neither_blocks_nor_touches_a_root_dep
 #[test]
 fn a_temp_path_other_users_can_rewrite_is_refused_before_the_profile_changes() {
     let mut env = Env::new(1);
-    env.flake
-        .node("host1", "host1")
-        .profile("system", root_profile(marker("system")));
-    let out = env.rollout("#host1", &["--confirm-timeout", "10"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let good = env.target_of("host1", SYSTEM);
+    let good = deploy_first(&mut env);
 
     // A shared directory without the sticky bit: hello could swap root's state root in it (and
     // confirm a deploy, or redirect a write); hello prepares exactly that.
@@ -94,12 +99,7 @@ fn wait_for_state(env: &Env, temp: &str, state: &str) {
 #[test]
 fn two_deploys_of_one_profile_through_different_temp_paths_take_turns() {
     let mut env = Env::new(1);
-    env.flake
-        .node("host1", "host1")
-        .profile("system", root_profile(marker("system")));
-    let out = env.rollout("#host1", &["--confirm-timeout", "10"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let first = env.target_of("host1", SYSTEM);
+    let first = deploy_first(&mut env);
 
     // Run A: an activation that fails after 4 s, rolled back; run B: a good one, started while A runs.
     env.flake.node("host1", "host1").profile(
@@ -109,13 +109,7 @@ fn two_deploys_of_one_profile_through_different_temp_paths_take_turns() {
     let a = env.spawn("#host1", &["--confirm-timeout", "10", "--temp-path", "/tmp/ta"]);
     wait_for_state(&env, "/tmp/ta", "activating");
 
-    let dir_b = tempfile::Builder::new()
-        .prefix("rollout-test-flake-")
-        .tempdir()
-        .unwrap();
-    let mut flake_b = FlakeBuilder::new(dir_b.path());
-    flake_b.top_setting("sshUser", json!("deploy"));
-    flake_b.top_setting("sshOpts", json!(["-F", env.fleet.ssh_config().display().to_string()]));
+    let (dir_b, mut flake_b) = env.another_flake();
     flake_b
         .node("host1", "host1")
         .profile("system", root_profile(marker("system")));

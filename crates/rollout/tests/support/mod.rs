@@ -17,14 +17,14 @@ impl Env {
     /// `n` hosts and a flake whose top level points at them as ssh user `deploy`.
     pub fn new(n: usize) -> Env {
         let fleet = Fleet::temp(n).expect("start test fleet");
-        let dir = tempfile::Builder::new()
-            .prefix("rollout-test-flake-")
-            .tempdir()
-            .unwrap();
-        let mut flake = FlakeBuilder::new(dir.path());
-        flake.top_setting("sshUser", json!("deploy"));
-        flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
+        let (dir, flake) = flake_for(&fleet);
         Env { fleet, dir, flake }
+    }
+
+    /// Another flake, in a directory of its own, whose top level points at the same fleet
+    /// (for two deployers at once).
+    pub fn another_flake(&self) -> (tempfile::TempDir, FlakeBuilder) {
+        flake_for(&self.fleet)
     }
 
     pub fn flake_dir(&self) -> &Path {
@@ -88,6 +88,18 @@ impl Env {
         self.write();
         self.flake.build(node, profile).unwrap().display().to_string()
     }
+}
+
+/// A flake in a fresh directory whose top level reaches `fleet` as ssh user `deploy`.
+fn flake_for(fleet: &Fleet) -> (tempfile::TempDir, FlakeBuilder) {
+    let dir = tempfile::Builder::new()
+        .prefix("rollout-test-flake-")
+        .tempdir()
+        .unwrap();
+    let mut flake = FlakeBuilder::new(dir.path());
+    flake.top_setting("sshUser", json!("deploy"));
+    flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
+    (dir, flake)
 }
 
 pub fn bin() -> PathBuf {
