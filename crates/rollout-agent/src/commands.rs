@@ -1,11 +1,11 @@
 //! The subcommands: each returns its exit code and prints `ROLLOUT-STATUS` lines where the protocol says.
 
-use crate::cli::{ActivateArgs, ProfileSpec, RevokeArgs};
 use crate::follow::{follow, out, spawn_worker, LogTail};
 use crate::profile::{resolve, ProfileEnv};
 use crate::request::{Kind, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, REQUEST};
-use crate::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
+use rollout_protocol::command::{ActivateArgs, ProfileSpec, RevokeArgs};
+use rollout_protocol::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Foreground side of `activate`/`revoke`: start the detached worker and follow its log and status.
 
 use crate::statedir::{DeployDir, LOG};
-use crate::status::{State, Status};
+use rollout_protocol::status::{State, Status};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};

@@ -72,8 +72,8 @@ pub fn decide(holder: Option<&Holder>, now: u64, waited: Duration, profile: &Pat
             h.id,
             h.deployer,
             h.pid,
-            crate::status::rfc3339(h.started_at),
-            crate::status::rfc3339(h.ends_by)
+            rollout_protocol::status::rfc3339(h.started_at),
+            rollout_protocol::status::rfc3339(h.ends_by)
         )),
         None if waited < UNKNOWN_WAIT => Decision::Wait,
         None => Decision::GiveUp(format!(
@@ -172,9 +172,9 @@ impl ProfileLock {
                                 "waiting for deploy {} ({}, started {}) of {} to end; it ends by itself by {}",
                                 h.id,
                                 h.deployer,
-                                crate::status::rfc3339(h.started_at),
+                                rollout_protocol::status::rfc3339(h.started_at),
                                 profile.display(),
-                                crate::status::rfc3339(h.ends_by)
+                                rollout_protocol::status::rfc3339(h.ends_by)
                             ),
                             None => format!("waiting for another deploy of {} to end", profile.display()),
                         });

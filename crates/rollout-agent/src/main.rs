@@ -1,6 +1,5 @@
 //! rollout-agent: the target-side program that activates a Nix profile and rolls it back safely.
 
-mod cli;
 mod commands;
 mod exec;
 mod follow;
@@ -9,10 +8,9 @@ mod policy;
 mod profile;
 mod request;
 mod statedir;
-mod status;
 mod worker;
 
-use cli::Command;
+use rollout_protocol::command::{self as cli, Command};
 
 /// A progress line. In the worker stdout is the deploy log; in the foreground it is the deployer.
 pub(crate) fn log(msg: &str) {
@@ -39,7 +37,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = match cli::parse(&args) {
+    // A deployer of another protocol version is refused before anything is parsed or touched.
+    let args = match cli::strip_protocol(&args) {
+        Ok(rest) => rest,
+        Err(e) => {
+            error(&e.to_string());
+            std::process::exit(rollout_protocol::PROTOCOL_MISMATCH_EXIT);
+        }
+    };
+    let code = match cli::parse(args) {
         Err(e) => {
             error(&e.0);
             2
@@ -49,7 +55,14 @@ fn main() {
             0
         }
         Ok(Command::Version) => {
-            follow::out(format!("rollout-agent {}\n", env!("CARGO_PKG_VERSION")).as_bytes());
+            follow::out(
+                format!(
+                    "rollout-agent {} (protocol {})\n",
+                    env!("CARGO_PKG_VERSION"),
+                    rollout_protocol::PROTOCOL_VERSION
+                )
+                .as_bytes(),
+            );
             0
         }
         Ok(Command::Activate(a)) => commands::activate(&a),

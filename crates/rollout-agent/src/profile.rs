@@ -1,6 +1,6 @@
 //! Where a profile lives and which generation it points at (parsed from symlinks, never from nix-env output).
 
-use crate::cli::ProfileSpec;
+use rollout_protocol::command::ProfileSpec;
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};

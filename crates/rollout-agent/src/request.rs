@@ -1,6 +1,6 @@
 //! `request.json`: what the foreground asked the detached worker to do.
 
-use crate::cli::ProfileSpec;
+use rollout_protocol::command::ProfileSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

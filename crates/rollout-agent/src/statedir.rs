@@ -7,7 +7,7 @@
 //! descriptor, and every later operation is relative to that descriptor (`openat`, `mkdirat`,
 //! `renameat`, `unlinkat`). Files are created with `O_EXCL|O_NOFOLLOW`.
 
-use crate::status::{now_rfc3339, Status};
+use rollout_protocol::status::{now_rfc3339, Status};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
@@ -433,32 +433,9 @@ impl DeployDir {
     }
 }
 
-/// FNV-1a, 64 bit: a stable, dependency-free digest (fallback randomness only).
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// 12 random hex digits from the kernel (revoke deploy IDs, temporary names, fallback roots).
+/// 12 random hex digits (fallback roots, temporary names).
 pub fn random_hex() -> String {
-    let mut buf = [0u8; 6];
-    let ok = File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        // Without /dev/urandom, pid and time still make a collision unlikely; O_EXCL/mkdir refuse one anyway.
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let v = fnv1a64(format!("{}-{t}", std::process::id()).as_bytes());
-        buf.copy_from_slice(&v.to_le_bytes()[..6]);
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    rollout_protocol::id::random_hex(6)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecisi
 use crate::profile::{current_generation, existing_generations, generation_link};
 use crate::request::{Kind, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, HEARTBEAT, REQUEST};
-use crate::status::{State, Status};
+use rollout_protocol::status::{State, Status};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 

@@ -730,6 +730,32 @@ fn second_deploy_of_a_locked_profile_waits_for_the_first_and_says_for_whom() {
 }
 
 #[test]
+fn a_deployer_of_another_protocol_is_refused_before_anything_is_created() {
+    let e = Env::new();
+    let a = e.closure("A", "");
+    let temp = e.path("proto-tmp");
+    let out = e.agent(&[
+        "--protocol",
+        "99",
+        "activate",
+        "--id",
+        "proto0001",
+        "--closure",
+        a.to_str().unwrap(),
+        "--profile-path",
+        e.profile().to_str().unwrap(),
+        "--temp-path",
+        temp.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 5);
+    assert!(stderr(&out).contains("protocol mismatch"), "{}", stderr(&out));
+    assert!(!temp.exists(), "nothing created");
+    assert_eq!(e.current(), None);
+    let v = e.agent(&["--version"]);
+    assert!(stdout(&v).contains("(protocol 1)"), "{}", stdout(&v));
+}
+
+#[test]
 fn usage_errors_exit_2_with_one_line() {
     let e = Env::new();
     for (args, needle) in [

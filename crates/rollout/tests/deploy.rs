@@ -354,6 +354,35 @@ fn an_agent_that_cannot_run_on_the_target_is_a_clear_error_and_changes_nothing()
     assert_eq!(env.target_of("host1", SYSTEM), "", "nothing changed on the target");
 }
 
+#[test]
+fn an_agent_of_another_protocol_version_is_refused_before_anything_changes() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new(1);
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
+    // A newer agent refuses the deployer's protocol; an agent from before protocol versions refuses the word.
+    let newer = "echo \"rollout-agent: error: protocol mismatch: the deployer speaks agent protocol $2, this rollout-agent speaks protocol 2\" >&2; exit 5";
+    let older = "echo \"rollout-agent: error: unknown command '$1'; try --help\" >&2; exit 2";
+    for (name, body) in [("newer-agent", newer), ("older-agent", older)] {
+        let agent = env.flake_dir().join(name);
+        std::fs::write(&agent, format!("#!/bin/sh\n# {}\n{body}\n", salt())).unwrap();
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = env.rollout("#host1", &["--agent", &agent.display().to_string()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(
+            err.contains("does not speak this rollout's agent protocol 1") && err.contains("nothing was changed"),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            env.target_of("host1", SYSTEM),
+            "",
+            "{name}: nothing changed on the target"
+        );
+    }
+}
+
 /// Processes whose command line mentions `needle` (read-only scan of /proc; nothing is signalled).
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();

@@ -3,51 +3,42 @@
 
 use crate::exec::{ExecError, Runner};
 use crate::nix;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// Prefix of the one machine-readable line the agent prints per deploy id.
-pub const STATUS_PREFIX: &str = "ROLLOUT-STATUS ";
+use rollout_protocol::command::{self as proto, Command, ProfileSpec};
+pub use rollout_protocol::status::STATUS_PREFIX;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// What the deployer reads from a `ROLLOUT-STATUS` line (parsed by the protocol crate's one parser).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentStatus {
     pub id: String,
     pub state: String,
-    #[serde(default)]
     pub profile_path: Option<String>,
-    #[serde(default)]
     pub closure: Option<String>,
-    #[serde(default)]
     pub previous_generation: Option<u64>,
-    #[serde(default)]
     pub new_generation: Option<u64>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
 impl AgentStatus {
     pub fn parse_line(line: &str) -> Option<AgentStatus> {
-        serde_json::from_str(line.strip_prefix(STATUS_PREFIX)?).ok()
+        let s = rollout_protocol::status::Status::parse_line(line)?;
+        Some(AgentStatus {
+            id: s.id,
+            state: s.state.as_str().to_string(),
+            profile_path: s.profile_path.map(|p| p.display().to_string()),
+            closure: s.closure.map(|p| p.display().to_string()),
+            previous_generation: s.previous_generation,
+            new_generation: s.new_generation,
+            message: Some(s.message).filter(|m| !m.is_empty()),
+        })
     }
 }
 
-/// A fresh deploy id: unique per deploy and profile, so no earlier deploy's leftovers can
-/// confirm this one.
+/// A fresh deploy id (the protocol crate's one generator): unique per deploy and profile, so no
+/// earlier deploy's leftovers can confirm this one.
 pub fn new_id() -> String {
-    let mut buf = [0u8; 12];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .is_ok();
-    if !ok {
-        // Fall back on time and pid; still unique per run on one deployer.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        buf[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
-        buf[8..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-    format!("d{hex}")
+    rollout_protocol::id::new_deploy_id()
 }
 
 /// How the target names the profile: an explicit path, or user + name resolved on the target.
@@ -58,79 +49,46 @@ pub enum ProfileRef {
 }
 
 impl ProfileRef {
-    fn args(&self) -> Vec<String> {
+    pub fn spec(&self) -> ProfileSpec {
         match self {
-            ProfileRef::Path(p) => vec!["--profile-path".into(), p.clone()],
-            ProfileRef::Named { user, name } => {
-                vec![
-                    "--profile-user".into(),
-                    user.clone(),
-                    "--profile-name".into(),
-                    name.clone(),
-                ]
-            }
+            ProfileRef::Path(p) => ProfileSpec::Path(p.into()),
+            ProfileRef::Named { user, name } => ProfileSpec::User {
+                user: user.clone(),
+                name: name.clone(),
+            },
         }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ActivateArgs {
-    pub id: String,
-    pub closure: String,
-    pub profile: ProfileRef,
-    pub temp_path: String,
-    pub confirm_timeout: u64,
-    pub activation_timeout: u64,
-    pub magic_rollback: bool,
-    pub auto_rollback: bool,
-    pub dry_activate: bool,
-    pub boot: bool,
-    pub debug: bool,
-}
+pub use rollout_protocol::command::ActivateArgs;
 
 pub fn activate_args(a: &ActivateArgs) -> Vec<String> {
-    let mut v = vec![
-        "activate".to_string(),
-        "--id".into(),
-        a.id.clone(),
-        "--closure".into(),
-        a.closure.clone(),
-    ];
-    v.extend(a.profile.args());
-    v.extend([
-        "--temp-path".to_string(),
-        a.temp_path.clone(),
-        "--confirm-timeout".into(),
-        a.confirm_timeout.to_string(),
-        "--activation-timeout".into(),
-        a.activation_timeout.to_string(),
-    ]);
-    for (on, flag) in [
-        (a.magic_rollback, "--magic-rollback"),
-        (a.auto_rollback, "--auto-rollback"),
-        (a.dry_activate, "--dry-activate"),
-        (a.boot, "--boot"),
-        (a.debug, "--debug"),
-    ] {
-        if on {
-            v.push(flag.into());
-        }
-    }
-    v
+    Command::Activate(a.clone()).to_args()
 }
 
-/// `confirm`, `extend`, `abort` and `status` all name deploys by id under one temp path.
+/// `confirm`, `extend`, `abort` and `status` all name deploys by id under one temp path; `wait`
+/// (confirm, abort) defaults to the agent's own default when `None`.
 pub fn ids_args(cmd: &str, temp_path: &str, ids: &[String], wait: Option<u64>) -> Vec<String> {
-    let mut v = vec![cmd.to_string(), "--temp-path".into(), temp_path.to_string()];
-    for id in ids {
-        v.push("--id".into());
-        v.push(id.clone());
-    }
-    if let Some(w) = wait {
-        v.push("--wait".into());
-        v.push(w.to_string());
-    }
-    v
+    let (ids, temp_path) = (ids.to_vec(), PathBuf::from(temp_path));
+    let c = match cmd {
+        "confirm" => Command::Confirm {
+            ids,
+            temp_path,
+            wait: wait.unwrap_or(proto::DEFAULT_CONFIRM_WAIT),
+        },
+        "abort" => Command::Abort {
+            ids,
+            temp_path,
+            wait: wait.unwrap_or(proto::DEFAULT_ABORT_WAIT),
+        },
+        "extend" => Command::Extend { ids, temp_path },
+        "status" => Command::Status {
+            id: ids.into_iter().next().unwrap_or_default(),
+            temp_path,
+        },
+        other => unreachable!("not an agent command naming deploys: {other}"),
+    };
+    c.to_args()
 }
 
 /// `closure` guards against generation numbers that Nix reused since (see the protocol doc).
@@ -141,19 +99,16 @@ pub fn revoke_args(
     generation: u64,
     previous: Option<u64>,
 ) -> Vec<String> {
-    let mut v = vec!["revoke".to_string()];
-    v.extend(profile.args());
-    v.extend(["--closure".to_string(), closure.to_string()]);
-    v.extend([
-        "--temp-path".to_string(),
-        temp_path.to_string(),
-        "--generation".into(),
-        generation.to_string(),
-    ]);
-    if let Some(p) = previous {
-        v.extend(["--previous".to_string(), p.to_string()]);
-    }
-    v
+    Command::Revoke(proto::RevokeArgs {
+        profile: profile.spec(),
+        closure: closure.into(),
+        generation,
+        previous,
+        temp_path: temp_path.into(),
+        activation_timeout: proto::DEFAULT_ACTIVATION_TIMEOUT,
+        debug: false,
+    })
+    .to_args()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +195,8 @@ mod tests {
             profile: ProfileRef::Named {
                 user: "hello".into(),
                 name: "app".into(),
-            },
+            }
+            .spec(),
             temp_path: "/tmp".into(),
             confirm_timeout: 30,
             activation_timeout: 240,
@@ -252,7 +208,7 @@ mod tests {
         };
         assert_eq!(
             activate_args(&a).join(" "),
-            "activate --id d1 --closure /nix/store/x --profile-user hello --profile-name app --temp-path /tmp \
+            "--protocol 1 activate --id d1 --closure /nix/store/x --profile-user hello --profile-name app --temp-path /tmp \
              --confirm-timeout 30 --activation-timeout 240 --magic-rollback --auto-rollback"
         );
     }
@@ -281,7 +237,8 @@ mod tests {
         let v = revoke_args(&ProfileRef::Path("/p".into()), "/nix/store/c", "/tmp", 5, Some(4));
         assert_eq!(
             v.join(" "),
-            "revoke --profile-path /p --closure /nix/store/c --temp-path /tmp --generation 5 --previous 4"
+            "--protocol 1 revoke --profile-path /p --closure /nix/store/c --generation 5 --previous 4 --temp-path /tmp \
+             --activation-timeout 240"
         );
     }
 }

@@ -111,6 +111,13 @@ fn agent_exit_text(code: Option<i32>) -> String {
     }
 }
 
+/// An agent of another protocol version refused before touching anything: a current agent says so
+/// with its own exit code; one from before protocol versions rejects the `--protocol` word itself.
+fn protocol_mismatch(code: Option<i32>, stderr: &str) -> bool {
+    (code == Some(rollout_protocol::PROTOCOL_MISMATCH_EXIT) && stderr.contains("protocol mismatch"))
+        || (code == Some(2) && stderr.contains("--protocol"))
+}
+
 /// sudo's own words when it will not run the command: a wrong or missing password, or a rule that
 /// needs a terminal. The agent never started, so nothing on the target changed.
 fn sudo_refused(stderr: &str) -> bool {
@@ -332,9 +339,9 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let agent_bin = agent_for(shared, d);
         let args = ActivateArgs {
             id: agent::new_id(),
-            closure: d.closure.clone(),
-            profile: profile_ref(d),
-            temp_path: d.settings.temp_path.clone(),
+            closure: d.closure.clone().into(),
+            profile: profile_ref(d).spec(),
+            temp_path: d.settings.temp_path.clone().into(),
             confirm_timeout: d.settings.confirm_timeout,
             activation_timeout: d.settings.activation_timeout,
             magic_rollback: d.settings.magic_rollback && !opts.dry_activate && !opts.boot,
@@ -427,7 +434,13 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
                 // The remote shell's "cannot execute" (126) / "not found" (127): the agent never ran.
                 let no_agent = matches!(code, Some(126) | Some(127)) && status.is_none();
                 let refused = status.is_none() && elevation.is_some() && sudo_refused(&err);
-                let (outcome, msg) = if refused {
+                let (outcome, msg) = if status.is_none() && protocol_mismatch(code, &err) {
+                    (Outcome::Failed, format!(
+                        "the agent {agent_bin} on {} does not speak this rollout's agent protocol {} ({detail}); nothing was changed there. Deploy with the agent of the same rollout version (--agent, or build the profile with this rollout's lib)",
+                        master.endpoint.host,
+                        rollout_protocol::PROTOCOL_VERSION
+                    ))
+                } else if refused {
                     (Outcome::Failed, format!(
                         "sudo on {} refused to run the agent as {} for {}@{} ({detail}); the activation never started and the profile is unchanged. Check the password (interactiveSudo, ROLLOUT_SUDO_PASSWORD_<NODE>, --sudo-password-command) or the sudoers rule",
                         master.endpoint.host, d.settings.user, master.endpoint.user, master.endpoint.host
@@ -878,6 +891,19 @@ mod tests {
         );
         assert!(agent_exit_text(None).contains("ended by a signal"));
         assert!(!agent_exit_text(None).contains("None"));
+    }
+
+    #[test]
+    fn agents_of_another_protocol_are_recognised() {
+        assert!(protocol_mismatch(
+            Some(5),
+            "rollout-agent: error: protocol mismatch: the deployer speaks agent protocol 1, this rollout-agent speaks protocol 2"
+        ));
+        assert!(protocol_mismatch(
+            Some(2),
+            "rollout-agent: error: unknown command `--protocol`; try --help"
+        ));
+        assert!(!protocol_mismatch(Some(1), "activation failed"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Deploy states, the `status.json` record, allowed transitions and the exit codes derived from them.
+//! Deploy states, the `status.json` record and the `ROLLOUT-STATUS` line (written by the agent, read
+//! by the deployer), allowed transitions and the agent's exit codes derived from them.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -71,8 +72,10 @@ pub struct Status {
     pub closure: Option<PathBuf>,
     pub previous_generation: Option<u64>,
     pub new_generation: Option<u64>,
+    #[serde(default)]
     pub message: String,
     /// RFC 3339, UTC, whole seconds.
+    #[serde(default)]
     pub updated_at: String,
 }
 
@@ -102,6 +105,11 @@ impl Status {
         self.state = to;
         self.message = message.into();
         Ok(())
+    }
+
+    /// Reads a `ROLLOUT-STATUS {…}` line; any other line (the agent's log) is `None`.
+    pub fn parse_line(line: &str) -> Option<Status> {
+        serde_json::from_str(line.strip_prefix(STATUS_PREFIX)?).ok()
     }
 
     /// The `ROLLOUT-STATUS {…}` line (without newline).

@@ -1,4 +1,6 @@
-//! Command-line parsing: a small hand-written parser so every mistake becomes one clear line (exit 2).
+//! The agent's commands as types, and their one argv encoding: [`Command::to_args`] builds it (the
+//! deployer), [`parse`] reads it (the agent), and a round-trip test keeps the two in step. A small
+//! hand-written parser so every mistake becomes one clear line (exit 2).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ usage:
   rollout-agent status --id ID [--temp-path T]
   rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
       --closure /nix/store/… --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
+Any command may be preceded by --protocol N (the deployer always sends it).
 See docs/agent-protocol.md for the protocol.";
 
 /// Which profile to act on, as the deployer named it.
@@ -266,7 +269,135 @@ pub fn validate_id(cmd: &str, id: &str) -> Result<String, UsageError> {
     }
 }
 
-/// Parses the arguments after the program name.
+/// The deployer asked for protocol `theirs`; this agent speaks [`crate::PROTOCOL_VERSION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolMismatch {
+    pub theirs: String,
+}
+
+impl std::fmt::Display for ProtocolMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "protocol mismatch: the deployer speaks agent protocol {}, this rollout-agent speaks protocol {}; \
+             nothing was changed (deploy with the agent of the same rollout version, or pass --agent)",
+            self.theirs,
+            crate::PROTOCOL_VERSION
+        )
+    }
+}
+
+/// Strips a leading `--protocol N`, refusing a version this agent does not speak. Without it the
+/// caller is a person at a shell, who gets this agent's protocol.
+pub fn strip_protocol(args: &[String]) -> Result<&[String], ProtocolMismatch> {
+    match args {
+        [flag, v, rest @ ..] if flag == "--protocol" => {
+            if v.parse::<u32>().ok() == Some(crate::PROTOCOL_VERSION) {
+                Ok(rest)
+            } else {
+                Err(ProtocolMismatch { theirs: v.clone() })
+            }
+        }
+        _ => Ok(args),
+    }
+}
+
+fn profile_words(p: &ProfileSpec) -> Vec<String> {
+    match p {
+        ProfileSpec::Path(path) => vec!["--profile-path".into(), path.display().to_string()],
+        ProfileSpec::User { user, name } => {
+            vec![
+                "--profile-user".into(),
+                user.clone(),
+                "--profile-name".into(),
+                name.clone(),
+            ]
+        }
+    }
+}
+
+fn ids_words(cmd: &str, ids: &[String], temp_path: &Path) -> Vec<String> {
+    let mut v = vec![cmd.to_string(), "--temp-path".into(), temp_path.display().to_string()];
+    for id in ids {
+        v.extend(["--id".to_string(), id.clone()]);
+    }
+    v
+}
+
+impl Command {
+    /// The argv words after the program name that [`parse`] reads back as this command, preceded
+    /// by `--protocol N`. The deployer quotes each word for the remote shell.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec!["--protocol".to_string(), crate::PROTOCOL_VERSION.to_string()];
+        v.extend(self.words());
+        v
+    }
+
+    fn words(&self) -> Vec<String> {
+        let flag = |on: bool, name: &str| on.then(|| format!("--{name}"));
+        match self {
+            Command::Activate(a) => {
+                let mut v = vec!["activate".to_string(), "--id".into(), a.id.clone(), "--closure".into()];
+                v.push(a.closure.display().to_string());
+                v.extend(profile_words(&a.profile));
+                v.extend([
+                    "--temp-path".to_string(),
+                    a.temp_path.display().to_string(),
+                    "--confirm-timeout".into(),
+                    a.confirm_timeout.to_string(),
+                    "--activation-timeout".into(),
+                    a.activation_timeout.to_string(),
+                ]);
+                v.extend(
+                    [
+                        flag(a.magic_rollback, "magic-rollback"),
+                        flag(a.auto_rollback, "auto-rollback"),
+                        flag(a.dry_activate, "dry-activate"),
+                        flag(a.boot, "boot"),
+                        flag(a.debug, "debug"),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                );
+                v
+            }
+            Command::Revoke(r) => {
+                let mut v = vec!["revoke".to_string()];
+                v.extend(profile_words(&r.profile));
+                v.extend(["--closure".to_string(), r.closure.display().to_string()]);
+                v.extend(["--generation".to_string(), r.generation.to_string()]);
+                if let Some(p) = r.previous {
+                    v.extend(["--previous".to_string(), p.to_string()]);
+                }
+                v.extend([
+                    "--temp-path".to_string(),
+                    r.temp_path.display().to_string(),
+                    "--activation-timeout".into(),
+                    r.activation_timeout.to_string(),
+                ]);
+                v.extend(flag(r.debug, "debug"));
+                v
+            }
+            Command::Worker { temp_path, id } => ids_words("worker", std::slice::from_ref(id), temp_path),
+            Command::Confirm { ids, temp_path, wait } => {
+                let mut v = ids_words("confirm", ids, temp_path);
+                v.extend(["--wait".to_string(), wait.to_string()]);
+                v
+            }
+            Command::Extend { ids, temp_path } => ids_words("extend", ids, temp_path),
+            Command::Abort { ids, temp_path, wait } => {
+                let mut v = ids_words("abort", ids, temp_path);
+                v.extend(["--wait".to_string(), wait.to_string()]);
+                v
+            }
+            Command::Status { id, temp_path } => ids_words("status", std::slice::from_ref(id), temp_path),
+            Command::Help => vec!["--help".into()],
+            Command::Version => vec!["--version".into()],
+        }
+    }
+}
+
+/// Parses the arguments after the program name (and after [`strip_protocol`]).
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let Some((sub, rest)) = args.split_first() else {
         return usage("missing command (activate, confirm, extend, abort, status, revoke); try --help");
@@ -387,6 +518,97 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command survives to_args → strip_protocol → parse unchanged.
+    #[test]
+    fn every_command_round_trips_through_its_one_encoding() {
+        let user = ProfileSpec::User {
+            user: "hello".into(),
+            name: "app".into(),
+        };
+        let path = ProfileSpec::Path("/nix/var/nix/profiles/system".into());
+        let activate = |profile: ProfileSpec, flags: bool| {
+            Command::Activate(ActivateArgs {
+                id: "dabcdef012345".into(),
+                closure: "/nix/store/abc-x".into(),
+                profile,
+                temp_path: "/var/tmp/with space".into(),
+                confirm_timeout: 7,
+                activation_timeout: 9,
+                magic_rollback: flags,
+                auto_rollback: !flags,
+                dry_activate: flags,
+                boot: false,
+                debug: flags,
+            })
+        };
+        let cmds = vec![
+            activate(path.clone(), true),
+            activate(user.clone(), false),
+            Command::Revoke(RevokeArgs {
+                profile: user,
+                closure: "/nix/store/abc-x".into(),
+                generation: 4,
+                previous: Some(3),
+                temp_path: "/tmp".into(),
+                activation_timeout: 240,
+                debug: true,
+            }),
+            Command::Revoke(RevokeArgs {
+                profile: path,
+                closure: "/nix/store/abc-x".into(),
+                generation: 1,
+                previous: None,
+                temp_path: "/tmp".into(),
+                activation_timeout: 5,
+                debug: false,
+            }),
+            Command::Worker {
+                temp_path: "/tmp".into(),
+                id: "dabcdef012345".into(),
+            },
+            Command::Confirm {
+                ids: vec!["dabcdef012345".into(), "d0000000000001".into()],
+                temp_path: "/tmp".into(),
+                wait: 10,
+            },
+            Command::Extend {
+                ids: vec!["dabcdef012345".into()],
+                temp_path: "/tmp".into(),
+            },
+            Command::Abort {
+                ids: vec!["dabcdef012345".into()],
+                temp_path: "/tmp".into(),
+                wait: 300,
+            },
+            Command::Status {
+                id: "dabcdef012345".into(),
+                temp_path: "/tmp".into(),
+            },
+            Command::Help,
+            Command::Version,
+        ];
+        for c in cmds {
+            let args = c.to_args();
+            assert_eq!(
+                args[..2],
+                ["--protocol".to_string(), crate::PROTOCOL_VERSION.to_string()]
+            );
+            let rest = strip_protocol(&args).unwrap();
+            assert_eq!(parse(rest).as_ref(), Ok(&c), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_before_parsing() {
+        let args: Vec<String> = ["--protocol", "99", "status", "--id", "dabcdef012345"]
+            .map(String::from)
+            .to_vec();
+        let e = strip_protocol(&args).unwrap_err();
+        assert!(e.to_string().contains("deployer speaks agent protocol 99"), "{e}");
+        let plain: Vec<String> = ["status", "--id", "dabcdef012345"].map(String::from).to_vec();
+        assert_eq!(strip_protocol(&plain).unwrap(), &plain[..]);
+    }
 
     fn p(s: &str) -> Result<Command, UsageError> {
         let v: Vec<String> = s.split_whitespace().map(String::from).collect();
