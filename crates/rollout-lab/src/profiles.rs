@@ -192,25 +192,8 @@ pub fn detect_system() -> String {
     format!("{arch}-linux")
 }
 
-/// A Nix string literal for `s`.
-pub fn nix_string(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            '$' if chars.peek() == Some(&'{') => o.push_str("\\$"),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
+/// A Nix string literal for `s`: the one helper rollout itself uses.
+pub use rollout_core::evalexpr::nix_string;
 
 /// A Nix expression for a JSON value.
 pub fn json_to_nix(v: &Value) -> String {
@@ -649,7 +632,7 @@ mod tests {
 
     #[test]
     fn nix_strings_escape() {
-        assert_eq!(nix_string("a\"b\\c${d}$e\n"), r#""a\"b\\c\${d}$e\n""#);
+        assert_eq!(nix_string("a\"b\\c${d}$e\n"), r#""a\"b\\c\${d}\$e\n""#);
     }
     #[test]
     fn json_rendering() {

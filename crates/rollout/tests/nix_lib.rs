@@ -25,21 +25,8 @@ fn root() -> PathBuf {
         .expect("repo root")
 }
 
-/// A Nix string literal.
-fn nix_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '$' => out.push_str("\\$"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// A Nix string literal: rollout's own helper.
+use rollout_core::evalexpr::nix_string as nix_str;
 
 /// Unique per test and run, so no store path is shared with an earlier (possibly stale) build.
 fn salt(test: &str) -> String {
