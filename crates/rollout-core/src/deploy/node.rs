@@ -103,6 +103,77 @@ fn stdin_for(password: Option<&str>, count: usize) -> Option<Secret> {
     password.map(|p| Secret::new(format!("{p}\n").repeat(count.max(1))))
 }
 
+/// How a failed `activate` call ended, as the deployer saw it.
+struct ActivationEnd<'a> {
+    /// The agent call's exit code (`None`: ended by a signal).
+    code: Option<i32>,
+    /// The agent's last reported state for this deploy, if it reported one.
+    state: Option<&'a str>,
+    message: Option<&'a str>,
+    stderr: &'a str,
+    /// The agent ran under sudo (or another elevation).
+    elevated: bool,
+    magic_rollback: bool,
+}
+
+/// Names for the messages.
+struct FailureContext<'a> {
+    host: &'a str,
+    ssh_user: &'a str,
+    user: &'a str,
+    agent_bin: &'a str,
+    confirm_timeout: u64,
+}
+
+/// The outcome of a failed activation and what to tell the user: pure, so that every way an
+/// activation can end is covered by one table test. "Rolled back" only when the agent said so, or
+/// when magic rollback makes it certain (nothing will ever confirm).
+fn activation_failure(e: &ActivationEnd, c: &FailureContext) -> (Outcome, String) {
+    let silent = e.state.is_none();
+    let detail = match e.message.filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None if e.stderr.trim().is_empty() => agent_exit_text(e.code),
+        None => e.stderr.trim().to_string(),
+    };
+    let host = c.host;
+    if silent && protocol_mismatch(e.code, e.stderr) {
+        return (Outcome::Failed, format!(
+            "the agent {} on {host} does not speak this rollout's agent protocol {} ({detail}); nothing was changed there. Deploy with the agent of the same rollout version (--agent, or build the profile with this rollout's lib)",
+            c.agent_bin,
+            rollout_protocol::PROTOCOL_VERSION
+        ));
+    }
+    if silent && e.elevated && sudo_refused(e.stderr) {
+        return (Outcome::Failed, format!(
+            "sudo on {host} refused to run the agent as {} for {}@{host} ({detail}); the activation never started and the profile is unchanged. Check the password (interactiveSudo, ROLLOUT_SUDO_PASSWORD_<NODE>, --sudo-password-command) or the sudoers rule",
+            c.user, c.ssh_user
+        ));
+    }
+    // The remote shell's "cannot execute" (126) / "not found" (127): the agent never ran.
+    if silent && matches!(e.code, Some(126) | Some(127)) {
+        return (Outcome::Failed, format!(
+            "the agent {} could not run on {host} ({detail}); nothing was changed there. If the target's system differs from this machine's, build the profile with rollout's lib.<system>.activate.* (it puts an agent built for the target into the closure) or pass --agent with a rollout-agent store path built for the target",
+            c.agent_bin
+        ));
+    }
+    // ssh exits 255 when the connection itself fails; with no status line we never heard the
+    // agent's verdict, but the agent goes on without us.
+    if silent && e.code == Some(255) {
+        return if e.magic_rollback {
+            (Outcome::RolledBack, format!("lost the SSH connection to {host} during activation ({detail}); nothing will confirm it, so the target rolls back by itself within {} s of activating", c.confirm_timeout))
+        } else {
+            (Outcome::Failed, format!("lost the SSH connection to {host} during activation ({detail}); the activation goes on there and its result is unknown (magic rollback is off)"))
+        };
+    }
+    if e.state == Some("rolled-back") {
+        return (
+            Outcome::RolledBack,
+            format!("activation failed and was rolled back on the target: {detail}"),
+        );
+    }
+    (Outcome::Failed, format!("activation failed: {detail}"))
+}
+
 /// How an agent call ended when it said nothing: its exit status, or the signal that ended it.
 fn agent_exit_text(code: Option<i32>) -> String {
     match code {
@@ -417,51 +488,22 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
             }
             (_, st) => {
                 prep.phase(Phase::Activate, State::Failed, None);
-                let detail = status
-                    .as_ref()
-                    .and_then(|s| s.message.clone())
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| {
-                        if err.trim().is_empty() {
-                            agent_exit_text(code)
-                        } else {
-                            err.trim().to_string()
-                        }
-                    });
-                // ssh exits 255 when the connection itself fails; with no status line we never
-                // heard the agent's verdict, but the agent goes on without us.
-                let lost = code == Some(255) && status.is_none();
-                // The remote shell's "cannot execute" (126) / "not found" (127): the agent never ran.
-                let no_agent = matches!(code, Some(126) | Some(127)) && status.is_none();
-                let refused = status.is_none() && elevation.is_some() && sudo_refused(&err);
-                let (outcome, msg) = if status.is_none() && protocol_mismatch(code, &err) {
-                    (Outcome::Failed, format!(
-                        "the agent {agent_bin} on {} does not speak this rollout's agent protocol {} ({detail}); nothing was changed there. Deploy with the agent of the same rollout version (--agent, or build the profile with this rollout's lib)",
-                        master.endpoint.host,
-                        rollout_protocol::PROTOCOL_VERSION
-                    ))
-                } else if refused {
-                    (Outcome::Failed, format!(
-                        "sudo on {} refused to run the agent as {} for {}@{} ({detail}); the activation never started and the profile is unchanged. Check the password (interactiveSudo, ROLLOUT_SUDO_PASSWORD_<NODE>, --sudo-password-command) or the sudoers rule",
-                        master.endpoint.host, d.settings.user, master.endpoint.user, master.endpoint.host
-                    ))
-                } else if no_agent {
-                    (Outcome::Failed, format!(
-                        "the agent {agent_bin} could not run on {} ({detail}); nothing was changed there. If the target's system differs from this machine's, build the profile with rollout's lib.<system>.activate.* (it puts an agent built for the target into the closure) or pass --agent with a rollout-agent store path built for the target",
-                        master.endpoint.host
-                    ))
-                } else if lost && args.magic_rollback {
-                    (Outcome::RolledBack, format!("lost the SSH connection to {} during activation ({detail}); nothing will confirm it, so the target rolls back by itself within {} s of activating", master.endpoint.host, d.settings.confirm_timeout))
-                } else if lost {
-                    (Outcome::Failed, format!("lost the SSH connection to {} during activation ({detail}); the activation goes on there and its result is unknown (magic rollback is off)", master.endpoint.host))
-                } else if st == Some("rolled-back") {
-                    (
-                        Outcome::RolledBack,
-                        format!("activation failed and was rolled back on the target: {detail}"),
-                    )
-                } else {
-                    (Outcome::Failed, format!("activation failed: {detail}"))
+                let end = ActivationEnd {
+                    code,
+                    state: st,
+                    message: status.as_ref().and_then(|s| s.message.as_deref()),
+                    stderr: &err,
+                    elevated: elevation.is_some(),
+                    magic_rollback: args.magic_rollback,
                 };
+                let ctx = FailureContext {
+                    host: &master.endpoint.host.to_string(),
+                    ssh_user: &master.endpoint.user.to_string(),
+                    user: &d.settings.user,
+                    agent_bin: &agent_bin,
+                    confirm_timeout: d.settings.confirm_timeout,
+                };
+                let (outcome, msg) = activation_failure(&end, &ctx);
                 prep.outcome(outcome, &msg);
                 done.push(ProfileResult {
                     node: node.into(),
@@ -891,6 +933,115 @@ mod tests {
         );
         assert!(agent_exit_text(None).contains("ended by a signal"));
         assert!(!agent_exit_text(None).contains("None"));
+    }
+
+    /// Every way a failed activation can end → outcome and the words that say it.
+    #[test]
+    fn failed_activation_outcomes_table() {
+        let c = FailureContext {
+            host: "host1",
+            ssh_user: "deploy",
+            user: "root",
+            agent_bin: "/nix/store/a/bin/rollout-agent",
+            confirm_timeout: 30,
+        };
+        let end = |code, state, message, stderr, elevated, magic_rollback| ActivationEnd {
+            code,
+            state,
+            message,
+            stderr,
+            elevated,
+            magic_rollback,
+        };
+        let rows: Vec<(ActivationEnd, Outcome, &str)> = vec![
+            (
+                end(Some(3), Some("rolled-back"), Some("script exited 1"), "", true, true),
+                Outcome::RolledBack,
+                "activation failed and was rolled back on the target: script exited 1",
+            ),
+            (
+                end(Some(1), Some("failed"), Some("no auto-rollback"), "", true, true),
+                Outcome::Failed,
+                "activation failed: no auto-rollback",
+            ),
+            (
+                end(Some(1), Some("failed"), None, "", false, false),
+                Outcome::Failed,
+                "activation failed: the agent exited with status 1",
+            ),
+            (
+                end(Some(255), None, None, "Connection closed", true, true),
+                Outcome::RolledBack,
+                "nothing will confirm it, so the target rolls back by itself within 30 s",
+            ),
+            (
+                end(Some(255), None, None, "Connection closed", true, false),
+                Outcome::Failed,
+                "its result is unknown (magic rollback is off)",
+            ),
+            (
+                end(Some(127), None, None, "not found", false, true),
+                Outcome::Failed,
+                "could not run on host1 (not found); nothing was changed there",
+            ),
+            (
+                end(Some(126), None, None, "Exec format error", false, true),
+                Outcome::Failed,
+                "could not run on host1",
+            ),
+            (
+                end(
+                    Some(1),
+                    None,
+                    None,
+                    "Sorry, try again.\nsudo: 1 incorrect password attempt",
+                    true,
+                    true,
+                ),
+                Outcome::Failed,
+                "sudo on host1 refused to run the agent as root for deploy@host1",
+            ),
+            (
+                end(Some(1), None, None, "Sorry, try again.", false, true),
+                Outcome::Failed,
+                "activation failed: Sorry, try again.",
+            ),
+            (
+                end(
+                    Some(5),
+                    None,
+                    None,
+                    "rollout-agent: error: protocol mismatch: …",
+                    true,
+                    true,
+                ),
+                Outcome::Failed,
+                "does not speak this rollout's agent protocol 1",
+            ),
+            (
+                end(
+                    Some(2),
+                    None,
+                    None,
+                    "rollout-agent: error: unknown command `--protocol`",
+                    true,
+                    true,
+                ),
+                Outcome::Failed,
+                "does not speak this rollout's agent protocol",
+            ),
+            (
+                end(None, None, None, "", false, true),
+                Outcome::Failed,
+                "the agent was ended by a signal",
+            ),
+        ];
+        for (e, want, words) in rows {
+            let (got, msg) = activation_failure(&e, &c);
+            assert_eq!(got, want, "{msg}");
+            assert!(msg.contains(words), "expected {words:?} in {msg:?}");
+            assert!(!msg.contains("Some(") && !msg.contains("None"), "{msg}");
+        }
     }
 
     #[test]
