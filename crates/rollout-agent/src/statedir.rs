@@ -146,8 +146,8 @@ fn our_roots(tp: &OwnedFd, tp_path: &Path) -> Result<Vec<Root>, String> {
     let uid = euid();
     let primary = format!("rollout-{uid}");
     let mut names: Vec<Vec<u8>> = Vec::new();
-    let dup = rustix::io::dup(tp).map_err(|e| format!("cannot read {}: {e}", tp_path.display()))?;
-    let dir = Dir::new(dup).map_err(|e| format!("cannot read {}: {e}", tp_path.display()))?;
+    // read_from opens "." relative to the descriptor: a listing of its own, no shared offset.
+    let dir = Dir::read_from(tp).map_err(|e| format!("cannot read {}: {e}", tp_path.display()))?;
     for entry in dir {
         let entry = entry.map_err(|e| format!("cannot read {}: {e}", tp_path.display()))?;
         let name = entry.file_name().to_bytes();
@@ -260,8 +260,7 @@ impl Root {
 
     /// Best effort: removes deploy dirs older than seven days whose deploy is over.
     pub fn cleanup_old(&self) {
-        let Ok(dup) = rustix::io::dup(&self.fd) else { return };
-        let Ok(dir) = Dir::new(dup) else { return };
+        let Ok(dir) = Dir::read_from(&self.fd) else { return };
         let now = SystemTime::now();
         for entry in dir.flatten() {
             let Ok(name) = entry.file_name().to_str().map(str::to_string) else {
@@ -394,8 +393,7 @@ impl DeployDir {
     }
 
     fn remove_all_files(&self) {
-        let Ok(dup) = rustix::io::dup(&self.fd) else { return };
-        let Ok(dir) = Dir::new(dup) else { return };
+        let Ok(dir) = Dir::read_from(&self.fd) else { return };
         for entry in dir.flatten() {
             let name = entry.file_name();
             if name.to_bytes() != b"." && name.to_bytes() != b".." {

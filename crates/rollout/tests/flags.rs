@@ -4,7 +4,7 @@
 
 mod support;
 
-use rollout_lab::profiles::{FlakeBuilder, Profile};
+use rollout_lab::profiles::Profile;
 use rollout_lab::Fleet;
 use serde_json::json;
 use std::io::Write;
@@ -409,15 +409,7 @@ impl Drop for Heal<'_> {
 #[test]
 fn netns_cut_off_host_rolls_back_by_itself() {
     let _lock = NetnsLock::take();
-    let fleet = Fleet::temp_with(1, true).expect("netns fleet up");
-    let dir = tempfile::Builder::new()
-        .prefix("rollout-test-flake-")
-        .tempdir()
-        .unwrap();
-    let mut flake = FlakeBuilder::new(dir.path());
-    flake.top_setting("sshUser", json!("deploy"));
-    flake.top_setting("sshOpts", json!(["-F", fleet.ssh_config().display().to_string()]));
-    let mut env = Env { fleet, dir, flake };
+    let mut env = Env::with_fleet(Fleet::temp_with(1, true).expect("netns fleet up"));
     let good = first_generation(&mut env);
     system_node(&mut env, Profile::cut_off("system").salt(salt()));
     let new = env.build("host1", "system");

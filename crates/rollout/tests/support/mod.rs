@@ -16,7 +16,11 @@ pub struct Env {
 impl Env {
     /// `n` hosts and a flake whose top level points at them as ssh user `deploy`.
     pub fn new(n: usize) -> Env {
-        let fleet = Fleet::temp(n).expect("start test fleet");
+        Env::with_fleet(Fleet::temp(n).expect("start test fleet"))
+    }
+
+    /// A flake whose top level points at `fleet` (one started with special options) as user `deploy`.
+    pub fn with_fleet(fleet: Fleet) -> Env {
         let (dir, flake) = flake_for(&fleet);
         Env { fleet, dir, flake }
     }
