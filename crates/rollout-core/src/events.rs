@@ -38,6 +38,9 @@ pub enum Outcome {
     Booted,
     /// Failed and rolled back on the target (by itself or because another part of the run failed).
     RolledBack,
+    /// Failed and not confirmed; the target rolls back by itself (magic rollback), but this run
+    /// could not see it happen (the connection was gone).
+    RollingBack,
     /// Failed, nothing to roll back, or the rollback itself failed.
     Failed,
     /// Not started because of an earlier failure.

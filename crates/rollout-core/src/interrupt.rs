@@ -293,7 +293,7 @@ fn handle(sig: i32) {
         }
     });
     let settled = settled.into_inner().unwrap_or_else(|e| e.into_inner());
-    crate::deploy::connection::end_all_masters();
+    crate::host::connection::end_all_masters();
     report(sig, &settled);
 }
 
@@ -323,7 +323,7 @@ fn report(sig: i32, settled: &BTreeMap<(String, String), String>) {
         );
         let word = match outcome {
             Outcome::Deployed | Outcome::DryActivated | Outcome::Booted => "stay deployed",
-            Outcome::RolledBack => "are or will be rolled back on their targets",
+            Outcome::RolledBack | Outcome::RollingBack => "are or will be rolled back on their targets",
             Outcome::Failed => "failed",
             Outcome::Skipped => "were not started (unchanged)",
         };

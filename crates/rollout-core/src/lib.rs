@@ -10,6 +10,8 @@ pub mod deploy;
 pub mod evalexpr;
 pub mod events;
 pub mod exec;
+pub mod exit;
+pub mod host;
 pub mod interrupt;
 pub mod nix;
 pub mod plan;

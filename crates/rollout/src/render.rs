@@ -53,6 +53,7 @@ fn outcome_word(o: Outcome) -> &'static str {
         Outcome::DryActivated => "dry-activated",
         Outcome::Booted => "set for next boot",
         Outcome::RolledBack => "rolled back",
+        Outcome::RollingBack => "rolling back",
         Outcome::Failed => "FAILED",
         Outcome::Skipped => "skipped",
     }

@@ -3,17 +3,16 @@
 
 pub mod agent;
 pub mod build;
-pub mod connection;
 pub mod copy;
 pub mod evaluate;
 pub mod node;
 
 use crate::events::{Outcome, Reporter};
 use crate::exec::Runner;
+use crate::host::connection::SocketDir;
 use crate::nix::NixContext;
 use crate::plan::{Deployment, Plan};
 use crate::secret::Secret;
-use connection::SocketDir;
 use evaluate::Mode;
 use node::{NodeRun, ProfileResult};
 use std::collections::{HashMap, VecDeque};
@@ -111,7 +110,14 @@ impl Report {
     }
 
     pub fn rolled_back(&self) -> bool {
-        self.results.iter().any(|r| r.outcome == Outcome::RolledBack)
+        self.results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::RolledBack | Outcome::RollingBack))
+    }
+
+    /// The process exit code for this run (see [`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        crate::exit::for_outcomes(self.results.iter().map(|r| r.outcome))
     }
 }
 
@@ -233,7 +239,7 @@ fn skipped(shared: &Shared, node: &str, deps: &[&Deployment], msg: &str) -> Node
     NodeRun {
         node: node.into(),
         results,
-        masters: Vec::new(),
+        hosts: Vec::new(),
     }
 }
 
@@ -264,23 +270,18 @@ fn finish(shared: &Shared, mut runs: Vec<NodeRun>) -> Report {
         todo.sort_by_key(|t| std::cmp::Reverse(t.0));
         for (_, ri, pi) in todo {
             let run = &mut runs[ri];
-            let a = run.results[pi].activated.clone().unwrap();
-            let node = run.node.clone();
-            let prep = shared.runner.reporter.for_profile(&node, &run.results[pi].profile);
-            let runner = Runner::new(prep.clone());
-            let Some(mi) = run.masters.iter().position(|m| m.endpoint == a.endpoint) else {
+            let Some(a) = run.results[pi].activated.take() else {
                 continue;
             };
-            let (outcome, msg) = node::revoke(&runner, &prep, &run.masters[mi], &a, &why);
+            let prep = shared.runner.reporter.for_profile(&run.node, &run.results[pi].profile);
+            let runner = Runner::new(prep.clone());
+            let (outcome, msg) = node::revoke(&runner, &prep, &a, &why);
             run.results[pi].outcome = outcome;
             run.results[pi].message = msg;
-            run.results[pi].activated = None;
         }
     }
-    for r in runs.iter_mut() {
-        for m in r.masters.iter_mut() {
-            m.close();
-        }
+    for r in &runs {
+        r.close();
     }
     let mut results: Vec<ProfileResult> = Vec::new();
     for r in runs {

@@ -1,6 +1,6 @@
 //! `rollout [TARGET]`: prepare the plan, optionally show it and ask, then execute it.
 
-use super::{prepare, EXIT_FAILED, EXIT_ROLLED_BACK, EXIT_USER};
+use super::{prepare, EXIT_FAILED, EXIT_USER};
 use crate::cli::{parse_bool, DeployArgs};
 use crate::{password, render};
 use rollout_core::deploy::{self, RunOptions};
@@ -86,11 +86,5 @@ pub fn run(args: DeployArgs) -> u8 {
     };
     render::finish(&summary);
     render::summary(&summary, &report, started.elapsed());
-    if report.success() {
-        0
-    } else if report.rolled_back() {
-        EXIT_ROLLED_BACK
-    } else {
-        EXIT_FAILED
-    }
+    report.exit_code()
 }

@@ -13,9 +13,7 @@ use rollout_core::select::NodeFilter;
 use rollout_core::settings::{split_ssh_opts, Overrides};
 use rollout_core::target::{parse_file_target, parse_target, Target};
 
-pub const EXIT_USER: u8 = 1;
-pub const EXIT_FAILED: u8 = 3;
-pub const EXIT_ROLLED_BACK: u8 = 4;
+pub use rollout_core::exit::{BAD_INPUT as EXIT_USER, FAILED as EXIT_FAILED};
 
 /// Everything decided before any machine is touched.
 pub struct Prepared {

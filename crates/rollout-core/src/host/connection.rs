@@ -54,7 +54,7 @@ impl SocketDir {
         let path = base.join(format!(
             "rollout-{me}-{}-{}",
             stale::start_time(me).unwrap_or(0),
-            &super::agent::new_id()[1..9]
+            &crate::deploy::agent::new_id()[1..9]
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(path.clone());
@@ -75,7 +75,8 @@ impl Drop for SocketDir {
 pub struct Master {
     pub endpoint: Endpoint,
     pub socket: String,
-    child: Option<Proc>,
+    /// Behind a lock so that a shared host can be asked whether it is still up and be closed.
+    child: Mutex<Option<Proc>>,
 }
 
 impl Master {
@@ -131,17 +132,22 @@ impl Master {
         Ok(Master {
             endpoint: ep.clone(),
             socket,
-            child: Some(child),
+            child: Mutex::new(Some(child)),
         })
     }
 
     /// Is the connection still up? (It goes down when the target cut itself off.)
-    pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().is_none())
+    pub fn alive(&self) -> bool {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_none())
     }
 
-    pub fn close(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn close(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
             // SIGTERM lets ssh remove its socket; `Proc` never signals a reaped pid.
             c.signal(libc::SIGTERM);
             c.end_within(Duration::from_secs(2));

@@ -1,0 +1,213 @@
+//! The activate phase: each profile of the node in order, through the agent. Earlier profiles keep
+//! waiting for their confirmation (kept alive by a heartbeat) while later ones activate, so that
+//! one fresh login confirms them all.
+
+use super::outcome::{activation_failure, activation_success, ActivationEnd, FailureContext};
+use super::{agent_call, call_for, groups, Activated, NodeCx, Pending, ProfileResult};
+use crate::deploy::agent::{self, ActivateArgs, ProfileRef};
+use crate::deploy::Shared;
+use crate::events::{Outcome, Phase, Reporter, State};
+use crate::exec::Runner;
+use crate::plan::Deployment;
+use crate::ssh::Elevation;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the activate phase leaves for the settle step.
+pub struct Activations<'a> {
+    /// Activated, waiting for the confirmation.
+    pub pending: Vec<Pending<'a>>,
+    /// Ended (activated without magic rollback, dry-activated, or failed).
+    pub done: Vec<ProfileResult>,
+    /// Why the node stops early, if it does: "profile `x` failed" or "another node failed".
+    pub failure: Option<String>,
+}
+
+/// One profile's activation, as the settle step needs it.
+enum Step<'a> {
+    Pending(Pending<'a>),
+    Done(ProfileResult),
+    Failed(ProfileResult),
+}
+
+pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment]) -> Activations<'a> {
+    let mut act = Activations {
+        pending: Vec::new(),
+        done: Vec::new(),
+        failure: None,
+    };
+    for d in deps {
+        if cx.shared.stopping() {
+            act.failure = Some("another node of this run failed".to_string());
+            break;
+        }
+        match activate_one(cx, d, &act.pending) {
+            Step::Pending(p) => act.pending.push(p),
+            Step::Done(r) => act.done.push(r),
+            Step::Failed(r) => {
+                act.failure = Some(format!("profile `{}` failed", r.profile));
+                act.done.push(r);
+                break;
+            }
+        }
+    }
+    act
+}
+
+fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
+    if !d.settings.elevate {
+        return Ok(None);
+    }
+    Elevation::from_setting(&d.settings.sudo, &d.settings.user, d.settings.interactive_sudo)
+        .map(Some)
+        .map_err(|e| format!("node `{}`, profile `{}`: {e}", d.node, d.profile))
+}
+
+/// The agent for one profile: the closure's own `rollout-agent` when it carries one (rollout's
+/// Nix library puts it there, built for the target's system), else the run's shared agent.
+pub fn agent_for(shared: &Shared, d: &Deployment) -> String {
+    let inside = std::path::Path::new(&d.closure).join("rollout-agent");
+    if !d.settings.remote_build && inside.exists() {
+        inside.display().to_string()
+    } else {
+        agent::agent_bin(&shared.agent_path)
+    }
+}
+
+fn profile_ref(d: &Deployment) -> ProfileRef {
+    match &d.settings.profile_path {
+        Some(p) => ProfileRef::Path(p.clone()),
+        None => ProfileRef::Named {
+            user: d.settings.user.clone(),
+            name: d.profile.clone(),
+        },
+    }
+}
+
+fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
+    let opts = &cx.shared.opts;
+    ActivateArgs {
+        id: agent::new_id(),
+        closure: d.closure.clone().into(),
+        profile: profile_ref(d).spec(),
+        temp_path: d.settings.temp_path.clone().into(),
+        confirm_timeout: d.settings.confirm_timeout,
+        activation_timeout: d.settings.activation_timeout,
+        magic_rollback: d.settings.magic_rollback && !opts.dry_activate && !opts.boot,
+        auto_rollback: d.settings.auto_rollback,
+        dry_activate: opts.dry_activate,
+        boot: opts.boot,
+        debug: opts.debug_logs,
+    }
+}
+
+fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step<'a> {
+    let elevation = match elevation_of(d) {
+        Ok(e) => e,
+        Err(e) => return Step::Failed(cx.end(&d.profile, Outcome::Failed, &e, None)),
+    };
+    let password = if d.settings.elevate && d.settings.interactive_sudo {
+        cx.shared.passwords.get(&d.settings.hostname).cloned()
+    } else {
+        None
+    };
+    let hi = cx.host_of(d);
+    let host = &cx.hosts[hi];
+    let agent_bin = agent_for(cx.shared, d);
+    let args = activate_args(cx, d);
+    let prep = cx.rep.for_profile(cx.node, &d.profile);
+    prep.phase(Phase::Activate, State::Started, None);
+    // Keep earlier profiles of this node waiting while this one activates.
+    let stop = AtomicBool::new(false);
+    let reply = std::thread::scope(|s| {
+        if !pending.is_empty() {
+            s.spawn(|| heartbeat(&cx.rep, pending, &stop));
+        }
+        let r = agent_call(
+            &cx.runner,
+            &prep,
+            &**host,
+            elevation.as_ref(),
+            password.as_deref(),
+            &agent_bin,
+            &agent::activate_args(&args),
+        );
+        stop.store(true, Ordering::SeqCst);
+        r
+    });
+    let status = reply.status_of(&args.id);
+    let act = Activated {
+        host: host.clone(),
+        elevation: elevation.clone(),
+        password,
+        profile: profile_ref(d),
+        temp_path: d.settings.temp_path.clone(),
+        generation: status.and_then(|s| s.new_generation),
+        previous: status.and_then(|s| s.previous_generation),
+        auto_rollback: d.settings.auto_rollback,
+        agent_bin: agent_bin.clone(),
+        closure: d.closure.clone(),
+    };
+    match (reply.code, status.map(|s| s.state.as_str())) {
+        (Some(0), Some("awaiting-confirmation")) => {
+            prep.phase(Phase::Activate, State::Succeeded, None);
+            Step::Pending(Pending {
+                d,
+                id: args.id.clone(),
+                host: hi,
+                act,
+            })
+        }
+        (Some(0), Some(_)) => {
+            prep.phase(Phase::Activate, State::Succeeded, None);
+            let opts = &cx.shared.opts;
+            let (outcome, msg) = activation_success(opts.dry_activate, opts.boot);
+            let activated = if opts.dry_activate { None } else { Some(act) };
+            Step::Done(cx.end(&d.profile, outcome, msg, activated))
+        }
+        (code, state) => {
+            prep.phase(Phase::Activate, State::Failed, None);
+            let end = ActivationEnd {
+                code,
+                state,
+                message: status.and_then(|s| s.message.as_deref()),
+                stderr: &reply.stderr,
+                elevated: elevation.is_some(),
+                magic_rollback: args.magic_rollback,
+            };
+            let ctx = FailureContext {
+                host: &d.endpoint.host.to_string(),
+                ssh_user: &d.endpoint.user.to_string(),
+                user: &d.settings.user,
+                agent_bin: &agent_bin,
+                confirm_timeout: d.settings.confirm_timeout,
+            };
+            let (outcome, msg) = activation_failure(&end, &ctx);
+            Step::Failed(cx.end(&d.profile, outcome, &msg, None))
+        }
+    }
+}
+
+/// Extend the confirmation window of the waiting profiles (a third of the shortest one, at least
+/// every second) until `stop` is set.
+fn heartbeat(rep: &Reporter, pending: &[Pending], stop: &AtomicBool) {
+    let every = pending
+        .iter()
+        .map(|p| p.d.settings.confirm_timeout)
+        .min()
+        .unwrap_or(30)
+        .max(3)
+        / 3;
+    let quiet = Runner::new(Reporter::silent());
+    let mut last: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(every)) {
+            last = Some(Instant::now());
+            for ((_, _, temp, _), ps) in groups(pending) {
+                let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
+                call_for(&quiet, rep, &ps[0].act, &agent::ids_args("extend", &temp, &ids, None));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
