@@ -1,5 +1,6 @@
 //! Exit codes: the one place where outcomes and errors become the process's exit status.
 
+use crate::error::Error;
 use crate::events::Outcome;
 
 /// Every selected profile deployed (or dry-activated, or set for the next boot).
@@ -27,10 +28,26 @@ pub fn for_outcomes(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {
     code
 }
 
+/// The exit code of a command that ended with `e`.
+pub fn for_error(e: &Error) -> u8 {
+    match e {
+        Error::BadInput(_) | Error::Cancelled => BAD_INPUT,
+        Error::Run(_) => FAILED,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Outcome::*;
+
+    #[test]
+    fn refusals_exit_1_and_run_errors_3() {
+        assert_eq!(for_error(&Error::bad_input("--parallel must be at least 1")), BAD_INPUT);
+        assert_eq!(for_error(&Error::Cancelled), BAD_INPUT);
+        let io = std::io::Error::other("no space");
+        assert_eq!(for_error(&Error::Run(crate::deploy::RunError::Sockets(io))), FAILED);
+    }
 
     #[test]
     fn a_rollback_anywhere_makes_the_run_exit_4_and_any_other_failure_3() {

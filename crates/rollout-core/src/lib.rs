@@ -7,6 +7,7 @@
 pub mod cmd;
 pub mod config;
 pub mod deploy;
+pub mod error;
 pub mod evalexpr;
 pub mod events;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod exit;
 pub mod host;
 pub mod interrupt;
 pub mod nix;
+pub mod ops;
 pub mod plan;
 pub mod schema;
 pub mod secret;

@@ -405,73 +405,8 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     match sub.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Help),
         "-V" | "--version" => Ok(Command::Version),
-        "activate" => {
-            let o = Opts::parse(
-                "activate",
-                rest,
-                &[
-                    "id",
-                    "closure",
-                    "profile-path",
-                    "profile-user",
-                    "profile-name",
-                    "temp-path",
-                    "confirm-timeout",
-                    "activation-timeout",
-                ],
-                &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
-            )?;
-            let id = validate_id("activate", o.required("id")?)?;
-            let closure = absolute_path("activate", "closure", o.required("closure")?)?;
-            let (dry_activate, boot) = (o.flag("dry-activate"), o.flag("boot"));
-            if dry_activate && boot {
-                return usage("activate: --dry-activate and --boot exclude each other");
-            }
-            Ok(Command::Activate(ActivateArgs {
-                id,
-                closure,
-                profile: o.profile()?,
-                temp_path: o.temp_path()?,
-                confirm_timeout: o.number("confirm-timeout", DEFAULT_CONFIRM_TIMEOUT, 1)?,
-                activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
-                magic_rollback: o.flag("magic-rollback"),
-                auto_rollback: o.flag("auto-rollback"),
-                dry_activate,
-                boot,
-                debug: o.flag("debug"),
-            }))
-        }
-        "revoke" => {
-            let o = Opts::parse(
-                "revoke",
-                rest,
-                &[
-                    "profile-path",
-                    "profile-user",
-                    "profile-name",
-                    "closure",
-                    "generation",
-                    "previous",
-                    "temp-path",
-                    "activation-timeout",
-                ],
-                &["debug"],
-            )?;
-            let generation = parse_number("revoke", "generation", o.required("generation")?, 1)?;
-            let previous = match o.one("previous")? {
-                Some(v) => Some(parse_number("revoke", "previous", v, 1)?),
-                None => None,
-            };
-            Ok(Command::Revoke(RevokeArgs {
-                closure: absolute_path("revoke", "closure", o.required("closure")?)?,
-                profile: o.profile()?,
-                generation,
-                previous,
-                temp_path: o.temp_path()?,
-                activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
-                debug: o.flag("debug"),
-            }))
-        }
+        "activate" => parse_activate(rest),
+        "revoke" => parse_revoke(rest),
         "worker" => {
             let o = Opts::parse("worker", rest, &["temp-path", "id"], &[])?;
             Ok(Command::Worker {
@@ -513,6 +448,75 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             "unknown command '{other}' (expected activate, confirm, extend, abort, status or revoke)"
         )),
     }
+}
+
+fn parse_activate(rest: &[String]) -> Result<Command, UsageError> {
+    let o = Opts::parse(
+        "activate",
+        rest,
+        &[
+            "id",
+            "closure",
+            "profile-path",
+            "profile-user",
+            "profile-name",
+            "temp-path",
+            "confirm-timeout",
+            "activation-timeout",
+        ],
+        &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
+    )?;
+    let id = validate_id("activate", o.required("id")?)?;
+    let closure = absolute_path("activate", "closure", o.required("closure")?)?;
+    let (dry_activate, boot) = (o.flag("dry-activate"), o.flag("boot"));
+    if dry_activate && boot {
+        return usage("activate: --dry-activate and --boot exclude each other");
+    }
+    Ok(Command::Activate(ActivateArgs {
+        id,
+        closure,
+        profile: o.profile()?,
+        temp_path: o.temp_path()?,
+        confirm_timeout: o.number("confirm-timeout", DEFAULT_CONFIRM_TIMEOUT, 1)?,
+        activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
+        magic_rollback: o.flag("magic-rollback"),
+        auto_rollback: o.flag("auto-rollback"),
+        dry_activate,
+        boot,
+        debug: o.flag("debug"),
+    }))
+}
+
+fn parse_revoke(rest: &[String]) -> Result<Command, UsageError> {
+    let o = Opts::parse(
+        "revoke",
+        rest,
+        &[
+            "profile-path",
+            "profile-user",
+            "profile-name",
+            "closure",
+            "generation",
+            "previous",
+            "temp-path",
+            "activation-timeout",
+        ],
+        &["debug"],
+    )?;
+    let generation = parse_number("revoke", "generation", o.required("generation")?, 1)?;
+    let previous = match o.one("previous")? {
+        Some(v) => Some(parse_number("revoke", "previous", v, 1)?),
+        None => None,
+    };
+    Ok(Command::Revoke(RevokeArgs {
+        closure: absolute_path("revoke", "closure", o.required("closure")?)?,
+        profile: o.profile()?,
+        generation,
+        previous,
+        temp_path: o.temp_path()?,
+        activation_timeout: o.number("activation-timeout", DEFAULT_ACTIVATION_TIMEOUT, 1)?,
+        debug: o.flag("debug"),
+    }))
 }
 
 #[cfg(test)]

@@ -6,19 +6,34 @@ mod cli;
 mod commands;
 mod password;
 mod render;
+mod request;
 
 use clap::Parser;
+use rollout_core::exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     rollout_core::interrupt::install();
     let cli = cli::Cli::parse();
-    let code = match cli.command {
-        Some(cli::Command::Plan(t)) => commands::plan::run(cli::DeployArgs::new(t, cli.flags)),
-        Some(cli::Command::Deploy(t)) if cli.flags.dry_run => commands::plan::run(cli::DeployArgs::new(t, cli.flags)),
-        Some(cli::Command::Deploy(t)) => commands::deploy::run(cli::DeployArgs::new(t, cli.flags)),
-        None if cli.flags.dry_run => commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags)),
-        None => commands::deploy::run(cli::DeployArgs::new(cli.targets, cli.flags)),
+    let result = match cli.command {
+        Some(cli::Command::Plan(t)) => commands::plan::run(cli::DeployArgs::new(t, cli.flags)).map(|()| exit::SUCCESS),
+        Some(cli::Command::Deploy(t)) if cli.flags.dry_run => {
+            commands::plan::run(cli::DeployArgs::new(t, cli.flags)).map(|()| exit::SUCCESS)
+        }
+        Some(cli::Command::Deploy(t)) => {
+            commands::deploy::run(cli::DeployArgs::new(t, cli.flags)).map(|r| r.exit_code())
+        }
+        None if cli.flags.dry_run => {
+            commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|()| exit::SUCCESS)
+        }
+        None => commands::deploy::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|r| r.exit_code()),
     };
-    ExitCode::from(code)
+    // The one place where a command's result becomes the exit status.
+    ExitCode::from(match result {
+        Ok(code) => code,
+        Err(e) => {
+            render::error(&e.to_string());
+            exit::for_error(&e)
+        }
+    })
 }

@@ -1,28 +1,17 @@
 //! `rollout plan` / `--dry-run`: evaluate and validate, print the plan as JSON, touch nothing.
 
-use super::{prepare, EXIT_USER};
 use crate::cli::DeployArgs;
-use crate::render;
+use crate::{render, request};
+use rollout_core::error::Error;
+use rollout_core::ops;
 
-pub fn run(args: DeployArgs) -> u8 {
-    let reporter = match render::reporter(&args, false) {
-        Ok(r) => r,
-        Err(e) => {
-            render::error(&e);
-            return EXIT_USER;
-        }
-    };
-    match prepare(&args, &reporter) {
-        Ok(p) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&p.plan.to_json()).unwrap_or_default()
-            );
-            0
-        }
-        Err(e) => {
-            render::error(&e);
-            EXIT_USER
-        }
-    }
+pub fn run(args: DeployArgs) -> Result<(), Error> {
+    let reporter = render::reporter(&args, false).map_err(Error::BadInput)?;
+    let req = request::deploy_request(&args)?;
+    let prepared = ops::prepare(&req, &reporter)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&prepared.plan.to_json()).unwrap_or_default()
+    );
+    Ok(())
 }

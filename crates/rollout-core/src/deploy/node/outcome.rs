@@ -172,25 +172,48 @@ mod tests {
         assert!(!agent_exit_text(None).contains("None"));
     }
 
-    /// Every way a failed activation can end → outcome and the words that say it.
-    #[test]
-    fn failed_activation_outcomes_table() {
-        let c = FailureContext {
+    fn context() -> FailureContext<'static> {
+        FailureContext {
             host: "host1",
             ssh_user: "deploy",
             user: "root",
             agent_bin: "/nix/store/a/bin/rollout-agent",
             confirm_timeout: 30,
-        };
-        let end = |code, state, message, stderr, elevated, magic_rollback| ActivationEnd {
+        }
+    }
+
+    fn end<'a>(
+        code: Option<i32>,
+        state: Option<&'a str>,
+        message: Option<&'a str>,
+        stderr: &'a str,
+        elevated: bool,
+        magic_rollback: bool,
+    ) -> ActivationEnd<'a> {
+        ActivationEnd {
             code,
             state,
             message,
             stderr,
             elevated,
             magic_rollback,
-        };
-        let rows: Vec<(ActivationEnd, Outcome, &str)> = vec![
+        }
+    }
+
+    fn check(rows: Vec<(ActivationEnd, Outcome, &str)>) {
+        let c = context();
+        for (e, want, words) in rows {
+            let (got, msg) = activation_failure(&e, &c);
+            assert_eq!(got, want, "{msg}");
+            assert!(msg.contains(words), "expected {words:?} in {msg:?}");
+            assert!(!msg.contains("Some(") && !msg.contains("None"), "{msg}");
+        }
+    }
+
+    /// A failed activation whose agent reported its verdict → outcome and the words that say it.
+    #[test]
+    fn failed_activation_with_a_verdict_outcomes_table() {
+        check(vec![
             (
                 end(Some(3), Some("rolled-back"), Some("script exited 1"), "", true, true),
                 Outcome::RolledBack,
@@ -206,6 +229,14 @@ mod tests {
                 Outcome::Failed,
                 "activation failed: the agent exited with status 1",
             ),
+        ]);
+    }
+
+    /// A failed activation whose agent said nothing (lost connection, not runnable, sudo refused,
+    /// another protocol, a signal) → outcome and the words that say it.
+    #[test]
+    fn failed_activation_without_a_verdict_outcomes_table() {
+        check(vec![
             (
                 end(Some(255), None, None, "Connection closed", true, true),
                 Outcome::RollingBack,
@@ -272,13 +303,7 @@ mod tests {
                 Outcome::Failed,
                 "the agent was ended by a signal",
             ),
-        ];
-        for (e, want, words) in rows {
-            let (got, msg) = activation_failure(&e, &c);
-            assert_eq!(got, want, "{msg}");
-            assert!(msg.contains(words), "expected {words:?} in {msg:?}");
-            assert!(!msg.contains("Some(") && !msg.contains("None"), "{msg}");
-        }
+        ]);
     }
 
     /// Every other phase end → outcome, exit code of a run that ends so, and the words.

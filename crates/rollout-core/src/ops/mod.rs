@@ -1,0 +1,7 @@
+//! The work behind each subcommand, apart from the command line: a validated request in, a typed
+//! result ([`crate::error::Error`]) out. The CLI builds the request from its flags and maps the
+//! result to an exit code through [`crate::exit`].
+
+mod prepare;
+
+pub use prepare::{prepare, DeployRequest, Prepared};

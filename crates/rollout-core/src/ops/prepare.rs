@@ -1,0 +1,80 @@
+//! Targets → one evaluation per flake → validated plan → node filter: everything decided before
+//! any machine is touched (what `rollout plan` prints and `rollout deploy` executes).
+
+use crate::config::DeployConfig;
+use crate::deploy::evaluate::{self, Mode};
+use crate::error::Error;
+use crate::events::Reporter;
+use crate::exec::Runner;
+use crate::nix::NixContext;
+use crate::plan::{build_plan, Plan};
+use crate::select::NodeFilter;
+use crate::settings::Overrides;
+use crate::target::Target;
+
+/// What to deploy, with every flag already parsed and checked.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    pub targets: Vec<Target>,
+    /// `-f`: read `deploy` from a Nix file instead of a flake.
+    pub file_mode: bool,
+    /// Arguments after `--`, passed on to every nix call.
+    pub extra: Vec<String>,
+    pub overrides: Overrides,
+    pub filter: NodeFilter,
+    pub skip_checks: bool,
+    /// The local user (the default profile user of deploy-rs's merge rules).
+    pub local_user: String,
+}
+
+/// Everything decided before any machine is touched.
+pub struct Prepared {
+    pub plan: Plan,
+    pub mode: Mode,
+    pub ctx: NixContext,
+}
+
+pub fn prepare(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Error> {
+    let runner = Runner::new(reporter.clone());
+    let (mode, ctx) = evaluate::detect(&runner, req.file_mode, req.extra.clone()).map_err(Error::bad_input)?;
+    let evaluated = evaluate::evaluate(&runner, &ctx, mode, &req.targets, req.skip_checks).map_err(Error::bad_input)?;
+    let pairs: Vec<(Target, &DeployConfig)> = evaluated.iter().map(|(t, c)| (t.clone(), c.as_ref())).collect();
+    let mut plan = build_plan(&pairs, &req.overrides, &req.local_user).map_err(Error::bad_input)?;
+    if !req.filter.is_empty() {
+        let mut all: Vec<String> = plan.deployments.iter().map(|d| d.node.clone()).collect();
+        all.dedup();
+        plan.deployments.retain(|d| {
+            let tags = evaluated
+                .iter()
+                .find(|(t, _)| t.flake == d.flake)
+                .and_then(|(_, c)| c.nodes.get(&d.node))
+                .map(|n| n.tags.clone())
+                .unwrap_or_default();
+            req.filter.matches(&d.node, &tags)
+        });
+        if plan.deployments.is_empty() {
+            return Err(Error::bad_input(req.filter.empty_error(&all)));
+        }
+    }
+    if let Some(h) = &req.overrides.hostname {
+        one_node_for_hostname(&plan, h)?;
+    }
+    Ok(Prepared { plan, mode, ctx })
+}
+
+/// deploy-rs applies `--hostname` to every node (its issue #122); sending several nodes' profiles
+/// to one machine is never what was meant.
+fn one_node_for_hostname(plan: &Plan, hostname: &str) -> Result<(), Error> {
+    let mut nodes: Vec<&str> = plan.deployments.iter().map(|d| d.node.as_str()).collect();
+    nodes.sort();
+    nodes.dedup();
+    if nodes.len() > 1 {
+        return Err(Error::BadInput(format!(
+            "--hostname {hostname} would send {} nodes ({}) to one machine; select one node (e.g. .#{})",
+            nodes.len(),
+            nodes.join(", "),
+            nodes[0]
+        )));
+    }
+    Ok(())
+}
