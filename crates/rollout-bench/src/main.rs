@@ -472,8 +472,18 @@ fn calibrate_ssh(fleet: &Fleet, count: usize) -> Value {
 /// Per node and phase: (first started, last succeeded/failed).
 type Spans = BTreeMap<String, BTreeMap<String, (Option<f64>, Option<f64>)>>;
 
-fn analyse(hosts_n: usize, kind: &'static str, index: usize, o: &Outcome, auths: &[usize]) -> RunResult {
-    let events: Vec<Value> = o.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+/// What one run's JSON events say: phase spans per node and for the run, profiles deployed, the
+/// last event's time per node and overall.
+struct EventSpans {
+    node_spans: Spans,
+    run_spans: BTreeMap<String, (Option<f64>, Option<f64>)>,
+    deployed: usize,
+    last_event: Option<f64>,
+    node_last: BTreeMap<String, f64>,
+}
+
+fn event_spans(stdout: &str) -> EventSpans {
+    let events: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let mut node_spans: Spans = BTreeMap::new();
     let mut run_spans: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     let mut deployed = 0;
@@ -505,6 +515,23 @@ fn analyse(hosts_n: usize, kind: &'static str, index: usize, o: &Outcome, auths:
             _ => {}
         }
     }
+    EventSpans {
+        node_spans,
+        run_spans,
+        deployed,
+        last_event,
+        node_last,
+    }
+}
+
+fn analyse(hosts_n: usize, kind: &'static str, index: usize, o: &Outcome, auths: &[usize]) -> RunResult {
+    let EventSpans {
+        node_spans,
+        run_spans,
+        deployed,
+        last_event,
+        node_last,
+    } = event_spans(&o.stdout);
     let dur = |s: &(Option<f64>, Option<f64>)| match s {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -817,13 +844,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(args: &Args) -> anyhow::Result<()> {
-    if !rollout_lab::is_root() {
-        anyhow::bail!("must run as root (the test fleet uses namespaces)");
-    }
-    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
-        anyhow::bail!("--sizes needs positive host counts and --runs at least 1");
-    }
+/// The rollout binary to measure: `--rollout`, else the one beside this program.
+fn rollout_binary(args: &Args) -> anyhow::Result<PathBuf> {
     let rollout = match &args.rollout {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -845,8 +867,11 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         args.noop_hosts,
         args.noop_runs
     );
+    Ok(rollout)
+}
 
-    // Other work on the machine skews every figure (the hosts share its CPUs): measure it first.
+/// Other work on the machine skews every figure (the hosts share its CPUs): measure it first.
+fn warn_if_busy() {
     let b0 = machine_busy_s();
     std::thread::sleep(Duration::from_secs(2));
     let background = (machine_busy_s() - b0) / (2.0 * cpus() as f64);
@@ -856,6 +881,17 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
             background * 100.0
         );
     }
+}
+
+fn real_main(args: &Args) -> anyhow::Result<()> {
+    if !rollout_lab::is_root() {
+        anyhow::bail!("must run as root (the test fleet uses namespaces)");
+    }
+    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
+        anyhow::bail!("--sizes needs positive host counts and --runs at least 1");
+    }
+    let rollout = rollout_binary(args)?;
+    warn_if_busy();
     if let Some(t) = &args.compare {
         peer_argv(t, Path::new("/flake"))?;
     }

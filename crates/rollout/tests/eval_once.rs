@@ -108,8 +108,13 @@ fn plan_shows_merged_settings() {
     assert_eq!(s["sudo"], "doas -u");
     assert_eq!(s["profilePath"], "/nix/var/nix/profiles/a-web");
     assert_eq!(s["elevate"], true, "user != sshUser");
+}
 
-    // Command-line overrides beat every level.
+/// Command-line overrides beat every level; `--ssh-opts` replaces the merged list.
+#[test]
+fn plan_flags_override_every_level() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flake(dir.path(), LAYERED);
     let p = plan(
         dir.path(),
         &[
@@ -154,9 +159,14 @@ fn plan_shows_merged_settings() {
         deployment(&p, "a")["settings"]["sshOpts"],
         json!(["-p", "22", "-o", "ProxyCommand=nc %h %p"])
     );
+}
 
-    // b (no node/profile settings) gets the top level; c mixes node and top. `--dry-run` is
-    // the same as `plan`, and the targets keep their order.
+/// b (no node/profile settings) gets the top level; c mixes node and top. `--dry-run` is the
+/// same as `plan`, and the targets keep their order.
+#[test]
+fn plan_of_several_targets_keeps_their_order_and_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flake(dir.path(), LAYERED);
     let p = plan(
         dir.path(),
         &[
