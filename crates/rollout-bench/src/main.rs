@@ -870,8 +870,9 @@ fn rollout_binary(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(rollout)
 }
 
-/// Other work on the machine skews every figure (the hosts share its CPUs): measure it first.
-fn warn_if_busy() {
+/// Other work on the machine skews every figure (the hosts share its CPUs): measure it first
+/// (the share of all CPUs busy before the benchmark starts).
+fn warn_if_busy() -> f64 {
     let b0 = machine_busy_s();
     std::thread::sleep(Duration::from_secs(2));
     let background = (machine_busy_s() - b0) / (2.0 * cpus() as f64);
@@ -881,6 +882,7 @@ fn warn_if_busy() {
             background * 100.0
         );
     }
+    background
 }
 
 fn real_main(args: &Args) -> anyhow::Result<()> {
@@ -891,7 +893,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         anyhow::bail!("--sizes needs positive host counts and --runs at least 1");
     }
     let rollout = rollout_binary(args)?;
-    warn_if_busy();
+    let background = warn_if_busy();
     if let Some(t) = &args.compare {
         peer_argv(t, Path::new("/flake"))?;
     }

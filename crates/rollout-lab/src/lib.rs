@@ -29,6 +29,7 @@ mod net;
 mod procs;
 pub mod profiles;
 mod setup;
+pub mod testing;
 
 pub use error::{LabError, Result};
 pub use fleet::{Fleet, HostInfo, HostStatus, LabOptions};

@@ -1,6 +1,6 @@
 //! CLI tests: the real `rollout-lab` binary on bad input (exit 1, clear message) and a full round trip.
 
-mod common;
+use rollout_lab::testing as common;
 
 use std::process::{Command, Output};
 
@@ -42,9 +42,7 @@ fn bad_input_exits_1() {
 
 #[test]
 fn round_trip() {
-    if common::skip() {
-        return;
-    }
+    common::require_root();
     let td = tempfile::Builder::new()
         .prefix("rollout-lab-cli-")
         .tempdir_in("/tmp")

@@ -1,6 +1,6 @@
 //! Fleet integration tests: real hosts (namespaces, nix-daemon, sshd), nix copy, sudo, teardown.
 
-mod common;
+use rollout_lab::testing as common;
 
 use std::sync::Mutex;
 
@@ -9,9 +9,7 @@ use rollout_lab::{process_alive, Fleet};
 
 #[test]
 fn copy_sudo_and_users() {
-    if skip() {
-        return;
-    }
+    require_root();
     let fleet = Fleet::temp(2).expect("fleet up");
     assert_eq!(fleet.host_names(), vec!["host1", "host2"]);
     let p = fresh_store_path("copy");
@@ -85,9 +83,7 @@ fn copy_sudo_and_users() {
 
 #[test]
 fn kill_and_restart_sshd() {
-    if skip() {
-        return;
-    }
+    require_root();
     let fleet = Fleet::temp(1).expect("fleet up");
     assert!(ssh(&fleet, "host1", &["true"]).status.success());
     let before = fleet.sshd_auth_count("host1");
@@ -120,9 +116,7 @@ fn assert_gone(dir: &std::path::Path, recorded: &[(u32, u64)]) {
 
 #[test]
 fn down_stops_everything() {
-    if skip() {
-        return;
-    }
+    require_root();
     let mut fleet = Fleet::temp(2).expect("fleet up");
     let dir = fleet.state_dir().to_path_buf();
     // leave a session and a background process inside a host
@@ -159,9 +153,7 @@ type Seen = (std::path::PathBuf, Vec<(u32, u64)>);
 
 #[test]
 fn teardown_after_panic() {
-    if skip() {
-        return;
-    }
+    require_root();
     let seen: Mutex<Option<Seen>> = Mutex::new(None);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let fleet = Fleet::temp(1).expect("fleet up");
@@ -176,9 +168,7 @@ fn teardown_after_panic() {
 
 #[test]
 fn attach_and_already_up() {
-    if skip() {
-        return;
-    }
+    require_root();
     let fleet = Fleet::temp(1).expect("fleet up");
     let a = Fleet::attach(fleet.state_dir()).unwrap();
     assert_eq!(a.host(1), fleet.host(1));
@@ -200,9 +190,7 @@ fn attach_and_already_up() {
 
 #[test]
 fn netns_cut_and_heal() {
-    if skip() {
-        return;
-    }
+    require_root();
     let fleet = Fleet::temp_with(2, true).expect("netns fleet up");
     assert_eq!(fleet.host(1).address.to_string(), "10.77.1.2");
     assert!(ssh(&fleet, "host1", &["true"]).status.success());
@@ -245,9 +233,7 @@ fn helper_leak_fleet() {
 
 #[test]
 fn gc_collects_leaked_fleet() {
-    if skip() {
-        return;
-    }
+    require_root();
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

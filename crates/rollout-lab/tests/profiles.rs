@@ -1,6 +1,6 @@
 //! Profile integration tests: build test flakes with real nix, activate them on lab hosts, read markers.
 
-mod common;
+use rollout_lab::testing as common;
 
 use common::*;
 use rollout_lab::profiles::{self, FlakeBuilder, Profile};
@@ -16,9 +16,7 @@ fn is_exec(p: &std::path::Path) -> bool {
 
 #[test]
 fn marker_profile_builds() {
-    if skip() {
-        return;
-    }
+    require_root();
     let dir = tempfile::tempdir().unwrap();
     let salt = profiles::fresh_salt("build");
     let mut f = FlakeBuilder::new(dir.path());
@@ -73,9 +71,7 @@ fn marker_profile_builds() {
 /// agent would; then read the markers.
 #[test]
 fn activate_on_host_and_read_markers() {
-    if skip() {
-        return;
-    }
+    require_root();
     let fleet = Fleet::temp(1).expect("fleet up");
     let dir = tempfile::tempdir().unwrap();
     let salt = profiles::fresh_salt("act");

@@ -1,11 +1,11 @@
 //! deploy-rs parity on a real test fleet: push, the agent, auto and magic rollback, sudo, flags.
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::Profile;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::*;
 
 #[test]
 fn root_and_hello_profiles_are_deployed_through_sudo() {
@@ -253,7 +253,7 @@ fn interactive_sudo_with_a_password_user() {
         .profile("system", marker("system").setting("user", json!("root")));
     env.write();
     let target = format!("{}#host1", env.flake_dir().display());
-    let out = std::process::Command::new(bin())
+    let out = std::process::Command::new(rollout_bin())
         .args([&target, "-s"])
         .env("ROLLOUT_SUDO_PASSWORD_HOST1", env.fleet.sudo_password())
         .env("NO_COLOR", "1")
@@ -272,7 +272,7 @@ fn interactive_sudo_with_a_password_user() {
         .node("host1", "host1")
         .profile("system", marker("system").setting("user", json!("root")));
     env.write();
-    let out = std::process::Command::new(bin())
+    let out = std::process::Command::new(rollout_bin())
         .args([&target, "-s", "--sudo-password-command", "echo wrong-password"])
         .env("NO_COLOR", "1")
         .output()

@@ -9,8 +9,9 @@
 //! the target to reach a terminal state before redeploying, and retry once if the agent still
 //! says "locked" (the agent's lock is being reworked to wait and say for whom).
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::Profile;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -19,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 const CONFIRM_TIMEOUT: &str = "4";
 
@@ -34,7 +34,7 @@ struct Run {
 fn start(env: &Env, args: &[&str], path_prefix: Option<&Path>) -> Run {
     env.write();
     let target = format!("{}#host1", env.flake_dir().display());
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(rollout_bin());
     cmd.arg(&target)
         .args(["-s", "--json", "--confirm-timeout", CONFIRM_TIMEOUT])
         .args(args)
@@ -480,7 +480,7 @@ fn the_sudo_password_is_in_no_child_environment() {
     env.write();
     let password = env.fleet.sudo_password();
     let target = format!("{}#host1", env.flake_dir().display());
-    let mut child = Command::new(bin())
+    let mut child = Command::new(rollout_bin())
         .args([&target, "-s", "--json", "--debug-logs"])
         .env("ROLLOUT_SUDO_PASSWORD_HOST1", &password)
         .env("DEPLOY_RS_SUDO_PASSWORD", &password)

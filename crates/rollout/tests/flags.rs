@@ -2,19 +2,19 @@
 //! --hostname, --ssh-opts, --profile-path, --magic-rollback/--auto-rollback false,
 //! --rollback-succeeded false, --activation-timeout, and a cut-off host in netns mode.
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::Profile;
 use rollout_lab::Fleet;
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// `rollout args…` with `input` on stdin (None: /dev/null).
 fn run_with_stdin(args: &[&str], input: Option<&str>) -> Output {
-    let mut child = Command::new(bin())
+    let mut child = Command::new(rollout_bin())
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })

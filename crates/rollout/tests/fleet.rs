@@ -1,11 +1,11 @@
 //! Fleet scale on a real test fleet: parallel nodes, fleet-wide rollback, --keep-going, --canary,
 //! node selection, and SSH authentications per host.
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::Profile;
 use serde_json::json;
-use support::*;
 
 fn hosts(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("host{i}")).collect()

@@ -5,12 +5,12 @@
 //! marker file the payload would create exists on no host and not locally, sshd saw no login on
 //! any host, and the healthy second node of the flake was not touched either.
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::FlakeBuilder;
 use serde_json::{json, Value};
 use std::path::Path;
-use support::*;
 
 /// Where a hostile value goes.
 enum At {

@@ -1,12 +1,12 @@
 //! Target-side safety on a real test fleet: another local user squatting or sharing the state
 //! directory, two deploys of one profile through different temp paths, and the worker's systemd unit.
 
-mod support;
+mod common;
 
+use common::*;
 use rollout_lab::profiles::Profile;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn root_profile(p: Profile) -> Profile {
     p.setting("user", json!("root"))

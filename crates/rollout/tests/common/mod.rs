@@ -1,11 +1,16 @@
-//! Shared helpers for the CLI integration tests (`cli_errors.rs`, `eval_once.rs`): run the real
-//! `rollout` binary, write throw-away flakes whose profiles are tiny `builtins.derivation`s (no
-//! nixpkgs needed), and pick apart the `rollout: running: <argv>` lines of `--debug-logs`.
+//! The harness of rollout's integration tests (on top of `rollout_lab::testing`, which every test
+//! crate shares): run the real `rollout` binary, write throw-away flakes whose profiles are tiny
+//! `builtins.derivation`s (no nixpkgs needed), pick apart the `rollout: running: <argv>` lines of
+//! `--debug-logs`, and ([`fleet`]) deploy to a lab fleet.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod fleet;
+pub use fleet::*;
+pub use rollout_lab::testing::Run;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 /// The `rollout` binary cargo built for these tests.
@@ -13,29 +18,9 @@ pub fn rollout_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rollout"))
 }
 
-/// `builtins.currentSystem` of the local Nix (e.g. `x86_64-linux`), asked once per test binary.
+/// `builtins.currentSystem` of the local Nix (e.g. `x86_64-linux`).
 pub fn system() -> &'static str {
-    static SYS: OnceLock<String> = OnceLock::new();
-    SYS.get_or_init(|| {
-        let out = Command::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command flakes",
-                "eval",
-                "--impure",
-                "--raw",
-                "--expr",
-                "builtins.currentSystem",
-            ])
-            .output()
-            .expect("running nix to learn builtins.currentSystem");
-        assert!(
-            out.status.success(),
-            "nix eval builtins.currentSystem failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
+    rollout_lab::testing::current_system()
 }
 
 /// Nix text of a `prof` function: `prof "name"` is a derivation whose output holds a
@@ -67,32 +52,10 @@ pub fn write_flake(dir: &Path, deploy_expr: &str) {
     std::fs::write(dir.join("flake.nix"), flake_text(deploy_expr)).expect("writing flake.nix");
 }
 
-/// Result of one `rollout` run.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit code; -1 when killed by a signal.
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 /// Runs `rollout ARGS` in `cwd` with extra environment variables (`env`), stdin closed.
 /// `NO_COLOR` keeps the messages free of escape codes.
 pub fn run_rollout(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(rollout_bin());
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("running the rollout binary");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    rollout_lab::testing::run_program(&rollout_bin(), Some(cwd), args, env).into()
 }
 
 /// The argv of every `rollout: running: …` line of `--debug-logs` output, as words, with leading
@@ -210,6 +173,5 @@ pub fn ensure_agent_built() {
 
 /// Whether we run as root (the fleet needs namespaces, users and sshd).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rollout_lab::is_root()
 }

@@ -1,10 +1,9 @@
-//! Shared set-up for fleet tests: a fleet, a flake that targets it, and the real `rollout` binary.
-#![allow(dead_code)]
+//! Fleet tests' set-up: a fleet, a flake that targets it, and the real `rollout` binary run on it.
 
 use rollout_lab::profiles::{fresh_salt, read_markers, FlakeBuilder, Marker, Profile};
 use rollout_lab::Fleet;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 pub struct Env {
@@ -51,7 +50,7 @@ impl Env {
     pub fn spawn(&self, target: &str, args: &[&str]) -> std::process::Child {
         self.write();
         let t = format!("{}{}", self.flake_dir().display(), target);
-        Command::new(bin())
+        Command::new(super::rollout_bin())
             .arg(&t)
             .arg("-s")
             .args(args)
@@ -106,24 +105,9 @@ fn flake_for(fleet: &Fleet) -> (tempfile::TempDir, FlakeBuilder) {
     (dir, flake)
 }
 
-pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rollout"))
-}
-
+/// `rollout ARGS` (stdin closed, `NO_COLOR`), its stderr echoed for the test log.
 pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    eprintln!(
-        "--- rollout {}\nexit: {:?}\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    rollout_lab::testing::run_program(&super::rollout_bin(), None, args, &[])
 }
 
 pub fn stderr(o: &Output) -> String {
