@@ -2,7 +2,7 @@
 
 use crate::follow::{follow, out, spawn_worker, LogTail};
 use crate::profile::{resolve, ProfileEnv};
-use crate::request::{Kind, Request};
+use crate::request::{Job, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, REQUEST};
 use rollout_protocol::command::{ActivateArgs, ProfileSpec, RevokeArgs};
 use rollout_protocol::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
@@ -27,8 +27,8 @@ fn start_and_follow(
     let root = Root::open_or_create(temp_path)?;
     root.cleanup_old();
     let dir = root.create_deploy(id)?;
-    let closure = build(PathBuf::new()).closure;
-    let mut st = Status::new(id, None, closure, "deploy started");
+    let closure = build(PathBuf::new()).closure().to_path_buf();
+    let mut st = Status::new(id, None, Some(closure), "deploy started");
     let fail = |st: &mut Status, msg: String| {
         let _ = st.advance(State::Failed, msg);
         let _ = dir.write_status(st);
@@ -54,23 +54,8 @@ fn start_and_follow(
 }
 
 pub fn activate(a: &ActivateArgs) -> i32 {
-    let res = start_and_follow(&a.temp_path, &a.id, &a.profile, |profile_path| Request {
-        kind: Kind::Activate,
-        id: a.id.clone(),
-        profile: a.profile.clone(),
-        profile_path,
-        temp_path: a.temp_path.clone(),
-        closure: Some(a.closure.clone()),
-        confirm_timeout: a.confirm_timeout,
-        activation_timeout: a.activation_timeout,
-        magic_rollback: a.magic_rollback,
-        auto_rollback: a.auto_rollback,
-        dry_activate: a.dry_activate,
-        boot: a.boot,
-        debug: a.debug,
-        generation: None,
-        previous: None,
-        deployer: String::new(),
+    let res = start_and_follow(&a.temp_path, &a.id, &a.profile, |profile_path| {
+        Request::new(Job::Activate(a.clone()), profile_path)
     });
     match res {
         Ok(st) => {
@@ -83,23 +68,12 @@ pub fn activate(a: &ActivateArgs) -> i32 {
 
 pub fn revoke(r: &RevokeArgs) -> i32 {
     let id = format!("revoke-{}-{}", r.generation, crate::statedir::random_hex());
-    let res = start_and_follow(&r.temp_path, &id, &r.profile, |profile_path| Request {
-        kind: Kind::Revoke,
-        id: id.clone(),
-        profile: r.profile.clone(),
-        profile_path,
-        temp_path: r.temp_path.clone(),
-        closure: Some(r.closure.clone()),
-        confirm_timeout: 0,
-        activation_timeout: r.activation_timeout,
-        magic_rollback: false,
-        auto_rollback: true,
-        dry_activate: false,
-        boot: false,
-        debug: r.debug,
-        generation: Some(r.generation),
-        previous: r.previous,
-        deployer: String::new(),
+    let res = start_and_follow(&r.temp_path, &id, &r.profile, |profile_path| {
+        let job = Job::Revoke {
+            id: id.clone(),
+            args: r.clone(),
+        };
+        Request::new(job, profile_path)
     });
     match res {
         Ok(st) => {

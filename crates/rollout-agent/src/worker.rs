@@ -7,7 +7,7 @@ use crate::exec::{run_activation, NixEnv, ScriptError};
 use crate::lock::{unix_now, Holder, ProfileLock};
 use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecision, RollbackPlan};
 use crate::profile::{current_generation, existing_generations, generation_link};
-use crate::request::{Kind, Request};
+use crate::request::{Job, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, HEARTBEAT, REQUEST};
 use rollout_protocol::status::{State, Status};
 use std::path::Path;
@@ -54,9 +54,9 @@ pub fn run(temp_path: &Path, id: &str) -> i32 {
     };
     let status = dir.read_status().unwrap_or_else(|_| {
         Status::new(
-            &req.id,
+            req.id(),
             Some(req.profile_path.clone()),
-            req.closure.clone(),
+            Some(req.closure().to_path_buf()),
             "worker started",
         )
     });
@@ -66,9 +66,9 @@ pub fn run(temp_path: &Path, id: &str) -> i32 {
         status,
         lock: None,
     };
-    match w.req.kind {
-        Kind::Activate => w.activate(),
-        Kind::Revoke => w.revoke(),
+    match w.req.job {
+        Job::Activate(_) => w.activate(),
+        Job::Revoke { .. } => w.revoke(),
     }
     // Terminal status is on disk; clean canaries once more in case a `confirm` raced the final write.
     w.dir.remove_markers();
@@ -144,8 +144,8 @@ impl Worker {
     /// Until when this deploy may hold the profile lock if nothing else happens: the activation,
     /// the confirm window and a rollback's re-activation.
     fn ends_by_from(&self, from: u64) -> u64 {
-        let a = self.req.activation_timeout;
-        from + a + self.req.confirm_timeout + a + 10
+        let a = self.req.activation_timeout();
+        from + a + self.req.confirm_timeout() + a + 10
     }
 
     /// Parent dir, lock and the pre-deploy view of the profile; `None` after reporting a failure.
@@ -159,7 +159,7 @@ impl Worker {
         }
         let now = unix_now();
         let holder = Holder {
-            id: self.req.id.clone(),
+            id: self.req.id().to_string(),
             pid: std::process::id(),
             deployer: self.req.deployer.clone(),
             started_at: now,
@@ -191,12 +191,10 @@ impl Worker {
     }
 
     fn activate(&mut self) {
-        let Some(closure) = self.req.closure.clone() else {
-            return self.fail("request has no closure");
-        };
+        let closure = self.req.closure().to_path_buf();
         let Some(before) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
-        let timeout = self.req.activation_timeout;
+        let timeout = self.req.activation_timeout();
         if self.dir.exists(ABORT) {
             return self.fail("deploy aborted before anything was changed");
         }
@@ -204,7 +202,7 @@ impl Worker {
             return self.fail(format!("closure {} does not exist on this machine", closure.display()));
         }
 
-        if self.req.dry_activate {
+        if self.req.dry_activate() {
             self.set(State::Activating, format!("dry-activating {}", closure.display()));
             return match run_activation(&closure, true, false, timeout) {
                 Ok(()) => self.set(State::Activated, "dry activation succeeded (profile unchanged)"),
@@ -216,7 +214,7 @@ impl Worker {
             State::Activating,
             format!("setting {} to {}", profile.display(), closure.display()),
         );
-        let nix = match NixEnv::find(self.req.debug) {
+        let nix = match NixEnv::find(self.req.debug()) {
             Ok(n) => n,
             Err(e) => return self.fail(e),
         };
@@ -239,14 +237,14 @@ impl Worker {
             return self.fail(format!("profile set, but {e}"));
         }
 
-        let what = if self.req.boot {
+        let what = if self.req.boot() {
             "activating for next boot"
         } else {
             "activating"
         };
         let gen_txt = new.map(|n| format!(" (generation {n})")).unwrap_or_default();
         self.set(State::Activating, format!("{what} {}{gen_txt}", profile.display()));
-        if let Err(e) = run_activation(&profile, false, self.req.boot, timeout) {
+        if let Err(e) = run_activation(&profile, false, self.req.boot(), timeout) {
             return self.after_failure(&nix, &before, new, new_created, e.to_string());
         }
         if self.dir.exists(ABORT) {
@@ -258,10 +256,10 @@ impl Worker {
                 "deploy aborted during activation".into(),
             );
         }
-        if self.req.magic_rollback && !self.req.boot {
+        if self.req.magic_rollback() && !self.req.boot() {
             self.await_confirmation(&nix, &before, new, new_created);
         } else {
-            let how = if self.req.boot {
+            let how = if self.req.boot() {
                 "profile set; activation for next boot succeeded"
             } else {
                 "activation succeeded"
@@ -271,7 +269,7 @@ impl Worker {
     }
 
     fn after_failure(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool, why: String) {
-        if self.req.auto_rollback || self.dir.exists(ABORT) {
+        if self.req.auto_rollback() || self.dir.exists(ABORT) {
             self.rollback(nix, before, new, new_created, why);
         } else {
             let at = new
@@ -285,13 +283,13 @@ impl Worker {
     }
 
     fn await_confirmation(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool) {
-        let timeout = Duration::from_secs(self.req.confirm_timeout);
+        let timeout = Duration::from_secs(self.req.confirm_timeout());
         let since = SystemTime::now();
         self.set(
             State::AwaitingConfirmation,
             format!(
                 "activation succeeded; waiting up to {} s for confirmation",
-                self.req.confirm_timeout
+                self.req.confirm_timeout()
             ),
         );
         loop {
@@ -302,7 +300,7 @@ impl Worker {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let ends_by = deadline_unix + self.req.activation_timeout + 10;
+            let ends_by = deadline_unix + self.req.activation_timeout() + 10;
             if let Some(l) = &mut self.lock {
                 l.set_ends_by(ends_by);
             }
@@ -314,7 +312,7 @@ impl Worker {
                     return self.rollback(nix, before, new, new_created, "deploy aborted by the deployer".into())
                 }
                 AwaitDecision::TimedOut => {
-                    let why = format!("no confirmation within {} s", self.req.confirm_timeout);
+                    let why = format!("no confirmation within {} s", self.req.confirm_timeout());
                     return self.rollback(nix, before, new, new_created, why);
                 }
             }
@@ -360,7 +358,7 @@ impl Worker {
                         notes = format!(" (could not delete generation {n}: {e})");
                     }
                 }
-                let timeout = self.req.activation_timeout;
+                let timeout = self.req.activation_timeout();
                 match run_activation(&profile, false, false, timeout) {
                     Ok(()) => self.set(
                         State::RolledBack,
@@ -383,9 +381,10 @@ impl Worker {
     }
 
     fn revoke(&mut self) {
-        let Some(generation) = self.req.generation else {
-            return self.fail("request has no generation to revoke");
+        let Job::Revoke { args, .. } = &self.req.job else {
+            return self.fail("request is not a revoke");
         };
+        let (generation, previous) = (args.generation, args.previous);
         let Some(before) = self.prepare() else { return };
         let profile = self.profile().to_path_buf();
         if before.current != Some(generation) {
@@ -398,38 +397,37 @@ impl Worker {
                 profile.display()
             ));
         }
-        if let Some(closure) = self.req.closure.clone() {
-            let link = generation_link(&profile, generation);
-            let holds = std::fs::read_link(&link)
-                .map(|t| same_path(&t, &closure))
-                .unwrap_or(false);
-            if !holds {
-                return self.fail(format!(
-                    "refusing to revoke: generation {generation} of {} is not {} any more; it was deployed again since",
-                    profile.display(),
-                    closure.display()
-                ));
-            }
+        let closure = self.req.closure().to_path_buf();
+        let link = generation_link(&profile, generation);
+        let holds = std::fs::read_link(&link)
+            .map(|t| same_path(&t, &closure))
+            .unwrap_or(false);
+        if !holds {
+            return self.fail(format!(
+                "refusing to revoke: generation {generation} of {} is not {} any more; it was deployed again since",
+                profile.display(),
+                closure.display()
+            ));
         }
-        let nix = match NixEnv::find(self.req.debug) {
+        let nix = match NixEnv::find(self.req.debug()) {
             Ok(n) => n,
             Err(e) => return self.fail(e),
         };
         // Roll back relative to the generation the original deploy started from, not today's.
         let before = Before {
-            current: self.req.previous,
+            current: previous,
             existing: before.existing,
         };
-        self.status.previous_generation = self.req.previous;
+        self.status.previous_generation = previous;
         self.status.new_generation = Some(generation);
-        if self.req.previous == Some(generation) {
+        if previous == Some(generation) {
             self.set(State::RollingBack, format!("revoking generation {generation}"));
             return self.set(
                 State::RolledBack,
                 format!("generation {generation} was already active before that deploy; nothing to undo"),
             );
         }
-        if let Some(p) = self.req.previous {
+        if let Some(p) = previous {
             if !before.existing.contains(&p) {
                 self.set(State::RollingBack, format!("revoking generation {generation}"));
                 return self.fail(format!(

@@ -102,9 +102,7 @@ pub(crate) fn reserve_port(n: usize) -> Result<u16> {
     let _lock = crate::setup::Lock::take()?;
     let mut res = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     let taken = listening_ports_any();
-    let seed: u64 = crate::setup::random_token(8)?
-        .bytes()
-        .fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64));
+    let seed = u64::from_str_radix(&rollout_protocol::id::random_hex(4), 16).unwrap_or(0);
     let _ = std::fs::create_dir_all(RES_DIR);
     for k in 0..4000u64 {
         let p = 20000 + ((seed + k * 7919) % 20000) as u16;

@@ -167,16 +167,6 @@ fn write_sudoers(path: &str, content: &str) -> Result<()> {
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-pub(crate) fn random_token(len: usize) -> Result<String> {
-    const ALPHA: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut buf = vec![0u8; len];
-    use std::io::Read;
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(io_err("/dev/urandom"))?;
-    Ok(buf.iter().map(|b| ALPHA[*b as usize % ALPHA.len()] as char).collect())
-}
-
 /// Create the test users and sudoers entries if missing, and (re)set deploypw's password. Returns it.
 pub(crate) fn ensure_users() -> Result<String> {
     let _lock = Lock::take()?;
@@ -208,7 +198,7 @@ pub(crate) fn ensure_users() -> Result<String> {
     let pw = match fs::read_to_string(PW_FILE) {
         Ok(s) if s.trim().len() >= 12 => s.trim().to_string(),
         _ => {
-            let pw = random_token(20)?;
+            let pw = rollout_protocol::id::random_hex(12);
             write_private(Path::new(PW_FILE), &format!("{pw}\n"))?;
             pw
         }

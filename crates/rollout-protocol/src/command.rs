@@ -34,7 +34,7 @@ pub enum ProfileSpec {
     User { user: String, name: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivateArgs {
     pub id: String,
     pub closure: PathBuf,
@@ -49,7 +49,7 @@ pub struct ActivateArgs {
     pub debug: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeArgs {
     pub profile: ProfileSpec,
     /// The closure the revoked deploy installed: generation numbers get reused after a rollback

@@ -21,6 +21,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order a deploy may pass through them.
+    pub const ALL: [State; 8] = [
+        State::Started,
+        State::Activating,
+        State::AwaitingConfirmation,
+        State::Confirmed,
+        State::Activated,
+        State::RollingBack,
+        State::RolledBack,
+        State::Failed,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -227,16 +239,7 @@ mod tests {
         assert!(s.advance(Activated, "x").is_err());
         assert!(s.advance(RollingBack, "d").is_ok());
         assert!(s.advance(RolledBack, "e").is_ok());
-        for to in [
-            Started,
-            Activating,
-            AwaitingConfirmation,
-            Confirmed,
-            Activated,
-            RollingBack,
-            RolledBack,
-            Failed,
-        ] {
+        for to in State::ALL {
             assert!(!s.state.can_go_to(to), "terminal state left");
         }
         assert_eq!(s.message, "e");

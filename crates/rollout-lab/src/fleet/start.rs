@@ -123,11 +123,7 @@ impl Fleet {
         self.write_host_files(i)?;
         let h = self.host_dir(i);
         let log = h.join("log/holder.log");
-        let logf = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io_err(&log))?;
+        let logf = append_log(&log)?;
         let mut cmd = Command::new("setsid");
         cmd.args(["unshare", "--mount", "--uts", "--propagation", "private"]);
         if self.meta.netns {
@@ -194,11 +190,7 @@ impl Fleet {
         let holder = self.live_holder(i)?;
         let h = self.host_dir(i);
         let log = h.join("log").join(format!("{name}.log"));
-        let logf = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io_err(&log))?;
+        let logf = append_log(&log)?;
         let mut cmd = Command::new("setsid");
         cmd.args(self.enter_host(holder))
             .args(argv)
@@ -307,4 +299,13 @@ pub(super) fn netns_turn() -> Result<fs::File> {
             }
         }
     }
+}
+
+/// A host's log file, opened for appending (created when missing).
+fn append_log(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))
 }
