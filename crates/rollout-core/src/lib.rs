@@ -14,6 +14,7 @@ pub mod exec;
 pub mod exit;
 pub mod host;
 pub mod interrupt;
+pub mod jsonschema;
 pub mod nix;
 pub mod ops;
 pub mod plan;

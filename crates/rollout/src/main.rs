@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         None if cli.flags.dry_run => {
             commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|()| exit::SUCCESS)
         }
+        Some(cli::Command::Completions(a)) => commands::completions::run(&a).map(|()| exit::SUCCESS),
+        Some(cli::Command::Man(a)) => commands::man::run(&a).map(|()| exit::SUCCESS),
+        Some(cli::Command::Schema(a)) => commands::schema::run(&a).map(|()| exit::SUCCESS),
         None => commands::deploy::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|r| r.exit_code()),
     };
     // The one place where a command's result becomes the exit status.
