@@ -5,7 +5,8 @@ use crate::profile::{resolve, ProfileEnv};
 use crate::request::{Job, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, REQUEST};
 use rollout_protocol::command::{ActivateArgs, ProfileSpec, RevokeArgs};
-use rollout_protocol::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, State, Status};
+use rollout_protocol::report::{Generation, ProfileReport};
+use rollout_protocol::status::{abort_exit, activate_exit, confirm_exit, revoke_exit, rfc3339, State, Status};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -217,4 +218,48 @@ pub fn status(temp_path: &Path, id: &str) -> i32 {
         }
         Err(e) => crate::fatal(&e),
     }
+}
+
+/// `query`: what the profile holds — generations, deploy records, deploys under way — as one
+/// `ROLLOUT-QUERY` line. Reads only.
+pub fn query(spec: &ProfileSpec, temp_path: &Path) -> i32 {
+    let profile = match resolve_profile(spec) {
+        Ok(p) => p,
+        Err(e) => return crate::fatal(&e),
+    };
+    let mut report = ProfileReport {
+        profile_path: profile.clone(),
+        ..Default::default()
+    };
+    match crate::profile::current_generation(&profile) {
+        Ok(c) => report.current = c,
+        Err(e) => return crate::fatal(&e),
+    }
+    let numbers = match crate::profile::existing_generations(&profile) {
+        Ok(n) => n,
+        Err(e) => return crate::fatal(&e),
+    };
+    for number in numbers {
+        let link = crate::profile::generation_link(&profile, number);
+        let (Ok(path), Ok(meta)) = (std::fs::read_link(&link), std::fs::symlink_metadata(&link)) else {
+            continue;
+        };
+        let secs = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        report.generations.push(Generation {
+            number,
+            path,
+            time: rfc3339(secs),
+        });
+    }
+    match crate::history::read(&profile) {
+        Ok(r) => report.records = r,
+        Err(e) => crate::error(&format!("{e}; showing no deploy records")),
+    }
+    report.pending = Root::pending_for(temp_path, &profile);
+    out(format!("{}\n", report.line()).as_bytes());
+    0
 }

@@ -3,6 +3,7 @@
 mod commands;
 mod exec;
 mod follow;
+mod history;
 mod lock;
 mod policy;
 mod profile;
@@ -72,6 +73,7 @@ fn main() {
         Ok(Command::Extend { ids, temp_path }) => commands::extend(&temp_path, &ids),
         Ok(Command::Abort { ids, temp_path, wait }) => commands::abort(&temp_path, &ids, wait),
         Ok(Command::Status { id, temp_path }) => commands::status(&temp_path, &id),
+        Ok(Command::Query { profile, temp_path }) => commands::query(&profile, &temp_path),
     };
     std::process::exit(code);
 }

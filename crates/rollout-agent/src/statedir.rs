@@ -223,6 +223,33 @@ impl Root {
         ))
     }
 
+    /// The deploys of the profile at `profile` that have not ended, in our roots under
+    /// `temp_path` (read only: nothing is created). Unreadable entries are passed over.
+    pub fn pending_for(temp_path: &Path, profile: &Path) -> Vec<Status> {
+        let Ok((tp, tp_path)) = open_temp_path(temp_path, false) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for root in our_roots(&tp, &tp_path).unwrap_or_default() {
+            let Ok(dir) = Dir::read_from(&root.fd) else { continue };
+            for entry in dir.flatten() {
+                let Ok(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let Ok(st) = root.open_deploy(&name).and_then(|d| d.read_status()) else {
+                    continue;
+                };
+                if !st.state.is_terminal() && st.profile_path.as_deref() == Some(profile) {
+                    out.push(st);
+                }
+            }
+        }
+        out
+    }
+
     #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path

@@ -9,6 +9,9 @@ use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecisi
 use crate::profile::{current_generation, existing_generations, generation_link};
 use crate::request::{Job, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, HEARTBEAT, REQUEST};
+use rollout_protocol::command::Origin;
+use rollout_protocol::report::Record;
+use rollout_protocol::status::now_rfc3339;
 use rollout_protocol::status::{State, Status};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -70,6 +73,7 @@ pub fn run(temp_path: &Path, id: &str) -> i32 {
         Job::Activate(_) => w.activate(),
         Job::Revoke { .. } => w.revoke(),
     }
+    w.record();
     // Terminal status is on disk; clean canaries once more in case a `confirm` raced the final write.
     w.dir.remove_markers();
     0
@@ -115,6 +119,35 @@ struct Before {
 }
 
 impl Worker {
+    /// Keep the deploy's end in the profile's history, while the profile lock is still held. A
+    /// deploy that never held the lock, or a dry activation, changed nothing and is not kept.
+    fn record(&self) {
+        if self.lock.is_none() || self.req.dry_activate() {
+            return;
+        }
+        let origin = match &self.req.job {
+            Job::Activate(a) => a.origin.clone(),
+            Job::Revoke { .. } => Origin {
+                action: "revoke (the run that deployed it failed elsewhere)".into(),
+                ..Default::default()
+            },
+        };
+        let record = Record {
+            id: self.req.id().to_string(),
+            time: now_rfc3339(),
+            state: self.status.state,
+            generation: self.status.new_generation,
+            previous: self.status.previous_generation,
+            closure: self.status.closure.clone(),
+            origin,
+            seen_from: self.req.deployer.clone(),
+            message: self.status.message.clone(),
+        };
+        if let Err(e) = crate::history::append(self.profile(), record) {
+            crate::log(&format!("note: the deploy record was not kept: {e}"));
+        }
+    }
+
     fn profile(&self) -> &Path {
         &self.req.profile_path
     }

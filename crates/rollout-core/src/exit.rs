@@ -13,6 +13,9 @@ pub const USAGE: u8 = 2;
 pub const FAILED: u8 = 3;
 /// The deployment failed and a target rolled back: seen, or certain because nothing will confirm.
 pub const ROLLED_BACK: u8 = 4;
+/// `status`: every host answered, and some profile differs from what the flake would deploy
+/// (drifted, or never deployed).
+pub const DRIFTED: u8 = 5;
 
 /// The exit code of a run whose profiles ended with `outcomes`.
 pub fn for_outcomes(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {

@@ -17,10 +17,12 @@ usage:
       (--profile-path P | --profile-user U --profile-name N)
       [--temp-path T] [--confirm-timeout 30] [--activation-timeout 240]
       [--magic-rollback] [--auto-rollback] [--dry-activate] [--boot] [--debug]
+      [--origin-by USER@HOST] [--origin-flake F] [--origin-rev R] [--origin-action TEXT]
   rollout-agent confirm --id ID [--id ID2 …] [--temp-path T] [--wait 10]
   rollout-agent extend --id ID [--id …] [--temp-path T]
   rollout-agent abort --id ID [--id …] [--temp-path T] [--wait 300]
   rollout-agent status --id ID [--temp-path T]
+  rollout-agent query (--profile-path P | --profile-user U --profile-name N) [--temp-path T]
   rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
       --closure /nix/store/… --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
 Any command may be preceded by --protocol N (the deployer always sends it).
@@ -32,6 +34,39 @@ See docs/agent-protocol.md for the protocol.";
 pub enum ProfileSpec {
     Path(PathBuf),
     User { user: String, name: String },
+}
+
+/// Where a deploy comes from, as the deployer says: kept in the target's deploy record, never
+/// used in a path or a command. Empty means unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The deployer, `user@host`.
+    #[serde(default)]
+    pub by: String,
+    /// The flake (or file) it was deployed from.
+    #[serde(default)]
+    pub flake: String,
+    /// The flake's revision (`self.rev`, or its dirty revision), when it has one.
+    #[serde(default)]
+    pub rev: String,
+    /// What made this deploy: `deploy`, or `rollback to generation N`.
+    #[serde(default)]
+    pub action: String,
+}
+
+/// The origin options, in the order they are encoded.
+const ORIGIN_OPTIONS: [&str; 4] = ["origin-by", "origin-flake", "origin-rev", "origin-action"];
+
+impl Origin {
+    fn words(&self) -> Vec<String> {
+        let values = [&self.by, &self.flake, &self.rev, &self.action];
+        ORIGIN_OPTIONS
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| !v.is_empty())
+            .flat_map(|(k, v)| [format!("--{k}"), v.clone()])
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +82,8 @@ pub struct ActivateArgs {
     pub dry_activate: bool,
     pub boot: bool,
     pub debug: bool,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +121,12 @@ pub enum Command {
         ids: Vec<String>,
         temp_path: PathBuf,
         wait: u64,
+    },
+    /// What a profile holds: its generations, deploy records and deploys under way
+    /// ([`crate::report::ProfileReport`], one `ROLLOUT-QUERY` line). Changes nothing.
+    Query {
+        profile: ProfileSpec,
+        temp_path: PathBuf,
     },
     Status {
         id: String,
@@ -185,6 +228,19 @@ impl Opts {
             None => Ok(default),
             Some(v) => parse_number(self.cmd, name, v, min),
         }
+    }
+
+    /// A free-text value that is only recorded (an [`Origin`] field): at most 512 bytes, no
+    /// control characters; empty when absent.
+    fn note(&self, name: &str) -> Result<String, UsageError> {
+        let v = self.one(name)?.unwrap_or("");
+        if v.len() > 512 || v.chars().any(char::is_control) {
+            return usage(format!(
+                "{}: --{name} must be at most 512 bytes without control characters",
+                self.cmd
+            ));
+        }
+        Ok(v.to_string())
     }
 
     fn temp_path(&self) -> Result<PathBuf, UsageError> {
@@ -359,6 +415,7 @@ impl Command {
                     .into_iter()
                     .flatten(),
                 );
+                v.extend(a.origin.words());
                 v
             }
             Command::Revoke(r) => {
@@ -391,6 +448,12 @@ impl Command {
                 v
             }
             Command::Status { id, temp_path } => ids_words("status", std::slice::from_ref(id), temp_path),
+            Command::Query { profile, temp_path } => {
+                let mut v = vec!["query".to_string()];
+                v.extend(profile_words(profile));
+                v.extend(["--temp-path".to_string(), temp_path.display().to_string()]);
+                v
+            }
             Command::Help => vec!["--help".into()],
             Command::Version => vec!["--version".into()],
         }
@@ -407,6 +470,18 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "-V" | "--version" => Ok(Command::Version),
         "activate" => parse_activate(rest),
         "revoke" => parse_revoke(rest),
+        "query" => {
+            let o = Opts::parse(
+                "query",
+                rest,
+                &["profile-path", "profile-user", "profile-name", "temp-path"],
+                &[],
+            )?;
+            Ok(Command::Query {
+                profile: o.profile()?,
+                temp_path: o.temp_path()?,
+            })
+        }
         "worker" => {
             let o = Opts::parse("worker", rest, &["temp-path", "id"], &[])?;
             Ok(Command::Worker {
@@ -445,7 +520,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             })
         }
         other => usage(format!(
-            "unknown command '{other}' (expected activate, confirm, extend, abort, status or revoke)"
+            "unknown command '{other}' (expected activate, confirm, extend, abort, status, query or revoke)"
         )),
     }
 }
@@ -463,6 +538,10 @@ fn parse_activate(rest: &[String]) -> Result<Command, UsageError> {
             "temp-path",
             "confirm-timeout",
             "activation-timeout",
+            ORIGIN_OPTIONS[0],
+            ORIGIN_OPTIONS[1],
+            ORIGIN_OPTIONS[2],
+            ORIGIN_OPTIONS[3],
         ],
         &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
     )?;
@@ -484,6 +563,12 @@ fn parse_activate(rest: &[String]) -> Result<Command, UsageError> {
         dry_activate,
         boot,
         debug: o.flag("debug"),
+        origin: Origin {
+            by: o.note(ORIGIN_OPTIONS[0])?,
+            flake: o.note(ORIGIN_OPTIONS[1])?,
+            rev: o.note(ORIGIN_OPTIONS[2])?,
+            action: o.note(ORIGIN_OPTIONS[3])?,
+        },
     }))
 }
 
@@ -544,6 +629,16 @@ mod tests {
                 dry_activate: flags,
                 boot: false,
                 debug: flags,
+                origin: if flags {
+                    Origin {
+                        by: "alice@laptop".into(),
+                        flake: "git+file:///src/fleet?ref=main".into(),
+                        rev: "0123abc-dirty".into(),
+                        action: "rollback to generation 3".into(),
+                    }
+                } else {
+                    Origin::default()
+                },
             })
         };
         let cmds = vec![
@@ -587,6 +682,13 @@ mod tests {
             },
             Command::Status {
                 id: "dabcdef012345".into(),
+                temp_path: "/tmp".into(),
+            },
+            Command::Query {
+                profile: ProfileSpec::User {
+                    user: "root".into(),
+                    name: "system".into(),
+                },
                 temp_path: "/tmp".into(),
             },
             Command::Help,
@@ -665,6 +767,19 @@ mod tests {
         assert!(e("activate --id abcdefgh --closure /x --profile-path /p --bogus").contains("--bogus"));
         assert!(e("activate --id abcdefgh --closure /x --profile-path /p --boot --dry-activate").contains("exclude"));
         assert!(e("activate --id abcdefgh --id abcdefgi --closure /x --profile-path /p").contains("more than once"));
+        let long = format!(
+            "activate --id abcdefgh --closure /x --profile-path /p --origin-by {}",
+            "a".repeat(600)
+        );
+        assert!(e(&long).contains("--origin-by must be at most 512 bytes"));
+        let ctl = vec![
+            "activate".to_string(),
+            "--id=abcdefgh".into(),
+            "--closure=/x".into(),
+            "--profile-path=/p".into(),
+            "--origin-action=a\nb".to_string(),
+        ];
+        assert!(parse(&ctl).unwrap_err().0.contains("without control characters"));
         assert!(e("activate --id abcdefgh --closure").contains("needs a value"));
         assert!(e("activate stray").contains("stray"));
         assert!(e("frobnicate").contains("frobnicate"));

@@ -30,12 +30,31 @@ pub enum Command {
     Deploy(Targets),
     /// Evaluate and validate, then print the plan as JSON on stdout; touches no machine.
     Plan(Targets),
+    /// What every selected profile runs now, and whether it is what the flake would deploy.
+    Status(Targets),
+    /// Each selected profile's generations, with the deploy record that made each.
+    History(Targets),
+    /// Move each selected profile back to its previous generation (or --to N), as a deploy with
+    /// the same guarantees.
+    Rollback(RollbackArgs),
+    /// What a deploy would change: packages added, removed and changed, and the closure size.
+    Diff(Targets),
     /// Print a shell completion script on stdout (e.g. `rollout completions bash > /etc/bash_completion.d/rollout`).
     Completions(CompletionsArgs),
     /// Print the man page on stdout, or write one page per subcommand into a directory.
     Man(ManArgs),
     /// Print the JSON Schema (draft 2020-12) of the flake's `deploy` output on stdout.
     Schema(SchemaArgs),
+}
+
+/// `rollout rollback`: its targets and where to go back to.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Go back to this generation [default: the one before the current one].
+    #[arg(long, value_name = "GENERATION")]
+    pub to: Option<u64>,
 }
 
 /// `rollout completions SHELL`.
@@ -193,6 +212,10 @@ pub struct Flags {
     /// Colour the messages on stderr.
     #[arg(global = true, long, value_enum, value_name = "WHEN", default_value_t = Color::Auto)]
     pub color: Color,
+    /// Act on this machine instead of the nodes' hosts (no SSH): deploy, status, history, rollback, diff
+    /// [default: off].
+    #[arg(global = true, long)]
+    pub local: bool,
 }
 
 /// One run's request as the commands see it: its targets and its flags (fields of `Flags` are

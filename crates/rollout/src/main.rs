@@ -30,6 +30,12 @@ fn main() -> ExitCode {
         Some(cli::Command::Man(a)) => commands::man::run(&a).map(|()| exit::SUCCESS),
         Some(cli::Command::Schema(a)) => commands::schema::run(&a).map(|()| exit::SUCCESS),
         None => commands::deploy::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|r| r.exit_code()),
+        Some(cli::Command::Status(t)) => commands::status::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::History(t)) => commands::history::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::Diff(t)) => commands::diff::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::Rollback(r)) => {
+            commands::rollback::run(cli::DeployArgs::new(r.targets, cli.flags), r.to).map(|r| r.exit_code())
+        }
     };
     // The one place where a command's result becomes the exit status.
     ExitCode::from(match result {

@@ -8,6 +8,7 @@ use rollout_core::ops::DeployRequest;
 use rollout_core::select::NodeFilter;
 use rollout_core::settings::{split_ssh_opts, Overrides};
 use rollout_core::target::{parse_file_target, parse_target, Target};
+use rollout_protocol::command::Origin;
 use std::path::PathBuf;
 
 pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, Error> {
@@ -22,11 +23,17 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, Error> {
     if let Some(r) = &args.result_path {
         rollout_core::validate::check_local_path(r).map_err(|e| Error::bad_input(e.at("--result-path", r)))?;
     }
+    let mut overrides = overrides(args)?;
+    if args.local {
+        // On this machine the deployer is the "ssh user": elevation happens exactly when the
+        // profile's user is someone else.
+        overrides.ssh_user = Some(local_user());
+    }
     Ok(DeployRequest {
         targets: targets(args)?,
         file_mode: args.file.is_some(),
         extra: args.extra.clone(),
-        overrides: overrides(args)?,
+        overrides,
         filter: NodeFilter::parse(&args.on, &args.exclude).map_err(Error::bad_input)?,
         skip_checks: args.skip_checks,
         local_user: local_user(),
@@ -48,6 +55,12 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
         keep_going: args.keep_going,
         canary: args.canary,
         agent: args.agent.clone(),
+        origin: Origin {
+            by: format!("{}@{}", local_user(), local_hostname()),
+            ..Default::default()
+        },
+        local: args.local,
+        ..Default::default()
     }
 }
 
@@ -89,6 +102,15 @@ fn overrides(args: &DeployArgs) -> Result<Overrides, Error> {
         hostname: args.hostname.clone(),
         profile_path: args.profile_path.clone(),
     })
+}
+
+/// This machine's name, for the targets' deploy records.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The name of the user running rollout (the default profile user of deploy-rs's merge rules).

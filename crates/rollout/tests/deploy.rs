@@ -362,7 +362,7 @@ fn an_agent_of_another_protocol_version_is_refused_before_anything_changes() {
         .node("host1", "host1")
         .profile("system", marker("system").setting("user", json!("root")));
     // A newer agent refuses the deployer's protocol; an agent from before protocol versions refuses the word.
-    let newer = "echo \"rollout-agent: error: protocol mismatch: the deployer speaks agent protocol $2, this rollout-agent speaks protocol 2\" >&2; exit 5";
+    let newer = "echo \"rollout-agent: error: protocol mismatch: the deployer speaks agent protocol $2, this rollout-agent speaks protocol 99\" >&2; exit 5";
     let older = "echo \"rollout-agent: error: unknown command '$1'; try --help\" >&2; exit 2";
     for (name, body) in [("newer-agent", newer), ("older-agent", older)] {
         let agent = env.flake_dir().join(name);
@@ -372,7 +372,10 @@ fn an_agent_of_another_protocol_version_is_refused_before_anything_changes() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{name}: {err}");
         assert!(
-            err.contains("does not speak this rollout's agent protocol 1") && err.contains("nothing was changed"),
+            err.contains(&format!(
+                "does not speak this rollout's agent protocol {}",
+                rollout_protocol::PROTOCOL_VERSION
+            )) && err.contains("nothing was changed"),
             "{name}: {err}"
         );
         assert_eq!(

@@ -3,6 +3,8 @@
 
 use crate::exec::{ExecError, Runner};
 use crate::nix;
+use crate::plan::Deployment;
+use crate::ssh::Elevation;
 use std::path::{Path, PathBuf};
 
 use rollout_protocol::command::{self as proto, Command, ProfileSpec};
@@ -89,6 +91,36 @@ pub fn ids_args(cmd: &str, temp_path: &str, ids: &[String], wait: Option<u64>) -
         other => unreachable!("not an agent command naming deploys: {other}"),
     };
     c.to_args()
+}
+
+/// `query`: what the profile holds (generations, deploy records, deploys under way).
+pub fn query_args(profile: &ProfileRef, temp_path: &str) -> Vec<String> {
+    Command::Query {
+        profile: profile.spec(),
+        temp_path: temp_path.into(),
+    }
+    .to_args()
+}
+
+/// How the target names a deployment's profile.
+pub fn profile_ref(d: &Deployment) -> ProfileRef {
+    match &d.settings.profile_path {
+        Some(p) => ProfileRef::Path(p.clone()),
+        None => ProfileRef::Named {
+            user: d.settings.user.clone(),
+            name: d.profile.clone(),
+        },
+    }
+}
+
+/// How to become a deployment's profile user on the target (`None`: the ssh user is it).
+pub fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
+    if !d.settings.elevate {
+        return Ok(None);
+    }
+    Elevation::from_setting(&d.settings.sudo, &d.settings.user, d.settings.interactive_sudo)
+        .map(Some)
+        .map_err(|e| format!("node `{}`, profile `{}`: {e}", d.node, d.profile))
 }
 
 /// `closure` guards against generation numbers that Nix reused since (see the protocol doc).
@@ -205,10 +237,11 @@ mod tests {
             dry_activate: false,
             boot: false,
             debug: false,
+            origin: Default::default(),
         };
         assert_eq!(
             activate_args(&a).join(" "),
-            "--protocol 1 activate --id d1 --closure /nix/store/x --profile-user hello --profile-name app --temp-path /tmp \
+            "--protocol 2 activate --id d1 --closure /nix/store/x --profile-user hello --profile-name app --temp-path /tmp \
              --confirm-timeout 30 --activation-timeout 240 --magic-rollback --auto-rollback"
         );
     }
@@ -237,7 +270,7 @@ mod tests {
         let v = revoke_args(&ProfileRef::Path("/p".into()), "/nix/store/c", "/tmp", 5, Some(4));
         assert_eq!(
             v.join(" "),
-            "--protocol 1 revoke --profile-path /p --closure /nix/store/c --generation 5 --previous 4 --temp-path /tmp \
+            "--protocol 2 revoke --profile-path /p --closure /nix/store/c --generation 5 --previous 4 --temp-path /tmp \
              --activation-timeout 240"
         );
     }

@@ -15,6 +15,7 @@ use crate::plan::{Deployment, Plan};
 use crate::secret::Secret;
 use evaluate::Mode;
 use node::{NodeRun, ProfileResult};
+use rollout_protocol::command::Origin;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,19 @@ pub struct RunOptions {
     pub canary: usize,
     /// `--agent`: an explicit agent store path or binary.
     pub agent: Option<String>,
+    /// Who deploys and why, for the targets' deploy records (the flake and revision are added
+    /// per deployment).
+    pub origin: Origin,
+    /// The revision of each flake of the plan that has one (`self.rev` / its dirty revision).
+    pub revisions: HashMap<String, String>,
+    /// What the deploy record says made this deploy, per (node, profile), where it is not a
+    /// plain deploy (a rollback).
+    pub actions: HashMap<(String, String), String>,
+    /// The closures are on the targets already (a rollback to an earlier generation): nothing is
+    /// built or copied but the agent.
+    pub closures_on_target: bool,
+    /// Act on this machine (no SSH): `--local`.
+    pub local: bool,
 }
 
 impl Default for RunOptions {
@@ -52,6 +66,11 @@ impl Default for RunOptions {
             keep_going: false,
             canary: 0,
             agent: None,
+            origin: Origin::default(),
+            revisions: HashMap::new(),
+            actions: HashMap::new(),
+            closures_on_target: false,
+            local: false,
         }
     }
 }
@@ -144,7 +163,11 @@ pub fn run(
 ) -> Result<Report, RunError> {
     crate::interrupt::begin(plan, opts.dry_activate || opts.boot, &reporter);
     let runner = Runner::new(reporter.clone());
-    let local: Vec<&Deployment> = plan.deployments.iter().filter(|d| !d.settings.remote_build).collect();
+    let local: Vec<&Deployment> = if opts.closures_on_target {
+        Vec::new()
+    } else {
+        plan.deployments.iter().filter(|d| !d.settings.remote_build).collect()
+    };
     build::build_local(&runner, &ctx, mode, &local, opts.keep_result.as_deref())?;
     let agent_path = agent::resolve_agent(&runner, opts.agent.as_deref())?;
     let mut local_paths: Vec<String> = local.iter().map(|d| d.closure.clone()).collect();

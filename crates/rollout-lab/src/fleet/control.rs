@@ -93,6 +93,15 @@ impl Fleet {
         self.start_sshd(i)
     }
 
+    /// Stop the host's nix-daemon and start a new one.
+    pub fn restart_daemon(&self, host: &str) -> Result<()> {
+        let i = host_index(host, self.meta.hosts)?;
+        if let Some(rec) = Recorded::read_alive(&self.pidfile(i, "nix-daemon")) {
+            self.stop_recorded(rec);
+        }
+        self.start_daemon(i)
+    }
+
     /// Restart the host's nix-daemon if it is dead.
     pub fn ensure_daemon(&self, host: &str) -> Result<()> {
         let i = host_index(host, self.meta.hosts)?;

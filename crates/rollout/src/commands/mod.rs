@@ -2,6 +2,11 @@
 
 pub mod completions;
 pub mod deploy;
+pub mod diff;
+pub mod history;
 pub mod man;
 pub mod plan;
+pub mod rollback;
 pub mod schema;
+pub mod status;
+mod targets;

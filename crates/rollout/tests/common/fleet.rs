@@ -47,6 +47,29 @@ impl Env {
         run(&all)
     }
 
+    /// `rollout <subcommand> <flake-relative target> -s args…` with the flake written first.
+    pub fn command(&self, sub: &str, target: &str, args: &[&str]) -> Output {
+        self.write();
+        let t = format!("{}{}", self.flake_dir().display(), target);
+        let mut all = vec![sub, t.as_str(), "-s"];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// [`Env::command`] with `--json`, its stdout parsed.
+    pub fn json(&self, sub: &str, target: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.command(sub, target, &all);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{sub}: stdout is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code(), v)
+    }
+
     pub fn spawn(&self, target: &str, args: &[&str]) -> std::process::Child {
         self.write();
         let t = format!("{}{}", self.flake_dir().display(), target);

@@ -4,12 +4,12 @@
 
 use super::outcome::{activation_failure, activation_success, ActivationEnd, FailureContext};
 use super::{agent_call, call_for, groups, Activated, NodeCx, Pending, ProfileResult};
-use crate::deploy::agent::{self, ActivateArgs, ProfileRef};
+use crate::deploy::agent::{self, elevation_of, profile_ref, ActivateArgs};
 use crate::deploy::Shared;
 use crate::events::{Outcome, Phase, Reporter, State};
 use crate::exec::Runner;
 use crate::plan::Deployment;
-use crate::ssh::Elevation;
+use rollout_protocol::command::Origin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,15 +54,6 @@ pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment]) -> Activations<'a>
     act
 }
 
-fn elevation_of(d: &Deployment) -> Result<Option<Elevation>, String> {
-    if !d.settings.elevate {
-        return Ok(None);
-    }
-    Elevation::from_setting(&d.settings.sudo, &d.settings.user, d.settings.interactive_sudo)
-        .map(Some)
-        .map_err(|e| format!("node `{}`, profile `{}`: {e}", d.node, d.profile))
-}
-
 /// The agent for one profile: the closure's own `rollout-agent` when it carries one (rollout's
 /// Nix library puts it there, built for the target's system), else the run's shared agent.
 pub fn agent_for(shared: &Shared, d: &Deployment) -> String {
@@ -71,16 +62,6 @@ pub fn agent_for(shared: &Shared, d: &Deployment) -> String {
         inside.display().to_string()
     } else {
         agent::agent_bin(&shared.agent_path)
-    }
-}
-
-fn profile_ref(d: &Deployment) -> ProfileRef {
-    match &d.settings.profile_path {
-        Some(p) => ProfileRef::Path(p.clone()),
-        None => ProfileRef::Named {
-            user: d.settings.user.clone(),
-            name: d.profile.clone(),
-        },
     }
 }
 
@@ -98,6 +79,16 @@ fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
         dry_activate: opts.dry_activate,
         boot: opts.boot,
         debug: opts.debug_logs,
+        origin: Origin {
+            by: opts.origin.by.clone(),
+            flake: d.flake.clone(),
+            rev: opts.revisions.get(&d.flake).cloned().unwrap_or_default(),
+            action: match opts.actions.get(&(d.node.clone(), d.profile.clone())) {
+                Some(a) => a.clone(),
+                None if opts.origin.action.is_empty() => "deploy".to_string(),
+                None => opts.origin.action.clone(),
+            },
+        },
     }
 }
 

@@ -15,7 +15,7 @@ use super::agent::{AgentStatus, ProfileRef};
 use super::Shared;
 use crate::events::{Outcome, Reporter};
 use crate::exec::Runner;
-use crate::host::{Host, SshHost};
+use crate::host::{Host, LocalHost, SshHost};
 use crate::plan::Deployment;
 use crate::secret::Secret;
 use crate::ssh::{self, Elevation, Endpoint};
@@ -223,6 +223,10 @@ fn connect(
         }
     }
     let mut hosts: Vec<Arc<dyn Host>> = Vec::new();
+    if shared.opts.local {
+        hosts.extend(endpoints.iter().map(|_| Arc::new(LocalHost::new()) as Arc<dyn Host>));
+        return (endpoints, hosts, None);
+    }
     for ep in &endpoints {
         let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
         match SshHost::connect(runner, rep, ep, &shared.sockets.path, idx) {

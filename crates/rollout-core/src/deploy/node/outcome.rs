@@ -284,7 +284,7 @@ mod tests {
                     true,
                 ),
                 Outcome::Failed,
-                "does not speak this rollout's agent protocol 1",
+                "does not speak this rollout's agent protocol 2",
             ),
             (
                 end(
