@@ -84,6 +84,13 @@ impl NixContext {
             .args(self.extra_args.iter().cloned())
     }
 
+    /// `nix flake metadata --json FLAKE`: the flake's revision, for the targets' deploy records.
+    pub fn flake_metadata(&self, flake: &str) -> Argv {
+        nix()
+            .args(["flake", "metadata", "--json", flake])
+            .args(self.extra_args.iter().cloned())
+    }
+
     /// Non-flake local build: one `nix-build` with an `-A` per profile.
     pub fn build_file(&self, file: &str, attrs: &[String]) -> Argv {
         let mut a = Argv::new("nix-build").arg(file).arg("--no-out-link");

@@ -28,8 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Deploy the targets' profiles (what bare `rollout TARGET` does).
     Deploy(Targets),
-    /// Evaluate and validate, then print the plan as JSON on stdout; touches no machine.
-    Plan(Targets),
+    /// Evaluate and validate, then print the plan as JSON on stdout; touches no machine (but
+    /// with --diff, which asks the targets what they run).
+    Plan(PlanArgs),
     /// What every selected profile runs now, and whether it is what the flake would deploy.
     Status(Targets),
     /// Each selected profile's generations, with the deploy record that made each.
@@ -45,6 +46,17 @@ pub enum Command {
     Man(ManArgs),
     /// Print the JSON Schema (draft 2020-12) of the flake's `deploy` output on stdout.
     Schema(SchemaArgs),
+}
+
+/// `rollout plan`: its targets, and whether to add each profile's closure diff.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Also build the profiles and add to the plan what each would change on its target (asks the
+    /// targets, changes nothing).
+    #[arg(long)]
+    pub diff: bool,
 }
 
 /// `rollout rollback`: its targets and where to go back to.

@@ -16,15 +16,17 @@ fn main() -> ExitCode {
     rollout_core::interrupt::install();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        Some(cli::Command::Plan(t)) => commands::plan::run(cli::DeployArgs::new(t, cli.flags)).map(|()| exit::SUCCESS),
+        Some(cli::Command::Plan(p)) => {
+            commands::plan::run(cli::DeployArgs::new(p.targets, cli.flags), p.diff).map(|()| exit::SUCCESS)
+        }
         Some(cli::Command::Deploy(t)) if cli.flags.dry_run => {
-            commands::plan::run(cli::DeployArgs::new(t, cli.flags)).map(|()| exit::SUCCESS)
+            commands::plan::run(cli::DeployArgs::new(t, cli.flags), false).map(|()| exit::SUCCESS)
         }
         Some(cli::Command::Deploy(t)) => {
             commands::deploy::run(cli::DeployArgs::new(t, cli.flags)).map(|r| r.exit_code())
         }
         None if cli.flags.dry_run => {
-            commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags)).map(|()| exit::SUCCESS)
+            commands::plan::run(cli::DeployArgs::new(cli.targets, cli.flags), false).map(|()| exit::SUCCESS)
         }
         Some(cli::Command::Completions(a)) => commands::completions::run(&a).map(|()| exit::SUCCESS),
         Some(cli::Command::Man(a)) => commands::man::run(&a).map(|()| exit::SUCCESS),

@@ -182,6 +182,10 @@ fn interactive_deploys_on_yes_and_cancels_on_no() {
     let deployed = env.build("host1", "system");
     assert!(err.contains("[host1.system]"), "the TOML plan is shown: {err}");
     assert!(err.contains(&format!("path = \"{deployed}\"")), "{err}");
+    assert!(
+        err.contains("host1.system (deploy@host1): new profile; "),
+        "the diff is shown: {err}"
+    );
     assert_eq!(env.target_of("host1", SYSTEM), deployed);
 
     system_node(&mut env, marker("system"));
@@ -191,6 +195,10 @@ fn interactive_deploys_on_yes_and_cancels_on_no() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cancelled"), "{err}");
     assert!(err.contains("[host1.system]"), "{err}");
+    assert!(
+        err.contains("host1.system (deploy@host1): 0 added, 0 removed, 0 changed"),
+        "{err}"
+    );
     assert_eq!(env.target_of("host1", SYSTEM), deployed, "host untouched");
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
     assert_eq!(env.markers("host1", "system").len(), 1, "no activation");

@@ -61,7 +61,34 @@ fn status_history_diff_and_rollback_across_three_hosts() {
         "{d:#}"
     );
     assert_eq!(env.target_of("host1", SYSTEM), first[0], "diff changed nothing");
+    // The same diff in the plan.
+    let out = env.command("plan", "#host1", &["--diff"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["diff"][0]["state"], "changed", "{plan:#}");
+    assert_eq!(names(&plan["diff"][0]["added"]), ["c 1.0"], "{plan:#}");
+    assert_eq!(plan["deployments"][0]["node"], "host1");
 
+    // v2 comes from a git commit: the deploy records name its revision.
+    env.write();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C"])
+            .arg(env.flake_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "flake.nix"]);
+    git(&["commit", "-qm", "v2"]);
+    let rev = git(&["rev-parse", "HEAD"]);
     assert_eq!(env.rollout("", &[]).status.code(), Some(0), "v2 deployed");
     let second: Vec<String> = hosts.iter().map(|h| env.build(h, "system")).collect();
     let (code, status) = env.json("status", "", &[]);
@@ -83,6 +110,7 @@ fn status_history_diff_and_rollback_across_three_hosts() {
             r["last_deploy"]["origin"]["by"].as_str().unwrap().contains('@'),
             "{r:#}"
         );
+        assert_eq!(r["last_deploy"]["origin"]["rev"], rev, "{r:#}");
     }
 
     // The flake moves on for host1 only: host1 drifted, the others still in sync (exit 5).

@@ -11,6 +11,7 @@ use crate::plan::{build_plan, Plan};
 use crate::select::NodeFilter;
 use crate::settings::Overrides;
 use crate::target::Target;
+use std::collections::HashMap;
 
 /// What to deploy, with every flag already parsed and checked.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +61,30 @@ pub fn prepare(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Err
         one_node_for_hostname(&plan, h)?;
     }
     Ok(Prepared { plan, mode, ctx })
+}
+
+/// The revision of each flake of the plan that has one (`revision`, or `dirtyRevision` where Nix
+/// reports it), for the targets' deploy records. Best effort: a flake without one (a plain
+/// directory, an old Nix) is recorded without.
+pub fn revisions(prepared: &Prepared, reporter: &Reporter) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if prepared.mode != Mode::Flake {
+        return out;
+    }
+    let runner = Runner::new(reporter.clone());
+    for d in &prepared.plan.deployments {
+        if out.contains_key(&d.flake) {
+            continue;
+        }
+        let Ok(c) = runner.capture(&prepared.ctx.flake_metadata(&d.flake)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&c.stdout).unwrap_or_default();
+        if let Some(rev) = v["revision"].as_str().or(v["dirtyRevision"].as_str()) {
+            out.insert(d.flake.clone(), rev.to_string());
+        }
+    }
+    out
 }
 
 /// deploy-rs applies `--hostname` to every node (its issue #122); sending several nodes' profiles

@@ -4,7 +4,9 @@ use crate::cli::DeployArgs;
 use crate::{password, render, request};
 use rollout_core::deploy::{self, Report};
 use rollout_core::error::Error;
+use rollout_core::exec::Runner;
 use rollout_core::ops;
+use rollout_core::ops::diff::diff_rows;
 use std::io::{BufRead, IsTerminal, Write};
 
 fn confirm_interactively() -> bool {
@@ -22,26 +24,26 @@ pub fn run(args: DeployArgs) -> Result<Report, Error> {
     let (reporter, summary) = render::run_reporter(&args, progress).map_err(Error::BadInput)?;
     let req = request::deploy_request(&args)?;
     let prepared = ops::prepare(&req, &reporter)?;
+    let passwords =
+        password::collect(&prepared.plan, args.sudo_password_command.as_deref()).map_err(Error::BadInput)?;
     if args.interactive {
         eprintln!(
             "The following profiles are going to be deployed:\n{}",
             prepared.plan.to_toml()
         );
+        // What each target would change, as `rollout diff` says it.
+        let (_, inspection) = super::targets::inspect(&args, &prepared, &passwords, &reporter)?;
+        let rows = diff_rows(&prepared, &inspection, &Runner::new(reporter.clone()))?;
+        drop(inspection);
+        eprint!("{}", super::diff::text_all(&rows));
         if !confirm_interactively() {
             return Err(Error::Cancelled);
         }
     }
-    let passwords =
-        password::collect(&prepared.plan, args.sudo_password_command.as_deref()).map_err(Error::BadInput)?;
+    let mut opts = request::run_options(&args);
+    opts.revisions = ops::revisions(&prepared, &reporter);
     let started = std::time::Instant::now();
-    let report = deploy::run(
-        reporter,
-        prepared.ctx,
-        prepared.mode,
-        &prepared.plan,
-        request::run_options(&args),
-        passwords,
-    );
+    let report = deploy::run(reporter, prepared.ctx, prepared.mode, &prepared.plan, opts, passwords);
     render::finish(&summary);
     let report = report?;
     render::summary(&summary, &report, started.elapsed());

@@ -27,6 +27,11 @@ pub fn run(args: DeployArgs) -> Result<u8, Error> {
     })
 }
 
+/// The diff of every row as text, as `diff` and `deploy -i` show it.
+pub fn text_all(rows: &[DiffRow]) -> String {
+    rows.iter().map(text).collect()
+}
+
 fn text(r: &DiffRow) -> String {
     let head = format!("{}.{} ({})", r.node, r.profile, r.host);
     let Some(d) = &r.diff else {

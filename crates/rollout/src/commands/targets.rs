@@ -27,18 +27,7 @@ pub fn ask(args: &DeployArgs) -> Result<Asked, Error> {
     let prepared = ops::prepare(&req, &reporter)?;
     let passwords =
         password::collect(&prepared.plan, args.sudo_password_command.as_deref()).map_err(Error::BadInput)?;
-    let runner = Runner::new(reporter.clone());
-    let agent_path = agent::resolve_agent(&runner, args.agent.as_deref())
-        .map_err(|e| Error::Run(rollout_core::deploy::RunError::Agent(e)))?;
-    let opts = InspectOptions {
-        ctx: &prepared.ctx,
-        agent_path: &agent_path,
-        passwords: &passwords,
-        parallel: args.parallel,
-        checksigs: args.checksigs,
-        local: args.local,
-    };
-    let inspection = inspect::inspect(&prepared.plan, &opts, &reporter).map_err(Error::BadInput)?;
+    let (agent_path, inspection) = inspect(args, &prepared, &passwords, &reporter)?;
     Ok(Asked {
         prepared,
         passwords,
@@ -46,4 +35,25 @@ pub fn ask(args: &DeployArgs) -> Result<Asked, Error> {
         agent_path,
         inspection,
     })
+}
+
+/// Ask the targets of an already prepared plan (the agent first, as a deploy would copy it).
+pub fn inspect(
+    args: &DeployArgs,
+    prepared: &Prepared,
+    passwords: &HashMap<String, Secret>,
+    reporter: &Reporter,
+) -> Result<(String, Inspection), Error> {
+    let runner = Runner::new(reporter.clone());
+    let agent_path = agent::resolve_agent(&runner, args.agent.as_deref()).map_err(|e| Error::Run(e.into()))?;
+    let opts = InspectOptions {
+        ctx: &prepared.ctx,
+        agent_path: &agent_path,
+        passwords,
+        parallel: args.parallel,
+        checksigs: args.checksigs,
+        local: args.local,
+    };
+    let inspection = inspect::inspect(&prepared.plan, &opts, reporter).map_err(Error::BadInput)?;
+    Ok((agent_path, inspection))
 }

@@ -79,10 +79,18 @@ fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
         dry_activate: opts.dry_activate,
         boot: opts.boot,
         debug: opts.debug_logs,
+        // A rollback deploys a closure the target already had, not the flake's: it names no flake.
         origin: Origin {
             by: opts.origin.by.clone(),
-            flake: d.flake.clone(),
-            rev: opts.revisions.get(&d.flake).cloned().unwrap_or_default(),
+            flake: if opts.closures_on_target {
+                String::new()
+            } else {
+                d.flake.clone()
+            },
+            rev: match opts.closures_on_target {
+                true => String::new(),
+                false => opts.revisions.get(&d.flake).cloned().unwrap_or_default(),
+            },
             action: match opts.actions.get(&(d.node.clone(), d.profile.clone())) {
                 Some(a) => a.clone(),
                 None if opts.origin.action.is_empty() => "deploy".to_string(),
