@@ -50,4 +50,22 @@ else
 fi
 say "host2 is back on v1 (magic rollback), its sshd aside"
 show
+
+say "4. rollout status: what runs where (host2's sshd is still down: reported, not fatal)"
+write_flake v2
+"$ROLLOUT" status "$WORK" -s || echo "rollout status exited $? (3 = a host did not answer)" >&2
+"$LAB" restart-sshd host2 --state "$STATE" > /dev/null
+
+say "5. rollout diff: what deploying v2 would change"
+"$ROLLOUT" diff "$WORK" -s
+
+say "6. Deploy v2, then the status and host1's history"
+"$ROLLOUT" "$WORK" -s > /dev/null 2>&1
+"$ROLLOUT" status "$WORK" -s
+"$ROLLOUT" history "$WORK#host1.system" -s
+
+say "7. rollout rollback .#host1: host1 goes back to v1 (a deploy of generation 1 with every guarantee)"
+"$ROLLOUT" rollback "$WORK#host1" -s 2>&1 | grep -E '^rollout: (host1.*rolling back|\[host1\.(system|app)\] deployed)' || true
+"$ROLLOUT" status "$WORK" -s || echo "rollout status exited $? (5 = some profile differs from the flake)" >&2
+show
 say "Done; stopping the fleet"

@@ -4,7 +4,6 @@
 use super::targets;
 use crate::cli::DeployArgs;
 use rollout_core::error::Error;
-use rollout_core::ops::inspect::Sync;
 use rollout_core::ops::status::{status_exit, status_rows, StatusRow};
 
 pub fn run(args: DeployArgs) -> Result<u8, Error> {
@@ -55,7 +54,6 @@ pub fn table(rows: &[StatusRow]) -> String {
                 let p: Vec<String> = r.pending.iter().map(|p| format!("{} {}", p.id, p.state)).collect();
                 format!("{}; under way: {}", s.word(), p.join(", "))
             }
-            (None, Sync::Drifted) => format!("drifted (the flake has {})", r.wanted),
             (None, s) => s.word().to_string(),
         };
         lines.push([

@@ -22,7 +22,12 @@ pub struct Asked {
 }
 
 pub fn ask(args: &DeployArgs) -> Result<Asked, Error> {
-    let reporter = render::reporter(args, false).map_err(Error::BadInput)?;
+    // The answer is the output: progress lines only with --debug-logs.
+    let reporter = if args.debug_logs {
+        render::reporter(args, false).map_err(Error::BadInput)?
+    } else {
+        Reporter::silent()
+    };
     let req = request::deploy_request(args)?;
     let prepared = ops::prepare(&req, &reporter)?;
     let passwords =
