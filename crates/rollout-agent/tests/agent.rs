@@ -752,7 +752,8 @@ fn a_deployer_of_another_protocol_is_refused_before_anything_is_created() {
     assert!(!temp.exists(), "nothing created");
     assert_eq!(e.current(), None);
     let v = e.agent(&["--version"]);
-    assert!(stdout(&v).contains("(protocol 1)"), "{}", stdout(&v));
+    let want = format!("(protocol {})", rollout_protocol::PROTOCOL_VERSION);
+    assert!(stdout(&v).contains(&want), "{}", stdout(&v));
 }
 
 #[test]
