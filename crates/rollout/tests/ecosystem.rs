@@ -146,9 +146,13 @@ fn man_pages_render_without_warnings_and_name_every_flag() {
         [
             "rollout-completions.1",
             "rollout-deploy.1",
+            "rollout-diff.1",
+            "rollout-history.1",
             "rollout-man.1",
             "rollout-plan.1",
+            "rollout-rollback.1",
             "rollout-schema.1",
+            "rollout-status.1",
             "rollout.1"
         ]
     );
