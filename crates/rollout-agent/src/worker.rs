@@ -122,7 +122,7 @@ impl Worker {
     /// Keep the deploy's end in the profile's history, while the profile lock is still held. A
     /// deploy that never held the lock, or a dry activation, changed nothing and is not kept.
     fn record(&self) {
-        if self.lock.is_none() || self.req.dry_activate() {
+        if self.lock.is_none() || self.req.dry_activate() || self.status.state == State::Unchanged {
             return;
         }
         let origin = match &self.req.job {
@@ -223,6 +223,25 @@ impl Worker {
         Some(Before { current, existing })
     }
 
+    /// The current generation when the deployer allows skipping and the profile already runs
+    /// `closure`, made by a deploy that ended confirmed (or activated, without magic rollback)
+    /// according to the profile's record. Without such a record (set by hand, by deploy-rs, or
+    /// before records existed) nothing is assumed: the activation runs.
+    fn unchanged(&self, before: &Before, closure: &Path) -> Option<u64> {
+        let Job::Activate(a) = &self.req.job else { return None };
+        if !a.skip_unchanged || a.dry_activate || a.boot {
+            return None;
+        }
+        let n = before.current?;
+        let target = std::fs::read_link(generation_link(self.profile(), n)).ok()?;
+        if !same_path(&target, closure) {
+            return None;
+        }
+        let records = crate::history::read(self.profile()).ok()?;
+        let last = records.iter().rev().find(|r| r.generation == Some(n))?;
+        matches!(last.state, State::Confirmed | State::Activated).then_some(n)
+    }
+
     fn activate(&mut self) {
         let closure = self.req.closure().to_path_buf();
         let Some(before) = self.prepare() else { return };
@@ -233,6 +252,17 @@ impl Worker {
         }
         if std::fs::symlink_metadata(&closure).is_err() {
             return self.fail(format!("closure {} does not exist on this machine", closure.display()));
+        }
+
+        if let Some(n) = self.unchanged(&before, &closure) {
+            return self.set(
+                State::Unchanged,
+                format!(
+                    "{} already runs {} (generation {n}, confirmed); nothing to do",
+                    profile.display(),
+                    closure.display()
+                ),
+            );
         }
 
         if self.req.dry_activate() {

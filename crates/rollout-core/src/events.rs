@@ -34,6 +34,8 @@ pub enum Outcome {
     Deployed,
     /// `--dry-activate` ran.
     DryActivated,
+    /// The target already ran this closure, confirmed: nothing was done (`--reactivate` forces it).
+    Unchanged,
     /// Activated for the next boot.
     Booted,
     /// Failed and rolled back on the target (by itself or because another part of the run failed).

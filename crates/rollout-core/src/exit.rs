@@ -22,7 +22,7 @@ pub fn for_outcomes(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {
     let mut code = SUCCESS;
     for o in outcomes {
         match o {
-            Outcome::Deployed | Outcome::DryActivated | Outcome::Booted => {}
+            Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged => {}
             Outcome::RolledBack | Outcome::RollingBack => code = ROLLED_BACK,
             Outcome::Failed | Outcome::Skipped if code == SUCCESS => code = FAILED,
             Outcome::Failed | Outcome::Skipped => {}

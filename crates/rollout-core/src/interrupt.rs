@@ -322,7 +322,7 @@ fn report(sig: i32, settled: &BTreeMap<(String, String), String>) {
             settled.get(&key).map(String::as_str),
         );
         let word = match outcome {
-            Outcome::Deployed | Outcome::DryActivated | Outcome::Booted => "stay deployed",
+            Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged => "stay deployed",
             Outcome::RolledBack | Outcome::RollingBack => "are or will be rolled back on their targets",
             Outcome::Failed => "failed",
             Outcome::Skipped => "were not started (unchanged)",

@@ -16,7 +16,7 @@ usage:
   rollout-agent activate --id ID --closure /nix/store/…
       (--profile-path P | --profile-user U --profile-name N)
       [--temp-path T] [--confirm-timeout 30] [--activation-timeout 240]
-      [--magic-rollback] [--auto-rollback] [--dry-activate] [--boot] [--debug]
+      [--magic-rollback] [--auto-rollback] [--dry-activate] [--boot] [--debug] [--skip-unchanged]
       [--origin-by USER@HOST] [--origin-flake F] [--origin-rev R] [--origin-action TEXT]
   rollout-agent confirm --id ID [--id ID2 …] [--temp-path T] [--wait 10]
   rollout-agent extend --id ID [--id …] [--temp-path T]
@@ -82,6 +82,10 @@ pub struct ActivateArgs {
     pub dry_activate: bool,
     pub boot: bool,
     pub debug: bool,
+    /// Do nothing ([`crate::status::State::Unchanged`]) when the profile already runs this
+    /// closure and the deploy that made it ended confirmed (or activated).
+    #[serde(default)]
+    pub skip_unchanged: bool,
     #[serde(default)]
     pub origin: Origin,
 }
@@ -411,6 +415,7 @@ impl Command {
                         flag(a.dry_activate, "dry-activate"),
                         flag(a.boot, "boot"),
                         flag(a.debug, "debug"),
+                        flag(a.skip_unchanged, "skip-unchanged"),
                     ]
                     .into_iter()
                     .flatten(),
@@ -543,7 +548,14 @@ fn parse_activate(rest: &[String]) -> Result<Command, UsageError> {
             ORIGIN_OPTIONS[2],
             ORIGIN_OPTIONS[3],
         ],
-        &["magic-rollback", "auto-rollback", "dry-activate", "boot", "debug"],
+        &[
+            "magic-rollback",
+            "auto-rollback",
+            "dry-activate",
+            "boot",
+            "debug",
+            "skip-unchanged",
+        ],
     )?;
     let id = validate_id("activate", o.required("id")?)?;
     let closure = absolute_path("activate", "closure", o.required("closure")?)?;
@@ -563,6 +575,7 @@ fn parse_activate(rest: &[String]) -> Result<Command, UsageError> {
         dry_activate,
         boot,
         debug: o.flag("debug"),
+        skip_unchanged: o.flag("skip-unchanged"),
         origin: Origin {
             by: o.note(ORIGIN_OPTIONS[0])?,
             flake: o.note(ORIGIN_OPTIONS[1])?,
@@ -629,6 +642,7 @@ mod tests {
                 dry_activate: flags,
                 boot: false,
                 debug: flags,
+                skip_unchanged: flags,
                 origin: if flags {
                     Origin {
                         by: "alice@laptop".into(),

@@ -18,11 +18,13 @@ pub enum State {
     RollingBack,
     RolledBack,
     Failed,
+    /// The profile already ran this closure, confirmed by an earlier deploy: nothing was done.
+    Unchanged,
 }
 
 impl State {
     /// Every state, in the order a deploy may pass through them.
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Started,
         State::Activating,
         State::AwaitingConfirmation,
@@ -31,12 +33,13 @@ impl State {
         State::RollingBack,
         State::RolledBack,
         State::Failed,
+        State::Unchanged,
     ];
 
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            State::Confirmed | State::Activated | State::RolledBack | State::Failed
+            State::Confirmed | State::Activated | State::RolledBack | State::Failed | State::Unchanged
         )
     }
 
@@ -55,6 +58,7 @@ impl State {
             State::RollingBack => "rolling-back",
             State::RolledBack => "rolled-back",
             State::Failed => "failed",
+            State::Unchanged => "unchanged",
         }
     }
 
@@ -66,11 +70,11 @@ impl State {
             return !self.is_terminal();
         }
         match self {
-            Started => matches!(to, Activating | RollingBack | Failed),
+            Started => matches!(to, Activating | RollingBack | Failed | Unchanged),
             Activating => matches!(to, AwaitingConfirmation | Activated | RollingBack | Failed),
             AwaitingConfirmation => matches!(to, Confirmed | RollingBack | Failed),
             RollingBack => matches!(to, RolledBack | Failed),
-            Confirmed | Activated | RolledBack | Failed => false,
+            Confirmed | Activated | RolledBack | Failed | Unchanged => false,
         }
     }
 }
@@ -136,7 +140,7 @@ impl Status {
 /// Exit code of `activate` (and of the foreground part of any followed deploy).
 pub fn activate_exit(state: State) -> i32 {
     match state {
-        State::AwaitingConfirmation | State::Activated | State::Confirmed => 0,
+        State::AwaitingConfirmation | State::Activated | State::Confirmed | State::Unchanged => 0,
         State::RolledBack => 3,
         _ => 1,
     }

@@ -224,6 +224,10 @@ pub struct Flags {
     /// Colour the messages on stderr.
     #[arg(global = true, long, value_enum, value_name = "WHEN", default_value_t = Color::Auto)]
     pub color: Color,
+    /// Activate profiles that already run the flake's closure too [default: off; they are reported
+    /// unchanged and left alone when the deploy that made them was confirmed].
+    #[arg(global = true, long)]
+    pub reactivate: bool,
     /// Act on this machine instead of the nodes' hosts (no SSH): deploy, status, history, rollback, diff
     /// [default: off].
     #[arg(global = true, long)]

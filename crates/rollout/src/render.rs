@@ -51,6 +51,7 @@ fn outcome_word(o: Outcome) -> &'static str {
     match o {
         Outcome::Deployed => "deployed",
         Outcome::DryActivated => "dry-activated",
+        Outcome::Unchanged => "unchanged",
         Outcome::Booted => "set for next boot",
         Outcome::RolledBack => "rolled back",
         Outcome::RollingBack => "rolling back",
@@ -323,12 +324,15 @@ pub fn summary(s: &Summary, report: &Report, total: Duration) {
                 outcome_word(r.outcome)
             );
             let line = match r.outcome {
-                Outcome::Deployed | Outcome::DryActivated | Outcome::Booted => paint("32", &line),
+                Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged => paint("32", &line),
                 Outcome::Skipped => line,
                 _ => paint("31", &line),
             };
             eprintln!("{line}");
-            if !matches!(r.outcome, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted) {
+            if !matches!(
+                r.outcome,
+                Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged
+            ) {
                 eprintln!("    {}", r.message);
             }
         }

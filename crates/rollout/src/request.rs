@@ -60,6 +60,7 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
             ..Default::default()
         },
         local: args.local,
+        reactivate: args.reactivate,
         ..Default::default()
     }
 }

@@ -163,6 +163,34 @@ fn status_history_diff_and_rollback_across_three_hosts() {
 }
 
 #[test]
+fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
+    let mut env = Env::new(1);
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
+    assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
+    assert_eq!(env.markers("host1", "system").len(), 1);
+    let out = env.rollout("#host1", &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains(r#""event":"outcome""#) && l.contains(r#""outcome":"unchanged""#)),
+        "reported unchanged: {events}"
+    );
+    assert!(
+        !events.contains(r#""phase":"confirm""#),
+        "no confirmation login: {events}"
+    );
+    assert_eq!(env.markers("host1", "system").len(), 1, "no activation ran");
+    assert_eq!(env.link("host1", SYSTEM), "system-1-link", "no new generation");
+    let out = env.rollout("#host1", &["--reactivate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.markers("host1", "system").len(), 2, "--reactivate activates");
+}
+
+#[test]
 fn status_reports_an_unreachable_host_and_still_shows_the_others() {
     let mut env = Env::new(2);
     for h in ["host1", "host2"] {

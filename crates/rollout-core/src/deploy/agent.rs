@@ -237,6 +237,7 @@ mod tests {
             dry_activate: false,
             boot: false,
             debug: false,
+            skip_unchanged: false,
             origin: Default::default(),
         };
         assert_eq!(

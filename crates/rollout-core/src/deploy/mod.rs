@@ -51,6 +51,9 @@ pub struct RunOptions {
     pub closures_on_target: bool,
     /// Act on this machine (no SSH): `--local`.
     pub local: bool,
+    /// Activate profiles that already run the closure too (`--reactivate`); by default they are
+    /// reported unchanged and left alone.
+    pub reactivate: bool,
 }
 
 impl Default for RunOptions {
@@ -71,6 +74,7 @@ impl Default for RunOptions {
             actions: HashMap::new(),
             closures_on_target: false,
             local: false,
+            reactivate: false,
         }
     }
 }
@@ -123,9 +127,12 @@ pub struct Report {
 
 impl Report {
     pub fn success(&self) -> bool {
-        self.results
-            .iter()
-            .all(|r| matches!(r.outcome, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted))
+        self.results.iter().all(|r| {
+            matches!(
+                r.outcome,
+                Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged
+            )
+        })
     }
 
     pub fn rolled_back(&self) -> bool {

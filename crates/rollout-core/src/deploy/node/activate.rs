@@ -79,6 +79,8 @@ fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
         dry_activate: opts.dry_activate,
         boot: opts.boot,
         debug: opts.debug_logs,
+        // A rollback always activates: the closure it goes back to is by definition not current.
+        skip_unchanged: !opts.reactivate && !opts.closures_on_target,
         // A rollback deploys a closure the target already had, not the flake's: it names no flake.
         origin: Origin {
             by: opts.origin.by.clone(),
@@ -156,6 +158,17 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
                 host: hi,
                 act,
             })
+        }
+        (Some(0), Some("unchanged")) => {
+            prep.phase(Phase::Activate, State::Succeeded, Some("unchanged".into()));
+            let msg = format!(
+                "unchanged: already runs this closure{}, confirmed; not re-activated (--reactivate does)",
+                status
+                    .and_then(|s| s.previous_generation)
+                    .map(|n| format!(" (generation {n})"))
+                    .unwrap_or_default()
+            );
+            Step::Done(cx.end(&d.profile, Outcome::Unchanged, &msg, None))
         }
         (Some(0), Some(_)) => {
             prep.phase(Phase::Activate, State::Succeeded, None);
