@@ -4,7 +4,8 @@
 #   activate.{custom,nixos,home-manager,darwin,noop}   build an "activatable" profile closure
 #   setActivate                                         deprecated alias of activate.custom
 #   deployChecks deploy                                 { deploy-schema; deploy-activate; }
-#   deployIssues deploy                                 (rollout extra) the schema problems as a list
+#   deployIssues deploy                                 (rollout extra) the schema errors as a list
+#   deployWarnings deploy                               (rollout extra) what deploy-rs would ignore
 #
 # Closure layout (the profile contract, shared with deploy-rs):
 #   /deploy-rs-activate  run on the target with PROFILE=<profile>, cwd = the profile and
@@ -127,13 +128,22 @@ let
   ];
   nodeKeys = [ "hostname" "profiles" "profilesOrder" "tags" ];
   profileKeys = [ "path" "profilePath" ];
-  ownKeys = { top = [ "nodes" ]; node = nodeKeys; profile = profileKeys; };
+  ownKeys = { top = [ "nodes" "strict" ]; node = nodeKeys; profile = profileKeys; };
 
   quoteAttr = name:
     if match "[a-zA-Z_][a-zA-Z0-9_'-]*" name != null then name
     else "\"" + replaceStrings [ "\\" "\"" "$" "\n" "\t" ] [ "\\\\" "\\\"" "\\$" "\\n" "\\t" ] name + "\"";
   child = path: key: path + "." + quoteAttr key;
-  issue = path: msg: "${path}: ${msg}";
+  # Findings are records: `error` fails the check; `ignored` (a key deploy-rs ignores) is a
+  # warning unless `strict = true`; `warning` never fails it (deploy-rs accepts the value).
+  issue = path: msg: { kind = "error"; text = "${path}: ${msg}"; };
+  note = path: msg: { kind = "warning"; text = "${path}: ${msg}"; };
+  ignoredKey = path: what: hint: {
+    kind = "ignored";
+    text = "${path}: ${what}, ignored" + (if hint == "" then "" else " — ${hint}");
+    strictText = "${path}: ${what}" + (if hint == "" then "" else "; ${hint}")
+      + " (refused in strict mode: `strict = true` in deploy)";
+  };
 
   describe = v:
     let t = typeOf v; in
@@ -175,20 +185,21 @@ let
     in
     if best != null && best.d <= limit then "; did you mean `${best.c}`?" else "";
 
+  # [ what hint ] for a key deploy-rs would ignore at this level.
   unknownKey = key: level:
     if elem key nodeKeys && level != "node" then
-      "`${key}` is a node setting and is not allowed here; put it on a node"
+      [ "`${key}` is a node setting, not allowed here" "put it on a node (deploy.nodes.<name>.${key})" ]
     else if elem key profileKeys && level != "profile" then
-      "`${key}` is a profile setting and is not allowed here; put it on a profile"
-    else if key == "nodes" then
-      "`nodes` is only allowed at the top level of `deploy`"
+      [ "`${key}` is a profile setting, not allowed here" "put it on a profile" ]
+    else if elem key ownKeys.top then
+      [ "`${key}` is only allowed at the top level of `deploy`" "" ]
     else
       let
         valid = genericKeys ++ ownKeys.${level};
         hint = suggest key valid;
       in
-      if hint != "" then "unknown key${hint}"
-      else "unknown key; valid keys here: ${concatStringsSep ", " valid}";
+      if hint != "" then [ "unknown setting" (substring 2 (stringLength hint - 2) hint) ]
+      else [ "unknown setting" "valid settings here: ${concatStringsSep ", " valid}" ];
 
   # Values shown in messages lose their string context: the schema check must never depend on
   # (and so build) the profiles it describes.
@@ -229,14 +240,16 @@ let
   };
 
   # Generic settings and unknown keys of one level; the level's own keys are checked by the caller.
+  # null means unset for every optional setting, as deploy-rs reads them as `Option`.
   checkSettings = path: level: attrs:
     concatMap
       (k:
-        let kp = child path k; in
-        if genericCheck ? ${k} then genericCheck.${k} kp attrs.${k}
+        let kp = child path k; u = unknownKey k level; in
+        if genericCheck ? ${k} then (if attrs.${k} == null then [ ] else genericCheck.${k} kp attrs.${k})
         else if elem k ownKeys.${level} then [ ]
-        else [ (issue kp (unknownKey k level)) ])
+        else [ (ignoredKey kp (elemAt u 0) (elemAt u 1)) ])
       (attrNames attrs);
+  present = attrs: k: attrs ? ${k} && attrs.${k} != null;
 
   checkProfile = path: prof:
     if !isAttrs prof then typeErr path "an attribute set (a profile)" prof
@@ -250,7 +263,7 @@ let
         else if isString v then nonEmptyString p v (absolute p "an absolute store path")
         else typeErr p "a store path (a string or a derivation)" v
       )
-      ++ (if prof ? profilePath then nonEmptyString (child path "profilePath") prof.profilePath (_: [ ]) else [ ]);
+      ++ (if present prof "profilePath" then nonEmptyString (child path "profilePath") prof.profilePath (_: [ ]) else [ ]);
 
   checkNode = path: node:
     if !isAttrs node then typeErr path "an attribute set (a node)" node
@@ -260,15 +273,18 @@ let
         profiles = node.profiles or null;
         names = if isAttrs profiles then attrNames profiles else null;
         opath = child path "profilesOrder";
-        order = node.profilesOrder or [ ];
+        order = if present node "profilesOrder" then node.profilesOrder else [ ];
       in
       checkSettings path "node" node
+      # An empty hostname is deploy-rs's way of saying "--hostname gives it"; rollout refuses it
+      # at deploy time unless --hostname does.
       ++ (if !(node ? hostname) then [ (issue (child path "hostname") "missing; every node needs a `hostname` (string)") ]
+          else if node.hostname == "" then [ ]
           else nonEmptyString (child path "hostname") node.hostname (word (child path "hostname") "a host name or address"))
-      ++ (if node ? tags then stringList (child path "tags") node.tags else [ ])
-      ++ (if !(node ? profiles) then [ (issue ppath "missing; expected an attribute set with at least one profile") ]
+      ++ (if present node "tags" then stringList (child path "tags") node.tags else [ ])
+      ++ (if !(node ? profiles) then [ (issue ppath "missing; expected an attribute set of profiles") ]
           else if !isAttrs profiles then typeErr ppath "an attribute set of profiles" profiles
-          else if names == [ ] then [ (issue ppath "the node has no profiles; expected at least one profile") ]
+          else if names == [ ] then [ (note ppath "the node has no profiles; nothing is deployed to it") ]
           else concatMap (n: checkProfile (child ppath n) profiles.${n}) names)
       ++ (
         let listErrs = stringList opath order; in
@@ -276,18 +292,21 @@ let
         else concatMap
           (i:
             let p = elemAt order i; ip = "${opath}[${toString i}]"; in
+            # Both are accepted by deploy-rs (a duplicate is dropped; a missing name only fails a
+            # deploy of the whole node, which rollout refuses at plan time too).
             if length (filter (x: x == p) (genList (j: elemAt order j) i)) > 0 then
-              [ (issue ip "`${p}` is listed twice; expected each profile at most once") ]
+              [ (note ip "`${p}` is listed twice; the later entry is ignored") ]
             else if names != null && !(elem p names) then
-              [ (issue ip "no profile named `${p}`${suggest p names}; profiles: ${concatStringsSep ", " (map quoteAttr names)}") ]
+              [ (note ip "no profile named `${p}`${suggest p names}; profiles: ${concatStringsSep ", " (map quoteAttr names)}") ]
             else [ ])
           (genList (i: i) (length order))
       );
 
-  deployIssues = deploy:
+  findings = deploy:
     if !isAttrs deploy then typeErr "deploy" "an attribute set" deploy
     else
       checkSettings "deploy" "top" deploy
+      ++ (if present deploy "strict" then boolean "deploy.strict" deploy.strict else [ ])
       ++ (
         let nodes = deploy.nodes or null; in
         if !(deploy ? nodes) then [ (issue "deploy.nodes" "missing; expected an attribute set of nodes") ]
@@ -295,15 +314,36 @@ let
         else concatMap (n: checkNode (child "deploy.nodes" n) nodes.${n}) (attrNames nodes)
       );
 
+  strictOf = deploy: isAttrs deploy && (deploy.strict or false) == true;
+
+  deployIssues = deploy:
+    let strict = strictOf deploy; in
+    concatMap
+      (f: if f.kind == "error" then [ f.text ] else if f.kind == "ignored" && strict then [ f.strictText ] else [ ])
+      (findings deploy);
+
+  deployWarnings = deploy:
+    let strict = strictOf deploy; in
+    concatMap
+      (f: if f.kind == "warning" || (f.kind == "ignored" && !strict) then [ f.text ] else [ ])
+      (findings deploy);
+
   # ---------------------------------------------------------------- checks ----------------
 
   deployChecks = deploy: {
     # Pure-Nix validation. Unlike deploy-rs's (check-jsonschema over `builtins.toJSON deploy`,
     # which carries every profile's string context and so builds every profile first), this
     # derivation has no inputs: it costs one evaluation of the `deploy` tree and no builds.
+    # Warnings (keys deploy-rs would ignore, …) are traced when the check is evaluated and
+    # printed in its build log; they fail it only with `strict = true`.
     deploy-schema =
-      let issues = unsafeDiscardStringContext (concatStringsSep "\n" (deployIssues deploy)); in
-      pkgs.runCommand "rollout-check-deploy-schema" { inherit issues; } ''
+      let
+        issues = unsafeDiscardStringContext (concatStringsSep "\n" (deployIssues deploy));
+        warnings = map unsafeDiscardStringContext (deployWarnings deploy);
+        drv = pkgs.runCommand "rollout-check-deploy-schema" { inherit issues; warnings = concatStringsSep "\n" warnings; } ''
+        if [ -n "$warnings" ]; then
+          printf 'warning: %s\n' "$warnings" >&2
+        fi
         if [ -n "$issues" ]; then
           echo "the deploy output is invalid:" >&2
           printf '%s\n' "$issues" >&2
@@ -311,6 +351,8 @@ let
         fi
         echo ok > "$out"
       '';
+      in
+      foldl' (d: w: builtins.trace "warning: ${w}" d) drv warnings;
 
     # This check does need the profiles: it looks inside each closure, so building it builds
     # every profile of every node. Entries whose shape is wrong are left to deploy-schema.
@@ -355,5 +397,5 @@ in
     "warning: lib.setActivate is deprecated; use lib.activate.custom (or activate.nixos, activate.home-manager, activate.darwin, activate.noop)"
     custom;
 
-  inherit deployChecks deployIssues;
+  inherit deployChecks deployIssues deployWarnings;
 }

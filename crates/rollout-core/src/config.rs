@@ -4,8 +4,10 @@
 //! attribute set is wrapped as `{"$type": "set", ...}` and anything Nix cannot turn into JSON
 //! (functions, paths, nested sets where a scalar is expected) is replaced by `{"$type": "<typeOf>"}`,
 //! so a wrong value reaches this module and gets a precise message instead of crashing Nix.
-//! Unlike deploy-rs (which silently ignores unknown keys), a typo such as `magicRolback` is an
-//! error that names the full attribute path and the nearest valid key.
+//! deploy-rs silently ignores unknown keys (flakes carry metadata for their own tooling), so a
+//! key rollout does not know is collected as [`Ignored`]: a warning naming the full attribute
+//! path and the nearest valid key, an error only in strict mode (`--strict`, `strict = true`).
+//! `null` means "unset" for every optional setting, as in deploy-rs (`sshUser = cfg.user or null`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -51,6 +53,55 @@ pub struct DeployConfig {
     pub all_node_names: Vec<String>,
     /// For every evaluated node, all its profile names (sorted), including unselected ones.
     pub all_profile_names: BTreeMap<String, Vec<String>>,
+    /// `strict = true` at the top level: ignored keys are errors.
+    pub strict: bool,
+    /// Keys deploy-rs would ignore (unknown, or at the wrong level), in the evaluated part.
+    pub ignored: Vec<Ignored>,
+    /// Other things accepted as deploy-rs accepts them, worth a warning (a duplicate in
+    /// `profilesOrder`, a node without profiles).
+    pub warnings: Vec<Issue>,
+}
+
+/// A key deploy-rs ignores and rollout reports: unknown, or a known key at the wrong level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ignored {
+    /// Attribute path such as `deploy.nodes.web.magicRolback`.
+    pub path: String,
+    /// What the key is: `unknown setting`, ``hostname` is a node setting``.
+    pub what: String,
+    /// What to do instead: `did you mean `magicRollback`?`, `put it on a node (…)`; may be empty.
+    pub hint: String,
+}
+
+impl Ignored {
+    /// The default: a warning, the key has no effect (as in deploy-rs).
+    pub fn warning(&self) -> Issue {
+        let hint = if self.hint.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", self.hint)
+        };
+        Issue {
+            path: self.path.clone(),
+            message: format!("{}, ignored{hint}", self.what),
+        }
+    }
+
+    /// In strict mode: an error.
+    pub fn error(&self) -> Issue {
+        let hint = if self.hint.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", self.hint)
+        };
+        Issue {
+            path: self.path.clone(),
+            message: format!(
+                "{}{hint} (refused in strict mode: --strict or `strict = true` in deploy)",
+                self.what
+            ),
+        }
+    }
 }
 
 /// One validation problem at one attribute path.
@@ -94,10 +145,19 @@ impl fmt::Display for ConfigError {
 /// Parses the evaluation output (see [`crate::evalexpr`] for its shape). `source` names the
 /// flake or file in messages.
 pub fn parse_deploy(v: &Value, source: &str) -> Result<DeployConfig, ConfigError> {
-    let mut cx = Cx { issues: Vec::new() };
+    let mut cx = Cx::default();
     let cfg = cx.top(v);
+    if cfg.as_ref().is_some_and(|c| c.strict) {
+        // `strict = true` in the flake: refused here, with every other problem of the flake.
+        let ignored = std::mem::take(&mut cx.ignored);
+        cx.issues.extend(ignored.iter().map(Ignored::error));
+    }
     match cfg {
-        Some(cfg) if cx.issues.is_empty() => Ok(cfg),
+        Some(mut cfg) if cx.issues.is_empty() => {
+            cfg.ignored = cx.ignored;
+            cfg.warnings = cx.warnings;
+            Ok(cfg)
+        }
         _ => {
             if cx.issues.is_empty() {
                 cx.push(
@@ -239,8 +299,11 @@ fn child(path: &str, key: &str) -> String {
     format!("{path}.{}", quote_attr(key))
 }
 
+#[derive(Default)]
 struct Cx {
     issues: Vec<Issue>,
+    ignored: Vec<Ignored>,
+    warnings: Vec<Issue>,
 }
 
 impl Cx {
@@ -309,11 +372,18 @@ impl Cx {
                 }
             }
         }
+        let strict = match top.get("attrs").and_then(|a| a.get("strict")) {
+            None | Some(Value::Null) => false,
+            Some(v) => self.boolean(v, "deploy.strict").unwrap_or(false),
+        };
         Some(DeployConfig {
             settings,
             nodes: out_nodes,
             all_node_names,
             all_profile_names,
+            strict,
+            ignored: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 
@@ -332,10 +402,13 @@ impl Cx {
                 );
                 None
             }
+            // deploy-rs accepts an empty hostname (used with `--hostname`); the plan refuses it
+            // when nothing overrides it.
+            Some(Value::String(h)) if h.is_empty() => Some(String::new()),
             Some(h) => self.own_string("hostname", h, &child(path, "hostname")),
         };
         let tags = match get("tags") {
-            None => Vec::new(),
+            None | Some(Value::Null) => Vec::new(),
             Some(t) => self.string_list(t, &child(path, "tags")).unwrap_or_default(),
         };
 
@@ -344,7 +417,7 @@ impl Cx {
             None | Some(Value::Null) => {
                 self.push(
                     &ppath,
-                    "missing; expected an attribute set with at least one profile".into(),
+                    "missing; expected an attribute set of profiles (`{ }` deploys nothing to this node)".into(),
                 );
                 (BTreeMap::new(), None)
             }
@@ -353,7 +426,11 @@ impl Cx {
                 Some(ps) => {
                     let names = self.names(ps, &ppath);
                     if names.as_ref().is_some_and(Vec::is_empty) {
-                        self.push(&ppath, "the node has no profiles; expected at least one profile".into());
+                        // deploy-rs deploys nothing for such a node; so does rollout, saying so.
+                        self.warnings.push(Issue {
+                            path: ppath.clone(),
+                            message: "the node has no profiles; nothing is deployed to it".into(),
+                        });
                     }
                     let mut out = BTreeMap::new();
                     if let Some(sel) = ps.get("selected").and_then(Value::as_object) {
@@ -367,34 +444,7 @@ impl Cx {
                 }
             },
         };
-
-        let opath = child(path, "profilesOrder");
-        let mut profiles_order = Vec::new();
-        if let Some(o) = get("profilesOrder") {
-            if let Some(list) = self.string_list(o, &opath) {
-                let mut seen = BTreeSet::new();
-                for (i, p) in list.iter().enumerate() {
-                    if !seen.insert(p.as_str()) {
-                        self.push(
-                            &format!("{opath}[{i}]"),
-                            format!("`{p}` is listed twice; expected each profile at most once"),
-                        );
-                    } else if let Some(names) = &names {
-                        if !names.contains(p) {
-                            self.push(
-                                &format!("{opath}[{i}]"),
-                                format!(
-                                    "no profile named `{p}`{}; profiles: {}",
-                                    suggest(p, names.iter().map(String::as_str)),
-                                    list_names(names)
-                                ),
-                            );
-                        }
-                    }
-                }
-                profiles_order = list;
-            }
-        }
+        let profiles_order = self.profiles_order(get("profilesOrder"), &child(path, "profilesOrder"));
 
         Some((
             NodeConfig {
@@ -406,6 +456,27 @@ impl Cx {
             },
             names?,
         ))
+    }
+
+    /// `profilesOrder`: a duplicate is dropped with a warning, as deploy-rs drops it. Names of
+    /// missing profiles are checked by the plan, only where the order is used (a whole node).
+    fn profiles_order(&mut self, v: Option<&Value>, path: &str) -> Vec<String> {
+        let Some(list) = v.filter(|v| !v.is_null()).and_then(|v| self.string_list(v, path)) else {
+            return Vec::new();
+        };
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, p) in list.into_iter().enumerate() {
+            if seen.insert(p.clone()) {
+                out.push(p);
+            } else {
+                self.warnings.push(Issue {
+                    path: format!("{path}[{i}]"),
+                    message: format!("`{p}` is listed twice; the later entry is ignored"),
+                });
+            }
+        }
+        out
     }
 
     fn profile(&mut self, v: &Value, path: &str) -> Option<ProfileConfig> {
@@ -429,8 +500,9 @@ impl Cx {
             }
             Some(v) => self.nonempty_string(v, &p),
         };
-        let profile_path =
-            get("profilePath").and_then(|v| self.own_string("profilePath", v, &child(path, "profilePath")));
+        let profile_path = get("profilePath")
+            .filter(|v| !v.is_null())
+            .and_then(|v| self.own_string("profilePath", v, &child(path, "profilePath")));
         Some(ProfileConfig {
             settings,
             path: closure?,
@@ -448,6 +520,8 @@ impl Cx {
         for (key, v) in attrs {
             let kp = child(path, key);
             match schema::find(key) {
+                // deploy-rs reads every optional setting as `Option`: null is "unset".
+                Some(row) if row.levels.has(level) && v.is_null() => {}
                 Some(row) if row.levels.has(level) && schema::GENERIC.iter().any(|g| g.key == row.key) => {
                     if let Some(parsed) = self.value(&row.kind, v, &kp) {
                         s.store(key, parsed);
@@ -456,8 +530,8 @@ impl Cx {
                 // The level's own keys are read by the caller.
                 Some(row) if row.levels.has(level) => {}
                 _ => {
-                    let msg = unknown_key_message(key, level, path);
-                    self.push(&kp, msg);
+                    let (what, hint) = unknown_key_message(key, level, path);
+                    self.ignored.push(Ignored { path: kp, what, hint });
                 }
             }
         }
@@ -595,12 +669,14 @@ impl Cx {
     }
 }
 
-fn unknown_key_message(key: &str, level: Level, path: &str) -> String {
+/// What an ignored key is and what to do instead.
+fn unknown_key_message(key: &str, level: Level, path: &str) -> (String, String) {
     // A valid key at another level: say where it belongs.
     if let Some(row) = schema::find(key) {
         if row.levels.node && !row.levels.top {
-            return format!(
-                "`{key}` is a node setting and is not allowed here; put it on a node (deploy.nodes.<name>.{key})"
+            return (
+                format!("`{key}` is a node setting, not allowed here"),
+                format!("put it on a node (deploy.nodes.<name>.{key})"),
             );
         }
         if row.levels.profile && !row.levels.node {
@@ -609,25 +685,30 @@ fn unknown_key_message(key: &str, level: Level, path: &str) -> String {
             } else {
                 "deploy.nodes.<node>".to_string()
             };
-            return format!(
-                "`{key}` is a profile setting and is not allowed here; put it on a profile ({node}.profiles.<name>.{key})"
+            return (
+                format!("`{key}` is a profile setting, not allowed here"),
+                format!("put it on a profile ({node}.profiles.<name>.{key})"),
             );
         }
         if row.levels.top && !row.levels.node {
-            return format!("`{key}` is only allowed at the top level of `deploy`");
+            return (
+                format!("`{key}` is only allowed at the top level of `deploy`"),
+                String::new(),
+            );
         }
     }
     let valid = schema::keys_at(level);
-    let hint = suggest(key, valid.iter().copied());
-    if hint.is_empty() {
-        format!("unknown setting; valid settings here: {}", valid.join(", "))
-    } else {
-        format!("unknown setting{hint}")
+    match nearest(key, valid.iter().copied()) {
+        Some(near) => ("unknown setting".into(), format!("did you mean `{near}`?")),
+        None => (
+            "unknown setting".into(),
+            format!("valid settings here: {}", valid.join(", ")),
+        ),
     }
 }
 
-/// `"; did you mean `x`?"` for the closest candidate, or the empty string when none is close.
-pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+/// The candidate closest to `word`, when it is close enough to be a likely typo.
+pub(crate) fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lw = word.to_lowercase();
     let best = candidates
         .into_iter()
@@ -635,9 +716,14 @@ pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a s
         .min_by_key(|(d, _)| *d);
     match best {
         // Allow roughly one edit per three characters, at least two.
-        Some((d, c)) if d <= (word.chars().count() / 3).max(1) => format!("; did you mean `{c}`?"),
-        _ => String::new(),
+        Some((d, c)) if d <= (word.chars().count() / 3).max(1) => Some(c),
+        _ => None,
     }
+}
+
+/// `"; did you mean `x`?"` for the closest candidate, or the empty string when none is close.
+pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    nearest(word, candidates).map_or(String::new(), |c| format!("; did you mean `{c}`?"))
 }
 
 /// Comma-separated, quoted-when-needed list of names, or `(none)`.
@@ -734,44 +820,90 @@ mod tests {
         );
     }
 
+    /// The warnings for keys deploy-rs would ignore, as printed.
+    fn ignored(raw: Value) -> Vec<String> {
+        let c = parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        c.ignored.iter().map(|i| i.warning().to_string()).collect()
+    }
+
+    fn one_ignored(raw: Value) -> String {
+        let i = ignored(raw);
+        assert_eq!(i.len(), 1, "{i:#?}");
+        i.into_iter().next().unwrap()
+    }
+
     #[test]
-    fn unknown_key_suggests_nearest() {
+    fn unknown_keys_are_ignored_with_a_warning_naming_the_nearest_key() {
         let mut raw = minimal();
         raw["nodes"]["web"]["profiles"]["system"]["magicRolback"] = json!(true);
+        let c = parse(raw.clone()).unwrap();
+        // Ignored as deploy-rs ignores it: magicRollback keeps its default.
+        assert_eq!(c.nodes["web"].profiles["system"].settings, GenericSettings::default());
         assert_eq!(
-            one_issue(raw),
-            "deploy.nodes.web.profiles.system.magicRolback: unknown setting; did you mean `magicRollback`?"
+            one_ignored(raw),
+            "deploy.nodes.web.profiles.system.magicRolback: unknown setting, ignored — did you mean `magicRollback`?"
+        );
+        assert_eq!(
+            c.ignored[0].error().to_string(),
+            "deploy.nodes.web.profiles.system.magicRolback: unknown setting; did you mean `magicRollback`? \
+             (refused in strict mode: --strict or `strict = true` in deploy)"
         );
         let mut raw = minimal();
         raw["sshuser"] = json!("x");
         assert_eq!(
-            one_issue(raw),
-            "deploy.sshuser: unknown setting; did you mean `sshUser`?"
+            one_ignored(raw),
+            "deploy.sshuser: unknown setting, ignored — did you mean `sshUser`?"
         );
         let mut raw = minimal();
         raw["nodes"]["web"]["hostnme"] = json!("x");
-        assert!(one_issue(raw).starts_with("deploy.nodes.web.hostnme: unknown setting; did you mean `hostname`?"));
+        assert!(one_ignored(raw)
+            .starts_with("deploy.nodes.web.hostnme: unknown setting, ignored — did you mean `hostname`?"));
+        // Metadata for other tools: any value, even one Nix cannot print as JSON.
         let mut raw = minimal();
-        raw["frobnicate"] = json!(1);
-        let e = one_issue(raw);
+        raw["frobnicate"] = json!({ "$type": "lambda" });
+        raw["nodes"]["web"]["meta"] = json!({ "owner": "ops" });
+        let i = ignored(raw);
         assert!(
-            e.starts_with("deploy.frobnicate: unknown setting; valid settings here: sshUser,"),
-            "{e}"
+            i[0].starts_with("deploy.frobnicate: unknown setting, ignored — valid settings here: sshUser,"),
+            "{i:?}"
+        );
+        assert!(
+            i[1].starts_with("deploy.nodes.web.meta: unknown setting, ignored"),
+            "{i:?}"
         );
     }
 
     #[test]
-    fn keys_at_the_wrong_level() {
+    fn strict_at_the_top_level_is_read() {
+        let mut raw = minimal();
+        raw["strict"] = json!(true);
+        assert!(parse(raw).unwrap().strict);
+        let mut raw = minimal();
+        raw["strict"] = json!(null);
+        assert!(!parse(raw).unwrap().strict);
+        let mut raw = minimal();
+        raw["strict"] = json!("yes");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.strict: expected a boolean (true or false), found a string"
+        );
+        let mut raw = minimal();
+        raw["nodes"]["web"]["strict"] = json!(true);
+        assert!(one_ignored(raw).starts_with("deploy.nodes.web.strict: `strict` is only allowed at the top level"));
+    }
+
+    #[test]
+    fn keys_at_the_wrong_level_are_ignored_saying_where_they_belong() {
         let mut raw = minimal();
         raw["nodes"]["web"]["profiles"]["system"]["hostname"] = json!("x");
-        let e = one_issue(raw);
-        assert!(
-            e.starts_with("deploy.nodes.web.profiles.system.hostname: `hostname` is a node setting"),
-            "{e}"
+        assert_eq!(
+            one_ignored(raw),
+            "deploy.nodes.web.profiles.system.hostname: `hostname` is a node setting, not allowed here, ignored \
+             — put it on a node (deploy.nodes.<name>.hostname)"
         );
         let mut raw = minimal();
         raw["nodes"]["web"]["path"] = json!("/nix/store/x");
-        let e = one_issue(raw);
+        let e = one_ignored(raw);
         assert!(
             e.starts_with("deploy.nodes.web.path: `path` is a profile setting"),
             "{e}"
@@ -779,16 +911,46 @@ mod tests {
         assert!(e.contains("deploy.nodes.web.profiles.<name>.path"), "{e}");
         let mut raw = minimal();
         raw["profilePath"] = json!("/x");
-        assert!(one_issue(raw).starts_with("deploy.profilePath: `profilePath` is a profile setting"));
+        assert!(one_ignored(raw).starts_with("deploy.profilePath: `profilePath` is a profile setting"));
         let mut raw = minimal();
         raw["tags"] = json!([]);
-        assert!(one_issue(raw).starts_with("deploy.tags: `tags` is a node setting"));
+        assert!(one_ignored(raw).starts_with("deploy.tags: `tags` is a node setting"));
         let mut raw = minimal();
         raw["nodes"]["web"]["profiles"]["system"]["profilesOrder"] = json!([]);
-        assert!(one_issue(raw).contains("`profilesOrder` is a node setting"));
+        assert!(one_ignored(raw).contains("`profilesOrder` is a node setting"));
         let mut raw = minimal();
         raw["nodes"]["web"]["nodes"] = json!({});
-        assert!(one_issue(raw).contains("`nodes` is only allowed at the top level"));
+        assert!(one_ignored(raw).contains("`nodes` is only allowed at the top level"));
+    }
+
+    #[test]
+    fn null_is_unset_for_every_optional_setting_at_every_level() {
+        let mut raw = minimal();
+        for row in schema::GENERIC {
+            raw[row.key] = Value::Null;
+            raw["nodes"]["web"][row.key] = Value::Null;
+            raw["nodes"]["web"]["profiles"]["system"][row.key] = Value::Null;
+        }
+        for k in ["tags", "profilesOrder"] {
+            raw["nodes"]["web"][k] = Value::Null;
+        }
+        raw["nodes"]["web"]["profiles"]["system"]["profilePath"] = Value::Null;
+        raw["strict"] = Value::Null;
+        let c = parse(raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c, parse(minimal()).unwrap());
+        // Required values stay required.
+        let mut raw = minimal();
+        raw["nodes"]["web"]["hostname"] = Value::Null;
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.hostname: expected a string, found null"
+        );
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["path"] = Value::Null;
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profiles.system.path: expected a string, found null"
+        );
     }
 
     #[test]
@@ -814,11 +976,6 @@ mod tests {
                 "magicRollback",
                 json!("yes"),
                 "expected a boolean (true or false), found a string",
-            ),
-            (
-                "autoRollback",
-                json!(null),
-                "expected a boolean (true or false), found null",
             ),
             (
                 "fastConnection",
@@ -889,11 +1046,17 @@ mod tests {
         assert!(one_issue(raw).starts_with("deploy.nodes.web.profiles.system.path: missing;"));
         let raw = json!({ "nodes": { "web": { "hostname": "h" } } });
         assert!(one_issue(raw).starts_with("deploy.nodes.web.profiles: missing;"));
+        // deploy-rs deploys nothing for a node with `profiles = { }`: accepted, with a warning.
         let raw = json!({ "nodes": { "web": { "hostname": "h", "profiles": {} } } });
+        let c = parse(raw).unwrap();
+        assert!(c.nodes["web"].profiles.is_empty());
         assert_eq!(
-            one_issue(raw),
-            "deploy.nodes.web.profiles: the node has no profiles; expected at least one profile"
+            c.warnings[0].to_string(),
+            "deploy.nodes.web.profiles: the node has no profiles; nothing is deployed to it"
         );
+        // An empty hostname is kept for the plan to judge (`--hostname` may replace it).
+        let raw = json!({ "nodes": { "web": { "hostname": "", "profiles": { "s": { "path": "/nix/store/a" } } } } });
+        assert_eq!(parse(raw).unwrap().nodes["web"].hostname, "");
         let raw = json!({ "sshUser": "x" });
         assert_eq!(
             one_issue(raw),
@@ -926,16 +1089,16 @@ mod tests {
     }
 
     #[test]
-    fn profiles_order_checks() {
+    fn a_duplicate_in_profiles_order_is_dropped_with_a_warning() {
         let mut raw = minimal();
         raw["nodes"]["web"]["profilesOrder"] = json!(["system", "systme", "system"]);
-        let i = issues(raw);
+        let c = parse(raw).unwrap();
+        // Names are checked by the plan, where the order is used.
+        assert_eq!(c.nodes["web"].profiles_order, vec!["system", "systme"]);
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
         assert_eq!(
-            i,
-            vec![
-                "deploy.nodes.web.profilesOrder[1]: no profile named `systme`; did you mean `system`?; profiles: system",
-                "deploy.nodes.web.profilesOrder[2]: `system` is listed twice; expected each profile at most once",
-            ]
+            w,
+            vec!["deploy.nodes.web.profilesOrder[2]: `system` is listed twice; the later entry is ignored"]
         );
         let mut raw = minimal();
         raw["nodes"]["web"]["profilesOrder"] = json!("system");
@@ -948,7 +1111,7 @@ mod tests {
     #[test]
     fn quoted_names_in_paths_and_all_issues_collected() {
         let raw = json!({ "nodes": {
-            "web.example.com": { "hostname": "h", "profiles": { "sys": { "path": "/nix/store/a", "usr": "x" } } },
+            "web.example.com": { "hostname": "h", "profiles": { "sys": { "path": "/nix/store/a", "user": 1 } } },
             "db": { "hostname": 1, "profiles": { "sys": { "path": "/nix/store/a" } } }
         } });
         let e = parse_raw_deploy(&raw, "github:o/r").unwrap_err();
@@ -957,7 +1120,7 @@ mod tests {
             lines,
             vec![
                 "deploy.nodes.db.hostname: expected a string, found an integer (in `github:o/r`)",
-                "deploy.nodes.\"web.example.com\".profiles.sys.usr: unknown setting; did you mean `user`? (in `github:o/r`)",
+                "deploy.nodes.\"web.example.com\".profiles.sys.user: expected a string, found an integer (in `github:o/r`)",
             ]
         );
     }
@@ -1055,7 +1218,7 @@ mod tests {
             },
         ];
         let kind = Kind::Objects(FIELDS);
-        let mut cx = Cx { issues: Vec::new() };
+        let mut cx = Cx::default();
         let v = json!([{ "$type": "set", "attrs": { "url": "http://x/health", "timeout": 5 } }]);
         let mut expected = Object::new();
         expected.insert("url".into(), json!("http://x/health"));
@@ -1077,7 +1240,7 @@ mod tests {
                 "deploy.healthChecks[2].url: expected a string, found a boolean",
             ]
         );
-        let mut cx = Cx { issues: Vec::new() };
+        let mut cx = Cx::default();
         assert_eq!(cx.value(&kind, &json!({ "$type": "set" }), "deploy.h"), None);
         assert_eq!(
             cx.issues[0].to_string(),

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{list_names, suggest, DeployConfig, Issue};
+use crate::config::{list_names, suggest, DeployConfig, GenericSettings, Issue};
 use crate::settings::{resolve, validate_overrides, Overrides, Resolved};
 use crate::ssh::Endpoint;
 use crate::target::{quote_attr, Target};
@@ -22,6 +22,10 @@ use crate::validate::{check_name, ValidationError};
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub deployments: Vec<Deployment>,
+    /// What was accepted as deploy-rs accepts it but deserves a look (keys it would ignore, a
+    /// duplicate in `profilesOrder` …); printed as warnings before anything runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Issue>,
 }
 
 /// One profile on one node.
@@ -83,6 +87,7 @@ pub fn build_plan(
     let mut deployments = Vec::new();
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
     let mut issues = validate_overrides(overrides);
+    let mut warnings = config_notes(targets, overrides, &mut issues);
 
     for (target, cfg) in targets {
         let shown = target.to_string();
@@ -111,24 +116,29 @@ pub fn build_plan(
                 .get(node_name)
                 .ok_or_else(|| not_evaluated(format!("deploy.nodes.{}", quote_attr(node_name))))?;
             let all_profiles = cfg.all_profile_names.get(node_name).map(Vec::as_slice).unwrap_or(&[]);
-            let profile_names: Vec<&String> = match &target.profile {
+            let profile_names = match &target.profile {
+                Some(p) if !all_profiles.contains(p) => {
+                    return Err(PlanError::NoSuchProfile {
+                        target: shown.clone(),
+                        node: node_name.clone(),
+                        profile: p.clone(),
+                        hint: suggest(p, all_profiles.iter().map(String::as_str)),
+                        available: list_names(all_profiles),
+                    });
+                }
                 Some(p) => {
-                    if !all_profiles.contains(p) {
-                        return Err(PlanError::NoSuchProfile {
-                            target: shown.clone(),
-                            node: node_name.clone(),
-                            profile: p.clone(),
-                            hint: suggest(p, all_profiles.iter().map(String::as_str)),
-                            available: list_names(all_profiles),
-                        });
-                    }
+                    // deploy-rs does not read profilesOrder for one profile; rollout only warns.
+                    let mut unused = Vec::new();
+                    check_order(node_name, &node.profiles_order, all_profiles, &mut unused);
+                    warnings.extend(unused.into_iter().map(|mut i| {
+                        i.message = format!("{}; ignored, as only one profile is deployed", i.message);
+                        i
+                    }));
                     vec![p]
                 }
                 None => {
-                    // profilesOrder first (validated in config: exists, no duplicates), then the rest by name.
-                    let mut order: Vec<&String> = node.profiles_order.iter().collect();
-                    order.extend(all_profiles.iter().filter(|p| !node.profiles_order.contains(p)));
-                    order
+                    check_order(node_name, &node.profiles_order, all_profiles, &mut issues);
+                    ordered(&node.profiles_order, all_profiles)
                 }
             };
             for profile_name in profile_names {
@@ -152,20 +162,98 @@ pub fn build_plan(
                     local_user,
                     (node_name, profile_name),
                 ) {
-                    Ok((settings, endpoint)) => deployments.push(Deployment {
-                        flake: target.flake.clone(),
-                        node: node_name.clone(),
-                        profile: profile_name.clone(),
-                        closure: profile.path.clone(),
-                        settings,
-                        endpoint,
-                    }),
+                    Ok((settings, endpoint)) => {
+                        let eff =
+                            GenericSettings::effective(overrides, &profile.settings, &node.settings, &cfg.settings);
+                        warnings.extend(setting_notes(&eff, &settings, node_name, profile_name));
+                        deployments.push(Deployment {
+                            flake: target.flake.clone(),
+                            node: node_name.clone(),
+                            profile: profile_name.clone(),
+                            closure: profile.path.clone(),
+                            settings,
+                            endpoint,
+                        });
+                    }
                     Err(found) => issues.extend(found),
                 }
             }
         }
     }
-    finish(targets, deployments, issues)
+    finish(targets, deployments, issues, warnings)
+}
+
+/// Each flake's ignored keys (warnings, or errors in strict mode) and its other warnings, once
+/// per flake.
+fn config_notes(targets: &[(Target, &DeployConfig)], o: &Overrides, issues: &mut Vec<Issue>) -> Vec<Issue> {
+    let mut warnings = Vec::new();
+    let mut done = HashSet::new();
+    for (target, cfg) in targets {
+        if !done.insert(target.flake.as_str()) {
+            continue;
+        }
+        let strict = o.strict.unwrap_or(cfg.strict);
+        for i in &cfg.ignored {
+            if strict {
+                issues.push(i.error());
+            } else {
+                warnings.push(i.warning());
+            }
+        }
+        warnings.extend(cfg.warnings.iter().cloned());
+    }
+    warnings
+}
+
+/// profilesOrder first (no duplicates: config dropped them; missing names skipped, reported by
+/// [`check_order`]), then the rest by name.
+fn ordered<'a>(order: &'a [String], profiles: &'a [String]) -> Vec<&'a String> {
+    let mut out: Vec<&String> = order.iter().filter(|p| profiles.contains(p)).collect();
+    out.extend(profiles.iter().filter(|p| !order.contains(p)));
+    out
+}
+
+/// Settings that mean something else than they seem to, as in deploy-rs: said once per profile.
+fn setting_notes(eff: &GenericSettings, r: &Resolved, node: &str, profile: &str) -> Vec<Issue> {
+    let path = format!("deploy.nodes.{}.profiles.{}", quote_attr(node), quote_attr(profile));
+    let mut notes = Vec::new();
+    if eff.activation_timeout.is_some() && !r.magic_rollback {
+        notes.push(Issue {
+            path: path.clone(),
+            message: format!(
+                "activationTimeout has no effect without magic rollback (as in deploy-rs); the activation may take up to {} s",
+                r.activation_bound(false)
+            ),
+        });
+    }
+    if r.interactive_sudo && !r.elevate && r.user != "root" {
+        notes.push(Issue {
+            path,
+            message: format!(
+                "interactiveSudo has no effect: the profile user `{}` is the ssh user (deploy-rs would activate as root); \
+                 leave `user` unset or set it to \"root\" to elevate",
+                r.user
+            ),
+        });
+    }
+    notes
+}
+
+/// Names in `profilesOrder` must be profiles of the node where the order is used (deploy-rs:
+/// "No profile named `x` was found").
+fn check_order(node: &str, order: &[String], profiles: &[String], issues: &mut Vec<Issue>) {
+    for (i, p) in order.iter().enumerate() {
+        if !profiles.contains(p) {
+            issues.push(Issue {
+                path: format!("deploy.nodes.{}.profilesOrder[{i}]", quote_attr(node)),
+                message: format!(
+                    "no profile named `{p}`{}; profiles: {}",
+                    suggest(p, profiles.iter().map(String::as_str)),
+                    list_names(profiles)
+                ),
+            });
+        }
+    }
 }
 
 /// Node and profile names become file names, Nix attributes and URL fragments: refused up front
@@ -187,6 +275,7 @@ fn finish(
     targets: &[(Target, &DeployConfig)],
     deployments: Vec<Deployment>,
     mut issues: Vec<Issue>,
+    warnings: Vec<Issue>,
 ) -> Result<Plan, PlanError> {
     let mut shown = HashSet::new();
     issues.retain(|i| shown.insert(i.to_string()));
@@ -195,12 +284,17 @@ fn finish(
     }
     if deployments.is_empty() {
         let flakes: Vec<String> = targets.iter().map(|(t, _)| format!("`{t}`")).collect();
+        let why = if targets.iter().all(|(_, c)| c.all_node_names.is_empty()) {
+            "no node (deploy.nodes is empty)"
+        } else {
+            "no profile (its nodes have `profiles = { }`)"
+        };
         return Err(PlanError::Empty(format!(
-            "{} selects no node (deploy.nodes is empty); expected at least one node with a profile",
+            "{} selects {why}; expected at least one node with a profile",
             flakes.join(", ")
         )));
     }
-    Ok(Plan { deployments })
+    Ok(Plan { deployments, warnings })
 }
 
 impl Plan {
@@ -492,5 +586,102 @@ interactive_sudo = false
             e,
             "nothing to deploy: `.` selects no node (deploy.nodes is empty); expected at least one node with a profile"
         );
+    }
+
+    fn warnings(p: &Plan) -> Vec<String> {
+        p.warnings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn ignored_keys_warn_and_strict_mode_refuses_them() {
+        let raw = json!({ "owner": "ops", "nodes": { "web": { "hostname": "h", "magicRolback": false,
+            "profiles": { "system": { "path": "/nix/store/s" } } } } });
+        let c = cfg(raw.clone());
+        let p = plan(&["."], &c).unwrap();
+        let w = warnings(&p);
+        assert!(
+            w[0].starts_with("deploy.owner: unknown setting, ignored — valid settings here: sshUser,"),
+            "{w:?}"
+        );
+        assert_eq!(
+            w[1],
+            "deploy.nodes.web.magicRolback: unknown setting, ignored — did you mean `magicRollback`?"
+        );
+        assert!(
+            p.deployments[0].settings.magic_rollback,
+            "the misspelt key has no effect"
+        );
+        let strict = Overrides {
+            strict: Some(true),
+            ..Default::default()
+        };
+        let t = [(parse_target(".").unwrap(), &c)];
+        let e = build_plan(&t, &strict, "me").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "deploy.nodes.web.magicRolback: unknown setting; did you mean `magicRollback`? (refused in strict mode"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 2, "{e}");
+        // `strict = true` in the flake: refused while parsing, with the flake's other problems.
+        let mut raw = raw;
+        raw["strict"] = json!(true);
+        let e = parse_raw_deploy(&raw, "").unwrap_err();
+        assert_eq!(e.issues.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn profiles_order_naming_a_missing_profile_is_an_error_only_where_the_order_is_used() {
+        let c = cfg(
+            json!({ "nodes": { "web": { "hostname": "h", "profilesOrder": ["system", "nope"], "profiles": {
+            "system": { "path": "/nix/store/s" }, "app": { "path": "/nix/store/a" } } } } }),
+        );
+        let e = plan(&[".#web"], &c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "deploy.nodes.web.profilesOrder[1]: no profile named `nope`; profiles: app, system"
+        );
+        assert!(plan(&["."], &c).is_err());
+        // One profile targeted: deploy-rs does not read the order; rollout warns and deploys it.
+        let p = plan(&[".#web.app"], &c).unwrap();
+        assert_eq!(names(&p), vec!["web.app"]);
+        assert_eq!(
+            warnings(&p),
+            vec!["deploy.nodes.web.profilesOrder[1]: no profile named `nope`; profiles: app, system; ignored, as only one profile is deployed"]
+        );
+    }
+
+    #[test]
+    fn a_node_without_profiles_deploys_nothing_and_the_others_deploy() {
+        let c = cfg(json!({ "nodes": {
+            "empty": { "hostname": "e", "profiles": {} },
+            "web": { "hostname": "h", "profiles": { "system": { "path": "/nix/store/s" } } } } }));
+        let p = plan(&["."], &c).unwrap();
+        assert_eq!(names(&p), vec!["web.system"]);
+        assert_eq!(
+            warnings(&p),
+            vec!["deploy.nodes.empty.profiles: the node has no profiles; nothing is deployed to it"]
+        );
+        let e = plan(&[".#empty"], &c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "nothing to deploy: `.#empty` selects no profile (its nodes have `profiles = { }`); expected at least one node with a profile"
+        );
+    }
+
+    #[test]
+    fn an_empty_hostname_is_accepted_only_with_hostname_on_the_command_line() {
+        let c = cfg(
+            json!({ "nodes": { "web": { "hostname": "", "profiles": { "system": { "path": "/nix/store/s" } } } } }),
+        );
+        let e = plan(&["."], &c).unwrap_err().to_string();
+        assert!(e.starts_with("deploy.nodes.web.hostname: expected a host name"), "{e}");
+        let o = Overrides {
+            hostname: Some("10.0.0.7".into()),
+            ..Default::default()
+        };
+        let p = build_plan(&[(parse_target(".").unwrap(), &c)], &o, "me").unwrap();
+        assert_eq!(p.deployments[0].settings.hostname, "10.0.0.7");
     }
 }

@@ -241,6 +241,8 @@ macro_rules! settings_table {
             /// Applies to every node in the run.
             pub hostname: Option<String>,
             pub profile_path: Option<String>,
+            /// `--strict`: keys deploy-rs would ignore are errors.
+            pub strict: Option<bool>,
         }
 
         /// The generic settings, in table order.
@@ -302,7 +304,7 @@ settings_table! {
     };
     user / profile_user: String = "user" {
         kind: Kind::Str(Some(check_user)), levels: ALL, merge: Merge::First,
-        default: DefaultValue::Computed("sshUser (no elevation)"), flag: Some("--profile-user"),
+        default: DefaultValue::Computed("sshUser (no elevation); root with interactiveSudo"), flag: Some("--profile-user"),
         doc: "User that owns the profile and runs the activation (through `sudo` when it differs from sshUser).",
     };
     /// Replaces the whole merged list on the command line (split shell-style).
@@ -334,7 +336,7 @@ settings_table! {
     activation_timeout / activation_timeout: u64 = "activationTimeout" {
         kind: Kind::Seconds, levels: ALL, merge: Merge::First,
         default: DefaultValue::Seconds(240), flag: Some("--activation-timeout"),
-        doc: "Seconds the deployer waits for the activation to finish.",
+        doc: "Seconds the activation may take while magic rollback waits for it (then it is stopped and rolled back); without magic rollback only a one-day cap applies, as deploy-rs sets no bound.",
     };
     temp_path / temp_path: String = "tempPath" {
         kind: Kind::Str(Some(validate::check_target_path)), levels: ALL, merge: Merge::First,
@@ -349,7 +351,7 @@ settings_table! {
     interactive_sudo / interactive_sudo: bool = "interactiveSudo" {
         kind: Kind::Bool, levels: ALL, merge: Merge::First,
         default: DefaultValue::Bool(false), flag: Some("--interactive-sudo"),
-        doc: "Ask for the sudo password once per host and feed it to sudo.",
+        doc: "Ask for the sudo password once per host and feed it to sudo; without a `user`, the activation runs as root.",
     };
     sudo / sudo: String = "sudo" {
         kind: Kind::Str(Some(validate::check_sudo)), levels: ALL, merge: Merge::First,
@@ -370,6 +372,15 @@ pub const OWN: &[Setting] = &[
         doc: "The nodes, by name.",
     },
     Setting {
+        key: "strict",
+        kind: Kind::Bool,
+        levels: TOP,
+        merge: Merge::First,
+        default: DefaultValue::Bool(false),
+        flag: Some("--strict"),
+        doc: "Refuse keys deploy-rs would ignore (unknown, or at the wrong level) instead of warning (rollout extension).",
+    },
+    Setting {
         key: "hostname",
         kind: Kind::Str(Some(check_host)),
         levels: NODE,
@@ -385,7 +396,7 @@ pub const OWN: &[Setting] = &[
         merge: Merge::First,
         default: DefaultValue::None,
         flag: None,
-        doc: "The node's profiles, by name (at least one).",
+        doc: "The node's profiles, by name (`{ }` deploys nothing to the node).",
     },
     Setting {
         key: "profilesOrder",

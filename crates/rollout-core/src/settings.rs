@@ -52,6 +52,20 @@ impl Resolved {
     }
 }
 
+impl Resolved {
+    /// How long the agent lets the activation run. As in deploy-rs, activationTimeout bounds the
+    /// activation only while magic rollback waits for it (`magic`: on for this run, so not with
+    /// `--boot` or `--dry-activate`); otherwise a long activation is not killed and rolled back
+    /// after four minutes, only after a day, so that a hung one still ends.
+    pub fn activation_bound(&self, magic: bool) -> u64 {
+        if magic {
+            self.activation_timeout
+        } else {
+            ACTIVATION_CAP
+        }
+    }
+}
+
 /// `--ssh-opts` could not be split into words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
@@ -64,6 +78,12 @@ pub enum SettingsError {
 pub fn split_ssh_opts(s: &str) -> Result<Vec<String>, SettingsError> {
     shlex::split(s).ok_or_else(|| SettingsError::SshOpts(s.to_string()))
 }
+
+/// The user interactiveSudo elevates to when no `user` is set.
+const ROOT: &str = "root";
+
+/// The activation bound without magic rollback: the largest timeout validation allows (a day).
+pub const ACTIVATION_CAP: u64 = crate::validate::MAX_TIMEOUT;
 
 fn bool_default(key: &str) -> bool {
     matches!(schema::default_of(key), DefaultValue::Bool(true))
@@ -95,21 +115,30 @@ pub fn merge(
 ) -> Resolved {
     let e = GenericSettings::effective(o, &profile.settings, &node.settings, top);
     let ssh_user = e.ssh_user.unwrap_or_else(|| local_user.to_string());
+    let interactive_sudo = e.interactive_sudo.unwrap_or(bool_default("interactiveSudo"));
     // deploy-rs errors when neither `user` nor `sshUser` is set; falling back to the SSH user
     // (including the local-user default) means "no escalation", which is what that case meant.
-    let user = e.user.unwrap_or_else(|| ssh_user.clone());
+    // With interactiveSudo and no `user`, deploy-rs runs `sudo -S` without `-u`: root. rollout
+    // does the same, and makes root the profile's owner too (deploy-rs kept the ssh user's
+    // profile path, so a NixOS system profile ended up outside /nix/var/nix/profiles/system).
+    let user = match e.user {
+        Some(u) => u,
+        None if interactive_sudo => ROOT.to_string(),
+        None => ssh_user.clone(),
+    };
+    let magic_rollback = e.magic_rollback.unwrap_or(bool_default("magicRollback"));
     Resolved {
         elevate: user != ssh_user,
         hostname: o.hostname.clone().unwrap_or_else(|| node.hostname.clone()),
         ssh_opts: e.ssh_opts.unwrap_or_default(),
         fast_connection: e.fast_connection.unwrap_or(bool_default("fastConnection")),
         auto_rollback: e.auto_rollback.unwrap_or(bool_default("autoRollback")),
-        magic_rollback: e.magic_rollback.unwrap_or(bool_default("magicRollback")),
+        magic_rollback,
         confirm_timeout: e.confirm_timeout.unwrap_or(seconds_default("confirmTimeout")),
         activation_timeout: e.activation_timeout.unwrap_or(seconds_default("activationTimeout")),
         temp_path: e.temp_path.unwrap_or_else(|| str_default("tempPath")),
         remote_build: e.remote_build.unwrap_or(bool_default("remoteBuild")),
-        interactive_sudo: e.interactive_sudo.unwrap_or(bool_default("interactiveSudo")),
+        interactive_sudo,
         sudo: e.sudo.unwrap_or_else(|| str_default("sudo")),
         profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
         ssh_user,
@@ -630,5 +659,44 @@ mod tests {
         assert_eq!(split_ssh_opts("-o 'A=b c'").unwrap(), vec!["-o", "A=b c"]);
         let e = split_ssh_opts("-o \"unterminated").unwrap_err().to_string();
         assert!(e.contains("--ssh-opts") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn interactive_sudo_without_a_user_elevates_to_root_as_deploy_rs_does() {
+        let su = GenericSettings {
+            ssh_user: Some("deploy".into()),
+            interactive_sudo: Some(true),
+            ..none()
+        };
+        let r = run(su.clone(), none(), none(), &Overrides::default());
+        assert_eq!((r.user.as_str(), r.elevate), ("root", true));
+        assert_eq!(r.sudo_argv(), vec!["sudo", "-u", "root"]);
+        // An explicit user wins, also one equal to the ssh user (no elevation then).
+        let u = |v: &str| GenericSettings {
+            user: Some(v.into()),
+            ..none()
+        };
+        let r = run(su.clone(), u("deploy"), none(), &Overrides::default());
+        assert_eq!((r.user.as_str(), r.elevate), ("deploy", false));
+        let r = run(su.clone(), none(), u("hello"), &Overrides::default());
+        assert_eq!((r.user.as_str(), r.elevate), ("hello", true));
+        // Logged in as root already: nothing to elevate.
+        let root = GenericSettings {
+            ssh_user: Some("root".into()),
+            ..su
+        };
+        assert!(!run(root, none(), none(), &Overrides::default()).elevate);
+    }
+
+    #[test]
+    fn activation_timeout_bounds_the_activation_only_with_magic_rollback() {
+        let set = GenericSettings {
+            activation_timeout: Some(60),
+            ..none()
+        };
+        let r = run(set, none(), none(), &Overrides::default());
+        assert_eq!((r.activation_timeout, r.activation_bound(true)), (60, 60));
+        assert_eq!(r.activation_bound(false), ACTIVATION_CAP);
+        assert_eq!(ACTIVATION_CAP, 86_400);
     }
 }

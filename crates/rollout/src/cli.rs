@@ -152,6 +152,8 @@ pub struct Flags {
     /// Skip the flake's checks [default: off, the checks run].
     #[arg(global = true, short = 's', long)]
     pub skip_checks: bool,
+    #[arg(help = schema::flag_help("--strict"), global = true, long)]
+    pub strict: bool,
     #[arg(help = schema::flag_help("--remote-build"), global = true, long)]
     pub remote_build: bool,
     #[arg(help = schema::flag_help("--ssh-user"), global = true, long, value_name = "USER")]

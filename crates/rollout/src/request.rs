@@ -102,6 +102,7 @@ fn overrides(args: &DeployArgs) -> Result<Overrides, Error> {
         sudo: args.sudo.clone(),
         hostname: args.hostname.clone(),
         profile_path: args.profile_path.clone(),
+        strict: args.strict.then_some(true),
     })
 }
 

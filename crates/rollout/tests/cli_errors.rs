@@ -79,20 +79,21 @@ fn rows() -> Vec<Row> {
     let mut rows = vec![
         // ----- unknown keys, with the nearest valid name -----
         row(
-            "unknown key on a profile",
+            "unknown key on a profile, with --strict",
             web_system("magicRolback = true;"),
-            &[PLAN, ".#web.system", "-s"],
+            &[PLAN, ".#web.system", "-s", "--strict"],
             1,
             &[
                 "deploy.nodes.web.profiles.system.magicRolback",
                 "unknown setting",
                 "did you mean `magicRollback`?",
+                "refused in strict mode",
             ],
         ),
         row(
-            "unknown key on a node",
+            "unknown key on a node, with --strict after the subcommand",
             web("fastConection = true;"),
-            &[PLAN, ".#web", "-s"],
+            &[PLAN, ".#web", "-s", "--strict"],
             1,
             &[
                 "deploy.nodes.web.fastConection",
@@ -101,8 +102,8 @@ fn rows() -> Vec<Row> {
             ],
         ),
         row(
-            "unknown key at the top level (deploy)",
-            top(r#"sshuser = "deploy";"#),
+            "unknown key at the top level (deploy), with strict = true in the flake",
+            top(r#"sshuser = "deploy"; strict = true;"#),
             &["--debug-logs", "-s", "."],
             1,
             &["deploy.sshuser", "unknown setting", "did you mean `sshUser`?"],
@@ -110,7 +111,7 @@ fn rows() -> Vec<Row> {
         row(
             "unknown key with no near name lists the valid ones",
             top("frobnicate = 1;"),
-            &["--dry-run", "-s", "."],
+            &["--strict", "--dry-run", "-s", "."],
             1,
             &[
                 "deploy.frobnicate",
@@ -217,18 +218,22 @@ fn rows() -> Vec<Row> {
             &["deploy.nodes.web.hostname", "missing", "`hostname` (string)"],
         ),
         row(
-            "node with an empty profiles set",
+            "the only node has an empty profiles set: nothing to deploy",
             raw(r#"{ nodes.web = { hostname = "h"; profiles = { }; }; }"#),
             &[PLAN, ".", "-s"],
             1,
-            &["deploy.nodes.web.profiles", "no profiles", "at least one profile"],
+            &["nothing to deploy", "selects no profile", "profiles = { }"],
         ),
         row(
             "node without profiles",
             raw(r#"{ nodes.web = { hostname = "h"; }; }"#),
             &[PLAN, ".", "-s"],
             1,
-            &["deploy.nodes.web.profiles", "missing", "at least one profile"],
+            &[
+                "deploy.nodes.web.profiles",
+                "missing",
+                "expected an attribute set of profiles",
+            ],
         ),
         row(
             "profilesOrder names a missing profile",
@@ -248,7 +253,7 @@ fn rows() -> Vec<Row> {
         row(
             "hostname inside a profile",
             web_system(r#"hostname = "other";"#),
-            &[PLAN, ".#web.system", "-s"],
+            &[PLAN, ".#web.system", "-s", "--strict"],
             1,
             &[
                 "deploy.nodes.web.profiles.system.hostname",
@@ -259,7 +264,7 @@ fn rows() -> Vec<Row> {
         row(
             "path on a node",
             web(r#"path = prof "x";"#),
-            &["--debug-logs", "-s", ".#web"],
+            &["--debug-logs", "-s", "--strict", ".#web"],
             1,
             &[
                 "deploy.nodes.web.path",
@@ -280,7 +285,11 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "every issue is reported, not just the first",
-            fleet(r#"sshuser = "x";"#, r#"confirmTimeout = "1";"#, "magicRolback = true;"),
+            fleet(
+                r#"sshuser = "x"; strict = true;"#,
+                r#"confirmTimeout = "1";"#,
+                "magicRolback = true;",
+            ),
             &[PLAN, ".#web.system", "-s"],
             1,
             &[

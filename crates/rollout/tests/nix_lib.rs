@@ -462,11 +462,12 @@ fn deploy_schema_names_the_full_path_of_every_problem() {
         .replace(r#"profilesOrder = [ "system" ];"#, r#"profilesOrder = [ "sytem" ];"#);
     let err = build_err(&format!("{pre} (lib.deployChecks {bad}).deploy-schema"));
     for want in [
-        "deploy.nodes.web.profiles.system.magicRolback: unknown key; did you mean `magicRollback`?",
         "deploy.nodes.web.profiles.system.confirmTimeout: expected a non-negative integer (seconds), found a string",
-        "deploy.nodes.db.hostnme: unknown key; did you mean `hostname`?",
         "deploy.nodes.db.hostname: missing; every node needs a `hostname` (string)",
-        "deploy.nodes.web.profilesOrder[0]: no profile named `sytem`; did you mean `system`?",
+        // Keys deploy-rs ignores are warnings (traced at evaluation), not the reason it fails.
+        "warning: deploy.nodes.web.profiles.system.magicRolback: unknown setting, ignored — did you mean `magicRollback`?",
+        "warning: deploy.nodes.db.hostnme: unknown setting, ignored — did you mean `hostname`?",
+        "warning: deploy.nodes.web.profilesOrder[0]: no profile named `sytem`; did you mean `system`?",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -487,6 +488,47 @@ fn deploy_schema_names_the_full_path_of_every_problem() {
             "deploy.nodes.\"odd.name\".hostname: expected a host name or address, found `-x`, which starts with `-`",
             "deploy.nodes.\"odd.name\".profiles.p.path: expected an absolute store path, found `relative`",
         ]
+    );
+}
+
+/// What deploy-rs accepts passes deployChecks (with warnings); `strict = true` refuses ignored keys.
+#[test]
+fn deploy_schema_accepts_what_deploy_rs_accepts_and_strict_refuses_ignored_keys() {
+    if !have_nix() {
+        return;
+    }
+    let pre = prelude("checks-dropin");
+    let lenient = fleet(r#"magicRolback = false; sshUser = null; confirmTimeout = null; meta.owner = "ops";"#)
+        .replace(
+            r#"profilesOrder = [ "system" ];"#,
+            r#"profilesOrder = [ "system" "system" ]; tempPath = null;"#,
+        )
+        .replace(
+            r#"hostname = "10.0.0.2";"#,
+            r#"hostname = ""; activationTimeout = null;"#,
+        )
+        .replace(
+            "magicRollback = true;",
+            "magicRollback = true; nodes.empty = { hostname = \"e\"; profiles = { }; };",
+        );
+    let built = nix_build(&format!("{pre} (lib.deployChecks ({lenient})).deploy-schema"));
+    assert!(built.out.is_ok(), "{}", built.stderr);
+    for want in [
+        "warning: deploy.nodes.web.profiles.system.magicRolback: unknown setting, ignored — did you mean `magicRollback`?",
+        "warning: deploy.nodes.web.profiles.system.meta: unknown setting, ignored",
+        "warning: deploy.nodes.web.profilesOrder[1]: `system` is listed twice; the later entry is ignored",
+        "warning: deploy.nodes.empty.profiles: the node has no profiles; nothing is deployed to it",
+    ] {
+        assert!(built.stderr.contains(want), "missing {want:?} in:\n{}", built.stderr);
+    }
+    let strict = lenient.replacen("sshUser = \"deploy\";", "sshUser = \"deploy\"; strict = true;", 1);
+    let err = build_err(&format!("{pre} (lib.deployChecks ({strict})).deploy-schema"));
+    assert!(
+        err.contains(
+            "deploy.nodes.web.profiles.system.magicRolback: unknown setting; did you mean `magicRollback`? \
+             (refused in strict mode: `strict = true` in deploy)"
+        ),
+        "{err}"
     );
 }
 
@@ -559,7 +601,13 @@ fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
     );
     assert_eq!(
         v["lib"],
-        serde_json::json!(["activate", "deployChecks", "deployIssues", "setActivate"])
+        serde_json::json!([
+            "activate",
+            "deployChecks",
+            "deployIssues",
+            "deployWarnings",
+            "setActivate"
+        ])
     );
     assert_eq!(
         v["activate"],

@@ -41,6 +41,9 @@ pub fn prepare(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Err
     let evaluated = evaluate::evaluate(&runner, &ctx, mode, &req.targets, req.skip_checks).map_err(Error::bad_input)?;
     let pairs: Vec<(Target, &DeployConfig)> = evaluated.iter().map(|(t, c)| (t.clone(), c.as_ref())).collect();
     let mut plan = build_plan(&pairs, &req.overrides, &req.local_user).map_err(Error::bad_input)?;
+    for w in &plan.warnings {
+        reporter.warn(w.to_string());
+    }
     if !req.filter.is_empty() {
         let mut all: Vec<String> = plan.deployments.iter().map(|d| d.node.clone()).collect();
         all.dedup();

@@ -1,23 +1,13 @@
 //! `rollout deploy [TARGET…]`: prepare the plan, optionally show it and ask, then execute it.
 
 use crate::cli::DeployArgs;
-use crate::{password, render, request};
+use crate::{confirm, password, render, request};
 use rollout_core::deploy::{self, Report};
 use rollout_core::error::Error;
 use rollout_core::exec::Runner;
 use rollout_core::ops;
 use rollout_core::ops::diff::diff_rows;
-use std::io::{BufRead, IsTerminal, Write};
-
-fn confirm_interactively() -> bool {
-    eprint!("Are you sure you want to deploy these profiles? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return false;
-    }
-    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
+use std::io::IsTerminal;
 
 pub fn run(args: DeployArgs) -> Result<Report, Error> {
     let progress = !args.no_progress && !args.json && !args.debug_logs && std::io::stderr().is_terminal();
@@ -36,7 +26,7 @@ pub fn run(args: DeployArgs) -> Result<Report, Error> {
         let rows = diff_rows(&prepared, &inspection, &Runner::new(reporter.clone()))?;
         drop(inspection);
         eprint!("{}", super::diff::text_all(&rows));
-        if !confirm_interactively() {
+        if !confirm::ask(&mut std::io::stdin().lock(), &mut std::io::stderr()) {
             return Err(Error::Cancelled);
         }
     }

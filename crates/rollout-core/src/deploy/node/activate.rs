@@ -67,14 +67,15 @@ pub fn agent_for(shared: &Shared, d: &Deployment) -> String {
 
 fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
     let opts = &cx.shared.opts;
+    let magic_rollback = d.settings.magic_rollback && !opts.dry_activate && !opts.boot;
     ActivateArgs {
         id: agent::new_id(),
         closure: d.closure.clone().into(),
         profile: profile_ref(d).spec(),
         temp_path: d.settings.temp_path.clone().into(),
         confirm_timeout: d.settings.confirm_timeout,
-        activation_timeout: d.settings.activation_timeout,
-        magic_rollback: d.settings.magic_rollback && !opts.dry_activate && !opts.boot,
+        activation_timeout: d.settings.activation_bound(magic_rollback),
+        magic_rollback,
         auto_rollback: d.settings.auto_rollback,
         dry_activate: opts.dry_activate,
         boot: opts.boot,

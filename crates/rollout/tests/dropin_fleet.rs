@@ -1,0 +1,54 @@
+//! Drop-in without surprises (issue 15) on the test fleet: what needs a real host — sudo as
+//! deploy-rs runs it, an activation longer than activationTimeout without magic rollback, and
+//! closures signed with `LOCAL_KEY` / `--sign-key`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// deploy-rs runs `sudo -S` (root) for interactiveSudo without a distinct `user`; rollout
+/// elevates to root too, so a system profile deploys as its users expect.
+#[test]
+fn interactive_sudo_without_a_user_activates_as_root() {
+    let mut env = Env::new(1);
+    env.flake
+        .node("host1", "host1")
+        .setting("sshUser", json!("deploypw"))
+        .setting("interactiveSudo", json!(true))
+        .profile("system", marker("system"));
+    env.write();
+    let target = format!("{}#host1", env.flake_dir().display());
+    let out = std::process::Command::new(rollout_bin())
+        .args([&target, "-s"])
+        .env("ROLLOUT_SUDO_PASSWORD_HOST1", env.fleet.sudo_password())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(env.markers("host1", "system").last().unwrap().user, "root", "{err}");
+    // root's profile, where a NixOS system profile belongs.
+    assert_eq!(env.target_of("host1", SYSTEM), env.build("host1", "system"));
+}
+
+/// As in deploy-rs, activationTimeout bounds the activation only while magic rollback waits for
+/// it: without magic rollback a slow activation finishes and stays.
+#[test]
+fn a_slow_activation_without_magic_rollback_is_not_cut_short_by_activation_timeout() {
+    let mut env = Env::new(1);
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").sleep(4.0).setting("user", json!("root")));
+    let out = env.rollout("#host1", &["--magic-rollback", "false", "--activation-timeout", "1"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("activationTimeout has no effect without magic rollback"),
+        "{err}"
+    );
+    assert_eq!(env.target_of("host1", SYSTEM), env.build("host1", "system"));
+    assert_eq!(env.markers("host1", "system").len(), 1);
+    // With magic rollback the same bound stops it and rolls back:
+    // flags.rs::activation_timeout_kills_a_hanging_activation_and_rolls_back.
+}
