@@ -1,11 +1,14 @@
 //! Drop-in without surprises (issue 15) on the test fleet: what needs a real host — sudo as
 //! deploy-rs runs it, an activation longer than activationTimeout without magic rollback, and
-//! closures signed with `LOCAL_KEY` / `--sign-key`.
+//! closures signed with `LOCAL_KEY` / `--sign-key`, and the `-i` answers (which inspect the hosts
+//! before asking).
 
 mod common;
 
 use common::*;
 use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 /// deploy-rs runs `sudo -S` (root) for interactiveSudo without a distinct `user`; rollout
 /// elevates to root too, so a system profile deploys as its users expect.
@@ -19,7 +22,7 @@ fn interactive_sudo_without_a_user_activates_as_root() {
         .profile("system", marker("system"));
     env.write();
     let target = format!("{}#host1", env.flake_dir().display());
-    let out = std::process::Command::new(rollout_bin())
+    let out = Command::new(rollout_bin())
         .args([&target, "-s"])
         .env("ROLLOUT_SUDO_PASSWORD_HOST1", env.fleet.sudo_password())
         .env("NO_COLOR", "1")
@@ -51,4 +54,50 @@ fn a_slow_activation_without_magic_rollback_is_not_cut_short_by_activation_timeo
     assert_eq!(env.markers("host1", "system").len(), 1);
     // With magic rollback the same bound stops it and rolls back:
     // flags.rs::activation_timeout_kills_a_hanging_activation_and_rolls_back.
+}
+
+/// `rollout -i` on host1 with `answer` on stdin: (exit code, stderr).
+fn interactive(env: &Env, answer: &str) -> (Option<i32>, String) {
+    env.write();
+    let target = format!("{}#host1", env.flake_dir().display());
+    let mut child = Command::new(rollout_bin())
+        .args([&target, "-i", "-s", "--no-progress"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// deploy-rs goes ahead on its yes-words (`yeah`, `aye`, `Yes!` …); rollout too, asks once more
+/// when a yes-word is only part of a longer answer, and cancels on anything else.
+#[test]
+fn interactive_mode_goes_ahead_on_deploy_rs_yes_words_and_cancels_otherwise() {
+    let mut env = Env::new(1);
+    for (i, yes) in ["yeah\n", "Yes!\n", "yes please\naye\n"].into_iter().enumerate() {
+        env.flake
+            .node("host1", "host1")
+            .profile("system", marker("system").setting("user", json!("root")));
+        let (code, err) = interactive(&env, yes);
+        assert_eq!(code, Some(0), "{yes:?}: {err}");
+        assert_eq!(env.markers("host1", "system").len(), i + 1, "{yes:?}: {err}");
+        assert_eq!(err.contains("That was unclear"), yes.starts_with("yes please"), "{err}");
+    }
+    let deployed = env.target_of("host1", SYSTEM);
+    for no in ["nope\n", "\n", "", "yes please\nmaybe\n"] {
+        env.flake
+            .node("host1", "host1")
+            .profile("system", marker("system").setting("user", json!("root")));
+        let (code, err) = interactive(&env, no);
+        assert_eq!(code, Some(1), "{no:?}: {err}");
+        assert!(
+            err.contains("rollout: error: deployment cancelled by the user"),
+            "{no:?}: {err}"
+        );
+        assert_eq!(env.target_of("host1", SYSTEM), deployed, "{no:?}: nothing changed");
+    }
 }
