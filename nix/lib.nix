@@ -14,6 +14,9 @@
 #                        over the agent it would otherwise copy to the target
 #   /activate-rs         kept only so deploy-rs's `deploy` fails with an explanation instead of
 #                        "No such file or directory": rollout never runs it
+#   /rollout-confirmed   (optional) run by the agent once a deploy is confirmed. With
+#                        ROLLOUT_CONFIRM_PENDING=1 the activation makes the profile live without
+#                        making it the boot default yet; this hook does that (reboot-safe window)
 #
 # Only these pkgs attributes are used, so the library can be exercised with a stub pkgs
 # (nix/tests/stub-pkgs.nix): buildEnv, writeTextFile, writeScript, runtimeShell, runCommand.
@@ -57,6 +60,19 @@ let
         # Default for dry-activate and boot: show what would run, do nothing.
         dryActivate = self.dryActivate or "echo ${activateScript}";
         boot = self.boot or "echo ${activateScript}";
+        confirmedHook = if self ? confirmed then [
+          (pkgs.writeTextFile {
+            name = base.name + "-rollout-confirmed";
+            executable = true;
+            destination = "/rollout-confirmed";
+            text = ''
+              #!${pkgs.runtimeShell}
+              set -euo pipefail
+              :
+              ${self.confirmed}
+            '';
+          })
+        ] else [ ];
         # The `:` lines keep each branch valid when a script is empty. The scripts are inserted
         # unindented so here-documents in them keep working.
         entry = pkgs.writeTextFile {
@@ -82,7 +98,7 @@ let
       in
       pkgs.buildEnv {
         name = "activatable-" + base.name;
-        paths = [ base entry agentLink activateRsShim ];
+        paths = [ base entry agentLink activateRsShim ] ++ confirmedHook;
       };
   };
 
@@ -98,10 +114,18 @@ let
       ''
     else "";
 
+  # Reboot-safe confirmation window: while rollout waits for the confirmation
+  # (ROLLOUT_CONFIRM_PENDING=1) the new system goes live with `test`, which leaves the boot loader
+  # alone, so a reboot before the confirmation boots the previous system; the agent runs
+  # /rollout-confirmed (`boot`) once the deploy is confirmed. Without rollout's agent (deploy-rs)
+  # the variable is unset and it is a plain `switch`.
   nixos = base:
     (custom // {
       dryActivate = ''"$PROFILE/bin/switch-to-configuration" dry-activate'';
       boot = ''
+        "$PROFILE/bin/switch-to-configuration" boot
+        ${loaderFix base.config}'';
+      confirmed = ''
         "$PROFILE/bin/switch-to-configuration" boot
         ${loaderFix base.config}'';
     })
@@ -110,8 +134,12 @@ let
         # switch-to-configuration misbehaves when started from a directory it is about to
         # garbage-collect or unmount (nixpkgs #73404)
         cd /tmp
+        if [ "''${ROLLOUT_CONFIRM_PENDING:-0}" = 1 ]; then
+        "$PROFILE/bin/switch-to-configuration" test
+        else
         "$PROFILE/bin/switch-to-configuration" switch
-        ${loaderFix base.config}'';
+        ${loaderFix base.config}
+        fi'';
 
   home-manager = base: custom base.activationPackage ''"$PROFILE/activate"'';
 

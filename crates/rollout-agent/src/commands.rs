@@ -263,3 +263,20 @@ pub fn query(spec: &ProfileSpec, temp_path: &Path) -> i32 {
     out(format!("{}\n", report.line()).as_bytes());
     0
 }
+
+/// `recover`: undo unconfirmed deploys whose agent is gone — of one profile, or (`None`, the
+/// boot step) of every profile under the Nix profiles directory that has a pending marker.
+pub fn recover(spec: Option<&ProfileSpec>) -> i32 {
+    let profiles = match spec {
+        Some(s) => match resolve_profile(s) {
+            Ok(p) => vec![p],
+            Err(e) => return crate::fatal(&e),
+        },
+        None => {
+            let env = ProfileEnv::from_process();
+            let state = PathBuf::from(env.nix_state_dir.as_deref().unwrap_or("/nix/var/nix"));
+            crate::pending::all_pending(&state)
+        }
+    };
+    crate::pending::recover(&profiles, rollout_protocol::command::DEFAULT_ACTIVATION_TIMEOUT)
+}

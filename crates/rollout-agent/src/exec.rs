@@ -168,10 +168,34 @@ fn kill_group(pgid: i32, sig: i32) {
     }
 }
 
+/// How an activation script is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mode {
+    pub dry: bool,
+    pub boot: bool,
+    /// A confirmation will follow (magic rollback): `ROLLOUT_CONFIRM_PENDING=1`, so that a
+    /// profile can make itself live without making itself the boot default yet (NixOS: `test`
+    /// now, `boot` in its `rollout-confirmed` hook).
+    pub pending: bool,
+}
+
 /// Runs `<dir>/deploy-rs-activate` with deploy-rs's environment, cwd `dir`, in a new process group
 /// that is killed as a whole on timeout. stdout/stderr are inherited (the deploy log).
-pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> Result<(), ScriptError> {
-    let script = dir.join("deploy-rs-activate");
+pub fn run_activation(dir: &Path, mode: Mode, timeout_secs: u64) -> Result<(), ScriptError> {
+    run_script(dir, "deploy-rs-activate", mode, timeout_secs)
+}
+
+/// Runs the profile's `rollout-confirmed` hook, if it has one, once its deploy is confirmed.
+pub fn run_confirmed_hook(dir: &Path, timeout_secs: u64) -> Result<bool, ScriptError> {
+    match run_script(dir, "rollout-confirmed", Mode::default(), timeout_secs) {
+        Ok(()) => Ok(true),
+        Err(ScriptError::Missing(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn run_script(dir: &Path, name: &str, mode: Mode, timeout_secs: u64) -> Result<(), ScriptError> {
+    let script = dir.join(name);
     if std::fs::symlink_metadata(&script).is_err() {
         return Err(ScriptError::Missing(script));
     }
@@ -179,8 +203,9 @@ pub fn run_activation(dir: &Path, dry: bool, boot: bool, timeout_secs: u64) -> R
     let mut child = Command::new(&script)
         .current_dir(dir)
         .env("PROFILE", dir)
-        .env("DRY_ACTIVATE", flag(dry))
-        .env("BOOT", flag(boot))
+        .env("DRY_ACTIVATE", flag(mode.dry))
+        .env("BOOT", flag(mode.boot))
+        .env("ROLLOUT_CONFIRM_PENDING", flag(mode.pending))
         .stdin(Stdio::null())
         .process_group(0)
         .spawn()

@@ -1,14 +1,17 @@
 //! rollout-agent: the target-side program that activates a Nix profile and rolls it back safely.
 
+mod beside;
 mod commands;
 mod exec;
 mod follow;
 mod history;
 mod lock;
+mod pending;
 mod policy;
 mod profile;
 mod request;
 mod statedir;
+mod undo;
 mod worker;
 
 use rollout_protocol::command::{self as cli, Command};
@@ -74,6 +77,7 @@ fn main() {
         Ok(Command::Abort { ids, temp_path, wait }) => commands::abort(&temp_path, &ids, wait),
         Ok(Command::Status { id, temp_path }) => commands::status(&temp_path, &id),
         Ok(Command::Query { profile, temp_path }) => commands::query(&profile, &temp_path),
+        Ok(Command::Recover { profile }) => commands::recover(profile.as_ref()),
     };
     std::process::exit(code);
 }

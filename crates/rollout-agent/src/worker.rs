@@ -3,9 +3,9 @@
 //! It runs in its own session with stdout/stderr on the deploy log, so nothing that happens to the
 //! SSH connection or the foreground process can interrupt it. Every path ends in a terminal state.
 
-use crate::exec::{run_activation, NixEnv, ScriptError};
+use crate::exec::{run_activation, run_confirmed_hook, Mode, NixEnv};
 use crate::lock::{unix_now, Holder, ProfileLock};
-use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecision, RollbackPlan};
+use crate::policy::{await_decision, confirm_deadline, plan_rollback, AwaitDecision};
 use crate::profile::{current_generation, existing_generations, generation_link};
 use crate::request::{Job, Request};
 use crate::statedir::{DeployDir, Root, ABORT, CONFIRM, HEARTBEAT, REQUEST};
@@ -67,6 +67,7 @@ pub fn run(temp_path: &Path, id: &str) -> i32 {
         dir,
         req,
         status,
+        pending: false,
         lock: None,
     };
     match w.req.job {
@@ -74,6 +75,11 @@ pub fn run(temp_path: &Path, id: &str) -> i32 {
         Job::Revoke { .. } => w.revoke(),
     }
     w.record();
+    if w.pending {
+        if let Err(e) = crate::pending::remove(w.profile()) {
+            crate::log(&format!("warning: {e}"));
+        }
+    }
     // Terminal status is on disk; clean canaries once more in case a `confirm` raced the final write.
     w.dir.remove_markers();
     0
@@ -108,6 +114,8 @@ struct Worker {
     dir: DeployDir,
     req: Request,
     status: Status,
+    /// This deploy wrote the profile's pending marker (removed when it ends).
+    pending: bool,
     /// The profile's lock, held until the worker ends (after the terminal state is written).
     lock: Option<ProfileLock>,
 }
@@ -205,6 +213,19 @@ impl Worker {
                 return None;
             }
         }
+        // An earlier deploy that never got its confirmation and whose agent is gone (we hold the
+        // lock) is undone first: the profile must not stay on a generation nobody confirmed.
+        match crate::pending::undo_stale(&profile, self.req.activation_timeout()) {
+            Ok(Some(done)) => crate::log(&format!("note: {done}")),
+            Ok(None) => {}
+            Err(e) => {
+                self.fail(format!(
+                    "cannot settle an earlier unconfirmed deploy of {}: {e}",
+                    profile.display()
+                ));
+                return None;
+            }
+        }
         let current = match current_generation(&profile) {
             Ok(c) => c,
             Err(e) => {
@@ -267,7 +288,14 @@ impl Worker {
 
         if self.req.dry_activate() {
             self.set(State::Activating, format!("dry-activating {}", closure.display()));
-            return match run_activation(&closure, true, false, timeout) {
+            return match run_activation(
+                &closure,
+                Mode {
+                    dry: true,
+                    ..Mode::default()
+                },
+                timeout,
+            ) {
                 Ok(()) => self.set(State::Activated, "dry activation succeeded (profile unchanged)"),
                 Err(e) => self.fail(format!("dry activation failed: {e} (profile unchanged)")),
             };
@@ -281,6 +309,23 @@ impl Worker {
             Ok(n) => n,
             Err(e) => return self.fail(e),
         };
+        // Reboot-safe window: from before the profile changes until this deploy ends, a marker
+        // beside the profile says what to undo if this worker is gone first.
+        let magic = self.req.magic_rollback() && !self.req.boot();
+        let mut marker = crate::pending::Pending {
+            id: self.req.id().to_string(),
+            previous: before.current,
+            generation: None,
+            new_created: false,
+            closure: closure.clone(),
+            since: now_rfc3339(),
+        };
+        if magic {
+            if let Err(e) = crate::pending::write(&profile, &marker) {
+                return self.fail(format!("{e}; profile unchanged"));
+            }
+            self.pending = true;
+        }
         let set_result = nix.set(&profile, &closure);
         let now = current_generation(&profile);
         let new = match &now {
@@ -299,6 +344,13 @@ impl Worker {
         if let Err(e) = now {
             return self.fail(format!("profile set, but {e}"));
         }
+        if magic {
+            marker.generation = new;
+            marker.new_created = new_created;
+            if let Err(e) = crate::pending::write(&profile, &marker) {
+                crate::log(&format!("warning: {e}"));
+            }
+        }
 
         let what = if self.req.boot() {
             "activating for next boot"
@@ -307,7 +359,12 @@ impl Worker {
         };
         let gen_txt = new.map(|n| format!(" (generation {n})")).unwrap_or_default();
         self.set(State::Activating, format!("{what} {}{gen_txt}", profile.display()));
-        if let Err(e) = run_activation(&profile, false, self.req.boot(), timeout) {
+        let mode = Mode {
+            boot: self.req.boot(),
+            pending: magic,
+            ..Mode::default()
+        };
+        if let Err(e) = run_activation(&profile, mode, timeout) {
             return self.after_failure(&nix, &before, new, new_created, e.to_string());
         }
         if self.dir.exists(ABORT) {
@@ -370,7 +427,18 @@ impl Worker {
             let decision = await_decision(self.dir.exists(ABORT), self.dir.exists(CONFIRM), now, deadline);
             match decision {
                 AwaitDecision::KeepWaiting => std::thread::sleep(POLL),
-                AwaitDecision::Confirmed => return self.set(State::Confirmed, "deployment confirmed"),
+                AwaitDecision::Confirmed => {
+                    // The profile's own step for a confirmed deploy (NixOS: become the boot default).
+                    let note = match run_confirmed_hook(self.profile(), self.req.activation_timeout()) {
+                        Ok(true) => "; its rollout-confirmed step ran",
+                        Ok(false) => "",
+                        Err(e) => {
+                            crate::log(&format!("warning: the profile's rollout-confirmed step failed: {e}"));
+                            "; WARNING: its rollout-confirmed step failed (see the log)"
+                        }
+                    };
+                    return self.set(State::Confirmed, format!("deployment confirmed{note}"));
+                }
                 AwaitDecision::Abort => {
                     return self.rollback(nix, before, new, new_created, "deploy aborted by the deployer".into())
                 }
@@ -386,60 +454,10 @@ impl Worker {
     fn rollback(&mut self, nix: &NixEnv, before: &Before, new: Option<u64>, new_created: bool, why: String) {
         let profile = self.profile().to_path_buf();
         self.set(State::RollingBack, format!("{why}; rolling back"));
-        match plan_rollback(before.current, new, new_created) {
-            RollbackPlan::Nothing => self.fail(format!("{why}; nothing to roll back")),
-            RollbackPlan::RemoveProfile { delete_link } => {
-                let mut problems = Vec::new();
-                for path in std::iter::once(profile.clone()).chain(delete_link.map(|n| generation_link(&profile, n))) {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            problems.push(format!("cannot remove {}: {e}", path.display()));
-                        }
-                    }
-                }
-                if problems.is_empty() {
-                    self.set(
-                        State::RolledBack,
-                        format!(
-                            "{why}; first deploy of {}: removed the profile again (nothing to re-activate)",
-                            profile.display()
-                        ),
-                    );
-                } else {
-                    self.fail(format!("{why}; rollback failed: {}", problems.join("; ")));
-                }
-            }
-            RollbackPlan::Restore { previous, delete } => {
-                if let Err(e) = nix.switch_generation(&profile, previous) {
-                    return self.fail(format!("{why}; rollback failed: {e}"));
-                }
-                let mut notes = String::new();
-                if let Some(n) = delete {
-                    if let Err(e) = nix.delete_generation(&profile, n) {
-                        // The switch already happened; a leftover generation link is only clutter.
-                        crate::log(&format!("warning: {e}"));
-                        notes = format!(" (could not delete generation {n}: {e})");
-                    }
-                }
-                let timeout = self.req.activation_timeout();
-                match run_activation(&profile, false, false, timeout) {
-                    Ok(()) => self.set(
-                        State::RolledBack,
-                        format!("{why}; rolled back to generation {previous} and re-activated it{notes}"),
-                    ),
-                    Err(ScriptError::Missing(p)) => self.set(
-                        State::RolledBack,
-                        format!(
-                            "{why}; rolled back the profile to generation {previous}, but it could not be \
-                             re-activated: {} does not exist{notes}",
-                            p.display()
-                        ),
-                    ),
-                    Err(e) => self.fail(format!(
-                        "{why}; profile rolled back to generation {previous}, but re-activating it failed: {e}{notes}"
-                    )),
-                }
-            }
+        let plan = plan_rollback(before.current, new, new_created);
+        match crate::undo::undo(nix, &profile, plan, self.req.activation_timeout()) {
+            Ok(done) => self.set(State::RolledBack, format!("{why}; {done}")),
+            Err(e) => self.fail(format!("{why}; {e}")),
         }
     }
 

@@ -11,15 +11,16 @@ use rollout_core::plan::build_plan;
 use rollout_core::settings::Overrides;
 use rollout_core::target::parse_target;
 
-fn have_nix() -> bool {
+/// These tests need Nix: without it they fail (never pass by testing nothing).
+fn require_nix() {
     let ok = Command::new("nix")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("nix not found; skipping");
-    }
-    ok
+    assert!(
+        ok,
+        "`nix` is not installed: these tests need Nix (scripts/dev setup installs it)"
+    );
 }
 
 /// A fleet in which everything that must stay unevaluated throws.
@@ -87,9 +88,7 @@ fn sel(entries: &[(&str, Option<&[&str]>)]) -> Selection {
 
 #[test]
 fn selecting_one_profile_evaluates_nothing_else() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let v = eval(&sel(&[("web", Some(&["system", "home"]))])).unwrap();
     let cfg = parse_deploy(&v, "test").unwrap();
     assert_eq!(
@@ -115,9 +114,7 @@ fn selecting_one_profile_evaluates_nothing_else() {
 
 #[test]
 fn missing_node_and_profile_do_not_crash_nix() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let v = eval(&sel(&[("nope", None), ("web", Some(&["nada"]))])).unwrap();
     let cfg: DeployConfig = parse_deploy(&v, "test").unwrap();
     assert!(cfg.nodes["web"].profiles.is_empty());
@@ -134,9 +131,7 @@ fn missing_node_and_profile_do_not_crash_nix() {
 
 #[test]
 fn hostile_names_are_data_not_code() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let name = "x\"y${builtins.throw \"injected\"}";
     let v = eval(&sel(&[(name, None)])).unwrap();
     let cfg = parse_deploy(&v, "test").unwrap();
@@ -158,9 +153,7 @@ fn hostile_names_are_data_not_code() {
 
 #[test]
 fn wrong_types_reach_validation() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let v = eval(&sel(&[("typed", None)])).unwrap();
     let e = parse_deploy(&v, "test").unwrap_err();
     let lines: Vec<String> = e.issues.iter().map(ToString::to_string).collect();
@@ -178,9 +171,7 @@ fn wrong_types_reach_validation() {
 
 #[test]
 fn whole_fleet_selection_forces_everything() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     // Sanity check of the test fixture: selecting everything does hit the throws.
     let e = eval(&Selection::All).unwrap_err();
     assert!(e.contains("must not be evaluated"), "{e}");
@@ -188,9 +179,7 @@ fn whole_fleet_selection_forces_everything() {
 
 #[test]
 fn non_flake_expression_imports_functions_and_odd_paths() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("my \"fleet\" ${x}");
     std::fs::create_dir(&sub).unwrap();
@@ -221,9 +210,7 @@ fn non_flake_expression_imports_functions_and_odd_paths() {
 
 #[test]
 fn real_flake_with_apply_lambda() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("flake.nix"),
@@ -263,9 +250,7 @@ fn real_flake_with_apply_lambda() {
 
 #[test]
 fn structured_settings_keep_one_level_of_fields_in_the_shadow() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let deploy = r#"{ healthChecks = [ { url = "http://x"; n = 2; f = x: x; } 3 ]; tags = [ { } ];
       nodes = { }; }"#;
     let lambda = rollout_core::evalexpr::apply_lambda_for(&Selection::All, &["healthChecks"]);

@@ -71,6 +71,13 @@ enum Cmd {
         #[arg(long)]
         state: PathBuf,
     },
+    /// Reboot a host: kill all its processes, empty its /tmp, start its daemons, run its boot steps
+    /// (/nix/var/rollout-lab/boot.d/*)
+    Reboot {
+        host: String,
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Run a command as root inside a host (works without its sshd)
     Exec {
         host: String,
@@ -172,6 +179,7 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
         Cmd::Heal { host, state } => Fleet::attach(&state)?.heal(&host)?,
         Cmd::KillSshd { host, state } => Fleet::attach(&state)?.kill_sshd(&host)?,
         Cmd::RestartSshd { host, state } => Fleet::attach(&state)?.restart_sshd(&host)?,
+        Cmd::Reboot { host, state } => Fleet::attach(&state)?.reboot(&host)?,
         Cmd::Exec { host, state, cmd } => {
             let f = Fleet::attach(&state)?;
             let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();

@@ -23,6 +23,7 @@ usage:
   rollout-agent abort --id ID [--id …] [--temp-path T] [--wait 300]
   rollout-agent status --id ID [--temp-path T]
   rollout-agent query (--profile-path P | --profile-user U --profile-name N) [--temp-path T]
+  rollout-agent recover (--all | --profile-path P | --profile-user U --profile-name N)
   rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
       --closure /nix/store/… --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
 Any command may be preceded by --protocol N (the deployer always sends it).
@@ -131,6 +132,11 @@ pub enum Command {
     Query {
         profile: ProfileSpec,
         temp_path: PathBuf,
+    },
+    /// Undo unconfirmed deploys whose agent is gone (after a reboot or a kill): of one profile,
+    /// or (`None`) of every profile under the Nix profiles directory that has one. The boot step.
+    Recover {
+        profile: Option<ProfileSpec>,
     },
     Status {
         id: String,
@@ -453,6 +459,14 @@ impl Command {
                 v
             }
             Command::Status { id, temp_path } => ids_words("status", std::slice::from_ref(id), temp_path),
+            Command::Recover { profile } => {
+                let mut v = vec!["recover".to_string()];
+                match profile {
+                    Some(p) => v.extend(profile_words(p)),
+                    None => v.push("--all".into()),
+                }
+                v
+            }
             Command::Query { profile, temp_path } => {
                 let mut v = vec!["query".to_string()];
                 v.extend(profile_words(profile));
@@ -475,6 +489,24 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "-V" | "--version" => Ok(Command::Version),
         "activate" => parse_activate(rest),
         "revoke" => parse_revoke(rest),
+        "recover" => {
+            let o = Opts::parse(
+                "recover",
+                rest,
+                &["profile-path", "profile-user", "profile-name"],
+                &["all"],
+            )?;
+            let named = o.one("profile-path")?.is_some() || o.one("profile-user")?.is_some();
+            match (o.flag("all"), named) {
+                (true, false) => Ok(Command::Recover { profile: None }),
+                (false, true) => Ok(Command::Recover {
+                    profile: Some(o.profile()?),
+                }),
+                _ => usage(
+                    "recover: give either --all or one profile (--profile-path, or --profile-user and --profile-name)",
+                ),
+            }
+        }
         "query" => {
             let o = Opts::parse(
                 "query",
@@ -525,7 +557,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             })
         }
         other => usage(format!(
-            "unknown command '{other}' (expected activate, confirm, extend, abort, status, query or revoke)"
+            "unknown command '{other}' (expected activate, confirm, extend, abort, status, query, recover or revoke)"
         )),
     }
 }
@@ -704,6 +736,10 @@ mod tests {
                     name: "system".into(),
                 },
                 temp_path: "/tmp".into(),
+            },
+            Command::Recover { profile: None },
+            Command::Recover {
+                profile: Some(ProfileSpec::Path("/nix/var/nix/profiles/system".into())),
             },
             Command::Help,
             Command::Version,

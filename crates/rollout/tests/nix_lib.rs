@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn have_nix() -> bool {
+/// These tests need Nix: without it they fail (never pass by testing nothing).
+fn require_nix() {
     let ok = Command::new("nix-build")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("nix-build not found; skipping");
-    }
-    ok
+    assert!(
+        ok,
+        "`nix-build` is not installed: these tests need Nix (scripts/dev setup installs it)"
+    );
 }
 
 fn root() -> PathBuf {
@@ -127,9 +128,7 @@ fn read(p: &Path) -> String {
 
 #[test]
 fn custom_profile_layout_and_modes() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let profile = build_ok(&format!(
         r#"{} lib.activate.custom base "echo switch > $MARK""#,
         prelude("custom")
@@ -203,9 +202,7 @@ fn custom_profile_layout_and_modes() {
 
 #[test]
 fn custom_extended_with_dry_activate_and_boot() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let profile = build_ok(&format!(
         r#"{} (lib.activate.custom // {{ dryActivate = "echo dry $PWD > $MARK"; boot = "echo boot > $MARK"; }}) base ''
           # a multi-line script with a here-document
@@ -240,9 +237,7 @@ fn custom_extended_with_dry_activate_and_boot() {
 
 #[test]
 fn custom_with_empty_or_failing_scripts() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("custom-edge");
     // Empty scripts still make a valid entry point.
     let empty = build_ok(&format!(
@@ -270,9 +265,7 @@ const TOPLEVEL: &str = r##"pkgs.writeTextFile {
 
 #[test]
 fn nixos_runs_switch_to_configuration_per_mode() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let profile = build_ok(&format!(
         r#"{} lib.activate.nixos {{
           config.system.build.toplevel = {TOPLEVEL};
@@ -302,13 +295,27 @@ fn nixos_runs_switch_to_configuration_per_mode() {
         format!("switch /tmp\ndry-activate {p}\nboot {p}\n"),
         "switch runs from /tmp (nixpkgs#73404)"
     );
+
+    // Reboot-safe window: awaiting confirmation, the system goes live with `test` (the boot loader
+    // keeps the previous default); the confirmed hook makes it the boot default.
+    std::fs::write(&mark, "").unwrap();
+    assert_ok(
+        &activate(&profile, &[("MARK", m), ("ROLLOUT_CONFIRM_PENDING", "1")]),
+        "pending",
+    );
+    let hook = Command::new(profile.join("rollout-confirmed"))
+        .current_dir(&profile)
+        .env("PROFILE", &profile)
+        .env("MARK", m)
+        .output()
+        .unwrap();
+    assert_ok(&hook, "rollout-confirmed");
+    assert_eq!(read(&mark), format!("test /tmp\nboot {p}\n"));
 }
 
 #[test]
 fn nixos_with_systemd_boot_drops_the_default_line() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let esp = tempfile::tempdir().unwrap();
     let conf = esp.path().join("loader/loader.conf");
     std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
@@ -341,9 +348,7 @@ fn nixos_with_systemd_boot_drops_the_default_line() {
 
 #[test]
 fn home_manager_darwin_and_noop() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let script = |name: &str| {
         format!(
             r##"pkgs.writeTextFile {{ name = "{name}"; executable = true; destination = "/activate"; text = "#!/bin/sh\necho \"{name} $HOME $PWD\" > \"$MARK\"\n"; }}"##
@@ -385,9 +390,7 @@ fn home_manager_darwin_and_noop() {
 
 #[test]
 fn set_activate_is_a_deprecated_alias_of_custom() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let b = nix_build(&format!(
         r#"{} lib.setActivate base "echo set > $MARK""#,
         prelude("set-activate")
@@ -428,9 +431,7 @@ fn fleet(extra: &str) -> String {
 
 #[test]
 fn deploy_checks_pass_for_a_valid_deploy() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("checks-valid");
     let fleet = fleet("");
     let schema = build_ok(&format!("{pre} (lib.deployChecks {fleet}).deploy-schema"));
@@ -441,9 +442,7 @@ fn deploy_checks_pass_for_a_valid_deploy() {
 
 #[test]
 fn deploy_schema_does_not_build_profiles_but_deploy_activate_does() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("checks-lazy");
     let deploy = r#"{ nodes.n = { hostname = "h"; profiles.p.path = pkgs.unbuildable "never-built"; }; }"#;
     build_ok(&format!("{pre} (lib.deployChecks {deploy}).deploy-schema"));
@@ -453,9 +452,7 @@ fn deploy_schema_does_not_build_profiles_but_deploy_activate_does() {
 
 #[test]
 fn deploy_schema_names_the_full_path_of_every_problem() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("checks-schema");
     let bad = fleet(r#"magicRolback = false; confirmTimeout = "30";"#)
         .replace(r#"hostname = "10.0.0.2";"#, r#"hostnme = "10.0.0.2";"#)
@@ -534,9 +531,7 @@ fn deploy_schema_accepts_what_deploy_rs_accepts_and_strict_refuses_ignored_keys(
 
 #[test]
 fn deploy_activate_names_the_profile_without_an_entry_point() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("checks-activate");
     let bad = fleet("").replace(
         "profiles.system.path = lib.activate.noop base;",
@@ -551,9 +546,7 @@ fn deploy_activate_names_the_profile_without_an_entry_point() {
 
 #[test]
 fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let o = Command::new("nix-instantiate")
         .arg("--parse")
         .arg(root().join("flake.nix"))
@@ -647,9 +640,7 @@ fn flake_outputs_evaluate_against_a_fake_nixpkgs() {
 
 #[test]
 fn default_nix_exposes_the_library_without_flakes() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let o = Command::new("nix-instantiate")
         .arg("--parse")
         .arg(root().join("default.nix"))

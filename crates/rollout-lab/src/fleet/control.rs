@@ -93,6 +93,59 @@ impl Fleet {
         self.start_sshd(i)
     }
 
+    /// Reboot a host as far as a simulation can: every process of the host but its namespace holder
+    /// is killed at once (SIGKILL: a reboot does not ask), its `/tmp` is emptied (but for the lab's
+    /// own state), nix-daemon and sshd start again, and then the host's boot steps run: every
+    /// executable in `/nix/var/rollout-lab/boot.d/`, as root, in name order. The host's store,
+    /// profiles and `/nix/var` survive, as a disk would.
+    pub fn reboot(&self, host: &str) -> Result<()> {
+        let i = host_index(host, self.meta.hosts)?;
+        let holder = self.live_holder(i)?;
+        let protected = procs::protected(&procs::table());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let others: Vec<Recorded> = self
+                .scan_members(i)
+                .into_iter()
+                .filter(|&p| p != holder)
+                .filter_map(Recorded::of)
+                .collect();
+            if others.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Command {
+                    cmd: format!("reboot {host}"),
+                    detail: format!("{} processes survived SIGKILL", others.len()),
+                });
+            }
+            for r in &others {
+                procs::signal(r, libc::SIGKILL, &protected);
+            }
+            self.reap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.exec_ok(
+            host,
+            &[
+                "sh",
+                "-c",
+                "find /tmp -mindepth 1 -maxdepth 1 ! -name 'rollout-lab-*' -exec rm -rf {} +",
+            ],
+        )?;
+        self.start_daemon(i)?;
+        self.start_sshd(i)?;
+        self.exec_ok(
+            host,
+            &[
+                "sh",
+                "-c",
+                "for f in /nix/var/rollout-lab/boot.d/*; do if [ -x \"$f\" ]; then \"$f\" || echo \"boot step $f failed\" >&2; fi; done",
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Stop the host's nix-daemon and start a new one.
     pub fn restart_daemon(&self, host: &str) -> Result<()> {
         let i = host_index(host, self.meta.hosts)?;
