@@ -511,7 +511,7 @@ fn event_spans(stdout: &str) -> EventSpans {
                     None => {}
                 }
             }
-            Some("outcome") if e["outcome"] == "deployed" => deployed += 1,
+            Some("outcome") if e["outcome"] == "deployed" || e["outcome"] == "unchanged" => deployed += 1,
             _ => {}
         }
     }
