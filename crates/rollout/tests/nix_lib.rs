@@ -491,9 +491,7 @@ fn deploy_schema_names_the_full_path_of_every_problem() {
 /// What deploy-rs accepts passes deployChecks (with warnings); `strict = true` refuses ignored keys.
 #[test]
 fn deploy_schema_accepts_what_deploy_rs_accepts_and_strict_refuses_ignored_keys() {
-    if !have_nix() {
-        return;
-    }
+    require_nix();
     let pre = prelude("checks-dropin");
     let lenient = fleet(r#"magicRolback = false; sshUser = null; confirmTimeout = null; meta.owner = "ops";"#)
         .replace(
