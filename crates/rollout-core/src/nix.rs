@@ -144,6 +144,15 @@ pub fn copy_to(store_uri: &str, paths: &[String], substitute: bool, check_sigs: 
         .env("NIX_SSHOPTS", ssh_opts)
 }
 
+/// `nix store sign -r`: sign `paths` and their closures with the deployer's secret key (deploy-rs's
+/// `nix sign-paths -r -k $LOCAL_KEY`), so a target whose ssh user is not a trusted Nix user, and
+/// that requires signatures, accepts them.
+pub fn sign_closures(key_file: &str, paths: &[String]) -> Argv {
+    nix()
+        .args(["store", "sign", "--recursive", "--key-file", key_file])
+        .args(paths.iter().cloned())
+}
+
 /// NAR sizes of the closures of `paths` (JSON: a list in older Nix, an object keyed by path in
 /// newer Nix; `deploy::copy` reads both).
 pub fn path_info_sizes(paths: &[String]) -> Argv {
@@ -302,5 +311,14 @@ mod tests {
         ] {
             assert!(UserName::parse(hostile).is_err(), "{hostile}");
         }
+    }
+
+    #[test]
+    fn closures_are_signed_recursively_with_the_key_file() {
+        let a = sign_closures("/k/secret", &["/nix/store/a-x".into(), "/nix/store/b-y".into()]);
+        assert_eq!(
+            a.to_string(),
+            "nix --extra-experimental-features 'nix-command flakes' store sign --recursive --key-file /k/secret /nix/store/a-x /nix/store/b-y"
+        );
     }
 }

@@ -134,6 +134,9 @@ pub struct Flags {
     /// Check signatures when copying (drops `--no-check-sigs`) [default: off].
     #[arg(global = true, short = 'c', long)]
     pub checksigs: bool,
+    /// Sign the closures with this secret key file before copying them, for targets that only take signed paths [default: unsigned; env LOCAL_KEY, as in deploy-rs].
+    #[arg(global = true, long, value_name = "FILE", env = "LOCAL_KEY")]
+    pub sign_key: Option<String>,
     /// Print the plan and ask for confirmation before deploying; needs a terminal [default: off].
     #[arg(global = true, short = 'i', long)]
     pub interactive: bool,

@@ -23,6 +23,9 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, Error> {
     if let Some(r) = &args.result_path {
         rollout_core::validate::check_local_path(r).map_err(|e| Error::bad_input(e.at("--result-path", r)))?;
     }
+    if let Some(k) = &args.sign_key {
+        check_sign_key(k)?;
+    }
     let mut overrides = overrides(args)?;
     if args.local {
         // On this machine the deployer is the "ssh user": elevation happens exactly when the
@@ -50,6 +53,7 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
             .keep_result
             .then(|| PathBuf::from(args.result_path.clone().unwrap_or_else(|| "./.deploy-gc".into()))),
         checksigs: args.checksigs,
+        sign_key: args.sign_key.clone(),
         debug_logs: args.debug_logs,
         parallel: args.parallel,
         keep_going: args.keep_going,
@@ -63,6 +67,15 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
         reactivate: args.reactivate,
         ..Default::default()
     }
+}
+
+/// `--sign-key` / `LOCAL_KEY`: a readable local file, checked before anything is built.
+fn check_sign_key(k: &str) -> Result<(), Error> {
+    let at = "--sign-key (or LOCAL_KEY)";
+    rollout_core::validate::check_local_path(k).map_err(|e| Error::bad_input(e.at(at, k)))?;
+    std::fs::File::open(k)
+        .map(drop)
+        .map_err(|e| Error::BadInput(format!("{at}: expected a readable secret key file (nix-store --generate-binary-cache-key), found `{k}`, which cannot be opened: {e}")))
 }
 
 fn targets(args: &DeployArgs) -> Result<Vec<Target>, Error> {

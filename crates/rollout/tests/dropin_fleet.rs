@@ -101,3 +101,101 @@ fn interactive_mode_goes_ahead_on_deploy_rs_yes_words_and_cancels_otherwise() {
         assert_eq!(env.target_of("host1", SYSTEM), deployed, "{no:?}: nothing changed");
     }
 }
+
+/// A fresh signing key pair (`nix-store --generate-binary-cache-key`, offline): (secret key file,
+/// public key text, the directory holding them).
+fn key_pair(name: &str) -> (String, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, public) = (dir.path().join("secret"), dir.path().join("public"));
+    let st = Command::new("nix-store")
+        .arg("--generate-binary-cache-key")
+        .args([name, &sec.display().to_string(), &public.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let public = std::fs::read_to_string(&public).unwrap().trim().to_string();
+    (sec.display().to_string(), public, dir)
+}
+
+fn sigs_on(env: &Env, host: &str, path: &str) -> String {
+    env.fleet
+        .exec_ok(
+            host,
+            &[
+                "nix",
+                "--extra-experimental-features",
+                "nix-command",
+                "path-info",
+                "--sigs",
+                path,
+            ],
+        )
+        .unwrap()
+}
+
+/// deploy-rs signs closures with `LOCAL_KEY` before copying (`nix sign-paths -r`); rollout does
+/// with `--sign-key` or `LOCAL_KEY`, so the target holds them with the deployer's signature.
+#[test]
+fn sign_key_signs_the_closure_before_it_is_copied() {
+    let mut env = Env::new(1);
+    let (secret, public, _keys) = key_pair("rollout-dropin-1");
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
+    let out = env.rollout("#host1", &["--sign-key", &secret]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let closure = env.build("host1", "system");
+    let sigs = sigs_on(&env, "host1", &closure);
+    assert!(sigs.contains("rollout-dropin-1:"), "{sigs}");
+    assert_eq!(public.split(':').next(), Some("rollout-dropin-1"));
+    // A key file that cannot be read is refused before anything is built or copied.
+    let out = env.rollout("#host1", &["--sign-key", "/nonexistent/key"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--sign-key (or LOCAL_KEY): expected a readable secret key file"),
+        "{err}"
+    );
+    assert!(!err.contains("copy"), "{err}");
+}
+
+/// The case signing exists for: the ssh user is not a trusted Nix user and the target requires
+/// signatures. Unsigned, the copy is refused and the profile stays; signed with a key the target
+/// trusts (`LOCAL_KEY`, deploy-rs's variable), the deploy goes through.
+#[test]
+fn an_untrusted_ssh_user_deploys_to_a_target_requiring_signatures_with_local_key() {
+    let mut env = Env::new(1);
+    let (secret, public, _keys) = key_pair("rollout-dropin-2");
+    let conf = format!("trusted-users = root\nrequire-sigs = true\ntrusted-public-keys = {public}\n");
+    env.fleet
+        .exec_with_input("host1", &["sh", "-c", "cat >> /etc/nix/nix.conf"], conf.as_bytes())
+        .unwrap();
+    env.fleet.restart_daemon("host1").unwrap();
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
+    env.write();
+    let target = format!("{}#host1", env.flake_dir().display());
+    let run = |key: Option<&str>| {
+        let mut c = Command::new(rollout_bin());
+        c.args([&target, "-s"]).env("NO_COLOR", "1").env_remove("LOCAL_KEY");
+        if let Some(k) = key {
+            c.env("LOCAL_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let out = run(None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "unsigned paths are refused: {err}");
+    assert!(
+        err.contains("copying") && err.contains("profiles are unchanged"),
+        "{err}"
+    );
+    assert!(!env.exists("host1", SYSTEM), "{err}");
+    let out = run(Some(&secret));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let closure = env.build("host1", "system");
+    assert_eq!(env.target_of("host1", SYSTEM), closure);
+    assert!(sigs_on(&env, "host1", &closure).contains("rollout-dropin-2:"));
+}

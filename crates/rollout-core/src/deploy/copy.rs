@@ -107,6 +107,17 @@ pub fn parse_line(line: &str) -> LogLine {
     }
 }
 
+/// Sign what is about to be copied (`--sign-key` / `LOCAL_KEY`); a no-op without a key.
+pub fn sign(runner: &Runner, key: Option<&str>, paths: &[String]) -> Result<(), String> {
+    match key {
+        Some(k) if !paths.is_empty() => runner
+            .checked(&nix::sign_closures(k, paths), "nix store sign")
+            .map(drop)
+            .map_err(|e| format!("signing with `{k}` failed: {}", e.stderr().trim())),
+        _ => Ok(()),
+    }
+}
+
 /// Run the copy, reporting progress; on failure, Nix's error messages.
 pub fn run_copy(
     runner: &Runner,

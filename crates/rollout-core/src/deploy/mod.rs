@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub rollback_succeeded: bool,
     pub keep_result: Option<PathBuf>,
     pub checksigs: bool,
+    /// `--sign-key` / `LOCAL_KEY`: sign what is copied with this secret key file first.
+    pub sign_key: Option<String>,
     pub debug_logs: bool,
     /// Nodes deployed at once.
     pub parallel: usize,
@@ -64,6 +66,7 @@ impl Default for RunOptions {
             rollback_succeeded: true,
             keep_result: None,
             checksigs: false,
+            sign_key: None,
             debug_logs: false,
             parallel: 10,
             keep_going: false,

@@ -25,6 +25,8 @@ pub struct InspectOptions<'a> {
     pub passwords: &'a HashMap<String, Secret>,
     pub parallel: usize,
     pub checksigs: bool,
+    /// `--sign-key` / `LOCAL_KEY`: the agent is signed before it is copied.
+    pub sign_key: Option<&'a str>,
     /// This machine instead of SSH.
     pub local: bool,
 }
@@ -174,6 +176,7 @@ fn inspect_node(
 /// Put the agent on the host (nothing to do when it is there already).
 fn copy_agent(runner: &Runner, rep: &Reporter, host: &dyn Host, opts: &InspectOptions) -> Result<(), String> {
     let paths = [opts.agent_path.to_string()];
+    copy::sign(runner, opts.sign_key, &paths)?;
     let Some(argv) = host.copy(opts.ctx, &paths, true, opts.checksigs)? else {
         return Ok(());
     };

@@ -57,6 +57,7 @@ pub fn inspect(
         passwords,
         parallel: args.parallel,
         checksigs: args.checksigs,
+        sign_key: args.sign_key.as_deref(),
         local: args.local,
     };
     let inspection = inspect::inspect(&prepared.plan, &opts, reporter).map_err(Error::BadInput)?;
