@@ -12,8 +12,8 @@
 #                        DRY_ACTIVATE=1 (dry run), BOOT=1 (activate on next boot) or neither (switch)
 #   /rollout-agent       the rollout-agent built for the profile's system; the deployer prefers it
 #                        over the agent it would otherwise copy to the target
-#   /activate-rs         kept only so deploy-rs's `deploy` fails with an explanation instead of
-#                        "No such file or directory": rollout never runs it
+#   /activate-rs         deploy-rs's activate/wait/revoke protocol (nix/activate-rs.sh), so deploy-rs
+#                        can deploy, confirm and roll back the profile too: rollout never runs it
 #   /rollout-confirmed   (optional) run by the agent once a deploy is confirmed. With
 #                        ROLLOUT_CONFIRM_PENDING=1 the activation makes the profile live without
 #                        making it the boot default yet; this hook does that (reboot-safe window)
@@ -38,17 +38,14 @@ let
     ln -s ${rollout}/bin/rollout-agent "$out/rollout-agent"
   '';
 
+  # deploy-rs's target-side protocol (activate/wait/revoke) in a shell script, so deploy-rs can
+  # still deploy, confirm and roll back a profile built with this library (going back, or mixing
+  # the two tools). rollout itself never runs it.
   activateRsShim = pkgs.writeTextFile {
     name = "rollout-activate-rs-shim";
     executable = true;
     destination = "/activate-rs";
-    text = ''
-      #!${pkgs.runtimeShell}
-      echo "activate-rs: this profile was built with rollout's Nix library, which has no activate-rs." >&2
-      echo "Deploy it with rollout (\`rollout\`, or its \`deploy\` alias); rollout runs <profile>/rollout-agent" >&2
-      echo "and <profile>/deploy-rs-activate instead." >&2
-      exit 1
-    '';
+    text = "#!${pkgs.runtimeShell}\n" + builtins.readFile ./activate-rs.sh;
   };
 
   custom = {

@@ -199,3 +199,109 @@ fn an_untrusted_ssh_user_deploys_to_a_target_requiring_signatures_with_local_key
     assert_eq!(env.target_of("host1", SYSTEM), closure);
     assert!(sigs_on(&env, "host1", &closure).contains("rollout-dropin-2:"));
 }
+
+/// A profile built with rollout's library (on the stub pkgs, `nix/tests/stub-pkgs.nix`) whose
+/// activation appends `tag` to /tmp/dropin-shim-marks on the target; its store path.
+fn lib_profile(tag: &str) -> String {
+    let repo = |rel: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+        rollout_core::evalexpr::nix_string(&p.canonicalize().unwrap().display().to_string())
+    };
+    let expr = format!(
+        r#"let
+          pkgs = import {stub} {{ salt = {salt}; }};
+          lib = import {lib} {{ inherit pkgs; rollout = pkgs.stubRollout; }};
+          base = pkgs.writeTextFile {{ name = "base"; text = {salt}; destination = "/share/base"; }};
+        in lib.activate.custom base "echo {tag} >> /tmp/dropin-shim-marks""#,
+        stub = repo("nix/tests/stub-pkgs.nix"),
+        lib = repo("nix/lib.nix"),
+        salt = rollout_core::evalexpr::nix_string(&salt()),
+    );
+    let o = Command::new("nix-build")
+        .args(["--no-out-link", "-E", &expr])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The remote commands deploy-rs sends (its `activate`, `wait`, confirm and `revoke` strings,
+/// with `sudo -u root` as its sudo prefix).
+fn deploy_rs_activate(closure: &str, confirm_timeout: u32) -> String {
+    format!(
+        "sudo -u root {closure}/activate-rs activate '{closure}' --profile-user root --profile-name system \
+         --temp-path '/tmp' --confirm-timeout {confirm_timeout} --magic-rollback --auto-rollback"
+    )
+}
+
+fn deploy_rs_wait(closure: &str) -> String {
+    format!(
+        "sudo -u root {closure}/activate-rs --debug-logs wait '{closure}' --temp-path '/tmp' --activation-timeout 30"
+    )
+}
+
+fn deploy_rs_confirm(closure: &str) -> String {
+    let hash = closure.trim_start_matches("/nix/store/").split('-').next().unwrap();
+    format!("sudo -u root rm /tmp/deploy-rs-canary-{hash}")
+}
+
+fn ssh_to(env: &Env, command: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.arg("-F").arg(env.fleet.ssh_config()).args(["deploy@host1", command]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// One deploy-rs deployment of `closure` as deploy-rs runs it: activate, wait, then (if
+/// `confirm`) the confirming `rm`; the activate call's output.
+fn deploy_rs_deploys(env: &Env, closure: &str, confirm: bool, confirm_timeout: u32) -> std::process::Output {
+    let activate = ssh_to(env, &deploy_rs_activate(closure, confirm_timeout))
+        .spawn()
+        .unwrap();
+    let wait = ssh_to(env, &deploy_rs_wait(closure)).output().unwrap();
+    assert!(wait.status.success(), "wait: {}", String::from_utf8_lossy(&wait.stderr));
+    if confirm {
+        let rm = ssh_to(env, &deploy_rs_confirm(closure)).output().unwrap();
+        assert!(rm.status.success(), "confirm: {}", String::from_utf8_lossy(&rm.stderr));
+    }
+    activate.wait_with_output().unwrap()
+}
+
+/// Going back is possible: deploy-rs can deploy, confirm, roll back (magic rollback) and revoke
+/// a profile built with rollout's library, through the `activate-rs` it carries.
+#[test]
+fn deploy_rs_can_deploy_confirm_and_roll_back_a_profile_built_with_rollouts_library() {
+    let env = Env::new(1);
+    let (a, b) = (lib_profile("gen-a"), lib_profile("gen-b"));
+    for p in [&a, &b] {
+        let o = rollout_lab::testing::nix_copy(&env.fleet, "ssh://deploy@host1", p);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let marks = || env.fleet.exec_ok("host1", &["cat", "/tmp/dropin-shim-marks"]).unwrap();
+
+    // Deployed and confirmed.
+    let out = deploy_rs_deploys(&env, &a, true, 30);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.target_of("host1", SYSTEM), a);
+    assert_eq!(marks().lines().collect::<Vec<_>>(), vec!["gen-a"]);
+
+    // Not confirmed: the target rolls back to a by itself and re-activates it.
+    let out = deploy_rs_deploys(&env, &b, false, 2);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no confirmation within 2 s"));
+    assert_eq!(env.target_of("host1", SYSTEM), a);
+    assert_eq!(marks().lines().collect::<Vec<_>>(), vec!["gen-a", "gen-b", "gen-a"]);
+
+    // Confirmed, then revoked (deploy-rs's rollback of earlier successes after a later failure).
+    assert!(deploy_rs_deploys(&env, &b, true, 30).status.success());
+    assert_eq!(env.target_of("host1", SYSTEM), b);
+    let revoke = ssh_to(
+        &env,
+        &format!("sudo -u root {b}/activate-rs revoke --profile-user root --profile-name system"),
+    )
+    .output()
+    .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    assert_eq!(env.target_of("host1", SYSTEM), a);
+    assert_eq!(marks().lines().last(), Some("gen-a"));
+}

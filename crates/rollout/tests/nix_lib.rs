@@ -187,14 +187,15 @@ fn custom_profile_layout_and_modes() {
     assert_ok(&o, "rollout-agent");
     assert_eq!(stdout(&o), "rollout-agent stub: --version\n");
 
-    // activate-rs is a shim that refuses with an explanation.
+    // activate-rs speaks deploy-rs's protocol (dropin_fleet.rs drives it as deploy-rs does) and
+    // refuses what deploy-rs's would.
     let o = Command::new(profile.join("activate-rs"))
         .args(["activate", "x"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no activate-rs"),
+        String::from_utf8_lossy(&o.stderr).contains("--temp-path is required"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
