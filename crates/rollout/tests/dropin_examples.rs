@@ -8,14 +8,9 @@
 
 mod common;
 
-use common::run_rollout;
+use common::{repo_file as repo, run_rollout};
 use serde_json::Value;
 use std::path::Path;
-
-fn repo(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-    rollout_core::evalexpr::nix_string(&p.canonicalize().unwrap().display().to_string())
-}
 
 /// A flake whose `let` binds `lib` (rollout's library on the stub pkgs), `base` (a tiny package)
 /// and `nixos` (a NixOS configuration stand-in), with `outputs` spliced in.

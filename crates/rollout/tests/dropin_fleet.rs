@@ -203,18 +203,14 @@ fn an_untrusted_ssh_user_deploys_to_a_target_requiring_signatures_with_local_key
 /// A profile built with rollout's library (on the stub pkgs, `nix/tests/stub-pkgs.nix`) whose
 /// activation appends `tag` to /tmp/dropin-shim-marks on the target; its store path.
 fn lib_profile(tag: &str) -> String {
-    let repo = |rel: &str| {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-        rollout_core::evalexpr::nix_string(&p.canonicalize().unwrap().display().to_string())
-    };
     let expr = format!(
         r#"let
           pkgs = import {stub} {{ salt = {salt}; }};
           lib = import {lib} {{ inherit pkgs; rollout = pkgs.stubRollout; }};
           base = pkgs.writeTextFile {{ name = "base"; text = {salt}; destination = "/share/base"; }};
         in lib.activate.custom base "echo {tag} >> /tmp/dropin-shim-marks""#,
-        stub = repo("nix/tests/stub-pkgs.nix"),
-        lib = repo("nix/lib.nix"),
+        stub = repo_file("nix/tests/stub-pkgs.nix"),
+        lib = repo_file("nix/lib.nix"),
         salt = rollout_core::evalexpr::nix_string(&salt()),
     );
     let o = Command::new("nix-build")

@@ -18,6 +18,12 @@ pub fn rollout_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rollout"))
 }
 
+/// A file of this repository as a Nix string literal (an absolute path), e.g. `nix/lib.nix`.
+pub fn repo_file(rel: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    rollout_core::evalexpr::nix_string(&p.canonicalize().expect("repository file").display().to_string())
+}
+
 /// `builtins.currentSystem` of the local Nix (e.g. `x86_64-linux`).
 pub fn system() -> &'static str {
     rollout_lab::testing::current_system()
