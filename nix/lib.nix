@@ -149,7 +149,7 @@ let
 
   genericKeys = [
     "sshUser" "user" "sshOpts" "fastConnection" "autoRollback" "magicRollback" "confirmTimeout"
-    "activationTimeout" "tempPath" "interactiveSudo" "sudo" "remoteBuild"
+    "activationTimeout" "tempPath" "interactiveSudo" "sudo" "remoteBuild" "healthChecks"
   ];
   nodeKeys = [ "hostname" "profiles" "profilesOrder" "tags" ];
   profileKeys = [ "path" "profilePath" ];

@@ -607,6 +607,13 @@ impl Cx {
                     }
                 }
                 FieldKind::Str => self.nonempty_string(v, &kp).is_some(),
+                FieldKind::List => match v.as_array() {
+                    Some(items) if items.iter().all(|w| w.as_str().is_some_and(|w| !w.is_empty())) => true,
+                    _ => {
+                        self.type_err(&kp, "a list of non-empty strings", v);
+                        false
+                    }
+                },
             };
             if ok {
                 obj.insert(k.clone(), v.clone());
@@ -797,6 +804,7 @@ mod tests {
             remote_build: Some(true),
             interactive_sudo: Some(true),
             sudo: Some(format!("doas-{p} -u")),
+            health_checks: None,
         };
         let mut top = gen("top");
         let mut node = gen("node");

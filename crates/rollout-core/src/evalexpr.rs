@@ -125,9 +125,10 @@ let
     else if builtins.isFunction v || builtins.isPath v || builtins.isList v then other v
     else v;
   value = v: if builtins.isList v then map leaf v else leaf v;
-  # Structured settings (lists of attribute sets, from the settings table): one level of fields.
+  # Structured settings (lists of attribute sets, from the settings table): one level of fields,
+  # each a value or a list of values (a health check's `command`).
   objects = OBJECTS;
-  object = e: if builtins.isAttrs e && !(e ? outPath) then { "$type" = "set"; attrs = builtins.mapAttrs (_: leaf) e; } else leaf e;
+  object = e: if builtins.isAttrs e && !(e ? outPath) then { "$type" = "set"; attrs = builtins.mapAttrs (_: value) e; } else leaf e;
   setting = k: v: if builtins.elem k objects && builtins.isList v then map object v else value v;
   attrs = skip: s: builtins.mapAttrs setting (builtins.removeAttrs s skip);
   pick = set: wanted: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })

@@ -16,6 +16,8 @@ pub enum Phase {
     Activate,
     Confirm,
     Revoke,
+    /// The profile's health checks, between activation and confirmation.
+    Health,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +84,15 @@ pub enum Kind {
     /// An external command about to run (shown with `--debug-logs`).
     Command {
         argv: String,
+    },
+    /// How one health check ended.
+    HealthCheck {
+        name: String,
+        on: crate::checks::Side,
+        passed: bool,
+        attempts: u32,
+        /// The last line its last attempt printed.
+        output: String,
     },
 }
 

@@ -26,6 +26,7 @@ fn field_schema(kind: FieldKind) -> Value {
         FieldKind::Bool => json!({ "type": "boolean" }),
         FieldKind::Int => json!({ "type": "integer" }),
         FieldKind::Str => json!({ "type": "string" }),
+        FieldKind::List => json!({ "type": "array", "items": { "type": "string" } }),
     }
 }
 

@@ -4,6 +4,7 @@
 //! (connect, copy, activate through the agent, confirm). Every external command is an [`cmd::Argv`]
 //! value built by a small function, and every stage reports through one [`events`] stream.
 
+pub mod checks;
 pub mod cmd;
 pub mod config;
 pub mod deploy;

@@ -76,6 +76,8 @@ pub enum FieldKind {
     Bool,
     Int,
     Str,
+    /// A list of strings (a command's words).
+    List,
 }
 
 /// One field of the objects of a structured setting (`healthChecks = [ { url = …; } ]`).
@@ -353,6 +355,11 @@ settings_table! {
         default: DefaultValue::Bool(false), flag: Some("--interactive-sudo"),
         doc: "Ask for the sudo password once per host and feed it to sudo; without a `user`, the activation runs as root.",
     };
+    health_checks / health_checks: Vec<Object> = "healthChecks" {
+        kind: Kind::Objects(crate::checks::FIELDS), levels: ALL, merge: Merge::First,
+        default: DefaultValue::None, flag: None,
+        doc: "Checks run after activation and before confirmation, all of which must pass or the node rolls back: `{ command = [ … ]; }` or `{ http = \"http://…\"; expectStatus = 200; }`, each with `on` (`\"target\"`, as the profile user, or `\"deployer\"`), `timeout` (10), `retries` (3), `interval` (2), `name`.",
+    };
     sudo / sudo: String = "sudo" {
         kind: Kind::Str(Some(validate::check_sudo)), levels: ALL, merge: Merge::First,
         default: DefaultValue::Str("sudo -u"), flag: Some("--sudo"),
@@ -491,6 +498,15 @@ pub fn check(kind: &Kind, v: &Parsed) -> Result<(), (Option<usize>, String, Inva
         (Kind::Seconds, Parsed::Seconds(n)) => validate::check_timeout(*n).map_err(|e| (None, n.to_string(), e)),
         (Kind::Str(Some(f)), Parsed::Str(s)) => f(s).map_err(|e| (None, s.clone(), e)),
         (Kind::List(Some(f)), Parsed::List(words)) => f(words).map_err(|(i, w, e)| (Some(i), w, e)),
+        (Kind::Objects(fields), Parsed::Objects(objs)) if *fields == crate::checks::FIELDS => {
+            for (i, o) in objs.iter().enumerate() {
+                crate::checks::Check::from_object(o, i).map_err(|problem| {
+                    let shown = serde_json::to_string(o).unwrap_or_default();
+                    (Some(i), shown, Invalid::check(problem))
+                })?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -36,6 +36,9 @@ pub struct Resolved {
     pub profile_path: Option<String>,
     /// Whether activation must run through `sudo` (`user != ssh_user`).
     pub elevate: bool,
+    /// Checks that must pass before the profile is confirmed (`healthChecks`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<schema::Object>,
 }
 
 impl Resolved {
@@ -141,6 +144,7 @@ pub fn merge(
         interactive_sudo,
         sudo: e.sudo.unwrap_or_else(|| str_default("sudo")),
         profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
+        health_checks: e.health_checks.unwrap_or_default(),
         ssh_user,
         user,
     }
@@ -310,6 +314,7 @@ mod tests {
                 sudo: "sudo -u".into(),
                 profile_path: None,
                 elevate: false,
+                health_checks: vec![],
             }
         );
         assert!(r.sudo_argv().is_empty());

@@ -45,6 +45,11 @@ impl Invalid {
         }
     }
 
+    /// A health check entry that is not one ([`crate::checks::Check::from_object`] says why).
+    pub fn check(problem: String) -> Invalid {
+        Invalid::new("a health check", problem)
+    }
+
     /// `expected X, found `v`, which …`: the message part of an [`Issue`].
     pub fn message(&self, value: &str) -> String {
         format!("expected {}, found `{}`, {}", self.expected, shown(value), self.problem)

@@ -229,6 +229,10 @@ pub struct Flags {
     /// Colour the messages on stderr.
     #[arg(global = true, long, value_enum, value_name = "WHEN", default_value_t = Color::Auto)]
     pub color: Color,
+    /// Confirm without running the profiles' health checks, for emergencies (said loudly in the
+    /// output) [default: off].
+    #[arg(global = true, long)]
+    pub skip_health_checks: bool,
     /// Activate profiles that already run the flake's closure too [default: off; they are reported
     /// unchanged and left alone when the deploy that made them was confirmed].
     #[arg(global = true, long)]

@@ -44,6 +44,7 @@ fn phase_word(p: Phase) -> &'static str {
         Phase::Activate => "activate",
         Phase::Confirm => "confirm",
         Phase::Revoke => "roll back",
+        Phase::Health => "health checks",
     }
 }
 
@@ -80,6 +81,21 @@ fn plain_line(e: &Event, debug: bool) -> Option<String> {
         Kind::Info { message } => Some(format!("{sp}{message}")),
         Kind::Warn { message } => Some(format!("{sp}warning: {message}")),
         Kind::Command { argv } => debug.then(|| format!("{sp}running: {argv}")),
+        Kind::HealthCheck {
+            name,
+            passed,
+            attempts,
+            output,
+            ..
+        } => Some(format!(
+            "{sp}health check `{name}` {} after {attempts} attempt(s){}",
+            if *passed { "passed" } else { "FAILED" },
+            if output.is_empty() {
+                String::new()
+            } else {
+                format!(": {output}")
+            }
+        )),
     }
 }
 

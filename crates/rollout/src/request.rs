@@ -65,6 +65,7 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
         },
         local: args.local,
         reactivate: args.reactivate,
+        skip_health_checks: args.skip_health_checks,
         ..Default::default()
     }
 }
@@ -116,6 +117,8 @@ fn overrides(args: &DeployArgs) -> Result<Overrides, Error> {
         hostname: args.hostname.clone(),
         profile_path: args.profile_path.clone(),
         strict: args.strict.then_some(true),
+        // Checks come from the flake only; there is no flag for them.
+        health_checks: None,
     })
 }
 

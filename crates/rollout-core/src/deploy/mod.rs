@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Activate profiles that already run the closure too (`--reactivate`); by default they are
     /// reported unchanged and left alone.
     pub reactivate: bool,
+    /// Confirm without running the profiles' health checks (`--skip-health-checks`, said loudly).
+    pub skip_health_checks: bool,
 }
 
 impl Default for RunOptions {
@@ -78,6 +80,7 @@ impl Default for RunOptions {
             closures_on_target: false,
             local: false,
             reactivate: false,
+            skip_health_checks: false,
         }
     }
 }

@@ -203,7 +203,7 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
 
 /// Extend the confirmation window of the waiting profiles (a third of the shortest one, at least
 /// every second) until `stop` is set.
-fn heartbeat(rep: &Reporter, pending: &[Pending], stop: &AtomicBool) {
+pub(super) fn heartbeat(rep: &Reporter, pending: &[Pending], stop: &AtomicBool) {
     let every = pending
         .iter()
         .map(|p| p.d.settings.confirm_timeout)

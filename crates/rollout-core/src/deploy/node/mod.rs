@@ -5,6 +5,7 @@
 
 mod activate;
 mod confirm;
+mod health;
 pub mod outcome;
 mod push;
 mod undo;
@@ -274,6 +275,9 @@ fn settle(cx: &NodeCx, deps: &[&Deployment], act: activate::Activations) -> Vec<
         mut failure,
     } = act;
     let opts = &cx.shared.opts;
+    if failure.is_none() {
+        failure = health::run(cx, deps, &pending, &done);
+    }
     if failure.is_none() && !pending.is_empty() && cx.shared.stopping() {
         // Another node failed while this one activated: undo rather than confirm and revoke.
         failure = Some("another node of this run failed".to_string());
