@@ -287,18 +287,7 @@ impl Worker {
         }
 
         if self.req.dry_activate() {
-            self.set(State::Activating, format!("dry-activating {}", closure.display()));
-            return match run_activation(
-                &closure,
-                Mode {
-                    dry: true,
-                    ..Mode::default()
-                },
-                timeout,
-            ) {
-                Ok(()) => self.set(State::Activated, "dry activation succeeded (profile unchanged)"),
-                Err(e) => self.fail(format!("dry activation failed: {e} (profile unchanged)")),
-            };
+            return self.dry_activate(&closure);
         }
 
         self.set(
@@ -309,23 +298,11 @@ impl Worker {
             Ok(n) => n,
             Err(e) => return self.fail(e),
         };
-        // Reboot-safe window: from before the profile changes until this deploy ends, a marker
-        // beside the profile says what to undo if this worker is gone first.
         let magic = self.req.magic_rollback() && !self.req.boot();
-        let mut marker = crate::pending::Pending {
-            id: self.req.id().to_string(),
-            previous: before.current,
-            generation: None,
-            new_created: false,
-            closure: closure.clone(),
-            since: now_rfc3339(),
+        let mut marker = match self.mark_pending(magic, &before, &closure) {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("{e}; profile unchanged")),
         };
-        if magic {
-            if let Err(e) = crate::pending::write(&profile, &marker) {
-                return self.fail(format!("{e}; profile unchanged"));
-            }
-            self.pending = true;
-        }
         let set_result = nix.set(&profile, &closure);
         let now = current_generation(&profile);
         let new = match &now {
@@ -344,10 +321,10 @@ impl Worker {
         if let Err(e) = now {
             return self.fail(format!("profile set, but {e}"));
         }
-        if magic {
-            marker.generation = new;
-            marker.new_created = new_created;
-            if let Err(e) = crate::pending::write(&profile, &marker) {
+        if let Some(m) = &mut marker {
+            m.generation = new;
+            m.new_created = new_created;
+            if let Err(e) = crate::pending::write(&profile, m) {
                 crate::log(&format!("warning: {e}"));
             }
         }
@@ -385,6 +362,43 @@ impl Worker {
                 "activation succeeded"
             };
             self.set(State::Activated, how);
+        }
+    }
+
+    /// Reboot-safe window: from before the profile changes until this deploy ends, a marker beside
+    /// the profile says what to undo if this worker is gone first (magic rollback only).
+    fn mark_pending(
+        &mut self,
+        magic: bool,
+        before: &Before,
+        closure: &Path,
+    ) -> Result<Option<crate::pending::Pending>, String> {
+        if !magic {
+            return Ok(None);
+        }
+        let marker = crate::pending::Pending {
+            id: self.req.id().to_string(),
+            previous: before.current,
+            generation: None,
+            new_created: false,
+            closure: closure.to_path_buf(),
+            since: now_rfc3339(),
+        };
+        crate::pending::write(self.profile(), &marker)?;
+        self.pending = true;
+        Ok(Some(marker))
+    }
+
+    /// `--dry-activate`: the closure's activation in dry mode; the profile is not touched.
+    fn dry_activate(&mut self, closure: &Path) {
+        self.set(State::Activating, format!("dry-activating {}", closure.display()));
+        let mode = Mode {
+            dry: true,
+            ..Mode::default()
+        };
+        match run_activation(closure, mode, self.req.activation_timeout()) {
+            Ok(()) => self.set(State::Activated, "dry activation succeeded (profile unchanged)"),
+            Err(e) => self.fail(format!("dry activation failed: {e} (profile unchanged)")),
         }
     }
 

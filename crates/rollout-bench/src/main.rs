@@ -885,18 +885,18 @@ fn warn_if_busy() -> f64 {
     background
 }
 
-fn real_main(args: &Args) -> anyhow::Result<()> {
-    if !rollout_lab::is_root() {
-        anyhow::bail!("must run as root (the test fleet uses namespaces)");
-    }
-    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
-        anyhow::bail!("--sizes needs positive host counts and --runs at least 1");
-    }
-    let rollout = rollout_binary(args)?;
-    let background = warn_if_busy();
-    if let Some(t) = &args.compare {
-        peer_argv(t, Path::new("/flake"))?;
-    }
+/// Everything one benchmark measured, before it is summarised.
+struct Measured {
+    all_runs: Vec<RunResult>,
+    noop_runs: Vec<RunResult>,
+    peer_runs: Vec<PeerRun>,
+    calibration: Value,
+    kex: Option<String>,
+    sizes: Vec<usize>,
+}
+
+/// Fresh deploys per fleet size, then the no-op redeploys (and the peer's runs, alternating).
+fn measure(args: &Args, rollout: &Path) -> anyhow::Result<Measured> {
     let mut all_runs: Vec<RunResult> = Vec::new();
     let mut noop_runs: Vec<RunResult> = Vec::new();
     let mut peer_runs: Vec<PeerRun> = Vec::new();
@@ -917,11 +917,11 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
                 &fresh_salt("bench-noop"),
                 args.extra_ssh_opts.as_deref(),
             )?;
-            let r = one_run(args, &rollout, fleet, flake, n, "noop-setup", 0)?;
+            let r = one_run(args, rollout, fleet, flake, n, "noop-setup", 0)?;
             all.push(r);
         }
         for i in 1..=args.noop_runs {
-            let r = one_run(args, &rollout, fleet, flake, n, "noop", i)?;
+            let r = one_run(args, rollout, fleet, flake, n, "noop", i)?;
             noop_runs.push(r);
             if let Some(t) = &args.compare {
                 peers.push(run_peer(args, t, flake, n, "noop", i)?);
@@ -948,7 +948,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
                 &fresh_salt("bench"),
                 args.extra_ssh_opts.as_deref(),
             )?;
-            let r = one_run(args, &rollout, &fleet, dir.path(), n, "fresh", i)?;
+            let r = one_run(args, rollout, &fleet, dir.path(), n, "fresh", i)?;
             last_ok = r.ok;
             all_runs.push(r);
             if let Some(t) = &args.compare {
@@ -978,6 +978,36 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         drop(fleet);
     }
 
+    Ok(Measured {
+        all_runs,
+        noop_runs,
+        peer_runs,
+        calibration,
+        kex,
+        sizes,
+    })
+}
+
+fn real_main(args: &Args) -> anyhow::Result<()> {
+    if !rollout_lab::is_root() {
+        anyhow::bail!("must run as root (the test fleet uses namespaces)");
+    }
+    if args.sizes.is_empty() || args.sizes.contains(&0) || args.runs == 0 {
+        anyhow::bail!("--sizes needs positive host counts and --runs at least 1");
+    }
+    let rollout = rollout_binary(args)?;
+    let background = warn_if_busy();
+    if let Some(t) = &args.compare {
+        peer_argv(t, Path::new("/flake"))?;
+    }
+    let Measured {
+        all_runs,
+        noop_runs,
+        peer_runs,
+        calibration,
+        kex,
+        sizes,
+    } = measure(args, &rollout)?;
     let fresh = |n: usize| -> Vec<RunResult> {
         all_runs
             .iter()
@@ -1043,28 +1073,71 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         );
     }
     if let Some(p) = &args.out {
-        let v = json!({
-            "rollout": rollout.display().to_string(),
-            "revision": std::env::var("ROLLOUT_BENCH_REV").ok(),
-            "config": {
-                "sizes": sizes, "runs": args.runs, "noop_hosts": args.noop_hosts, "noop_runs": args.noop_runs,
-                "parallel": args.parallel, "extra_ssh_opts": args.extra_ssh_opts, "confirm_timeout": args.confirm_timeout,
-                "cpus": cpus(),
-                "background_cpu_util": background,
-            },
-            "sizes": summaries,
-            "noop": noop,
-            "targets": tg,
-            "ssh_calibration": calibration,
-            "compare": args.compare,
-            "peer_runs": peer_runs,
-            "kex": kex,
-            "cpu_model": cpu_model(),
-            "date": date_utc(),
-            "runs": everything,
-        });
-        std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n")?;
-        eprintln!("rollout-bench: results written to {}", p.display());
+        let results = Results {
+            rollout: &rollout,
+            sizes: &sizes,
+            background,
+            summaries: &summaries,
+            noop: noop.as_ref(),
+            targets: &tg,
+            calibration: &calibration,
+            peer_runs: &peer_runs,
+            kex: kex.as_deref(),
+            runs: &everything,
+        };
+        write_results(args, p, &results)?;
     }
+    Ok(())
+}
+
+/// What `--out` writes.
+struct Results<'a> {
+    rollout: &'a Path,
+    sizes: &'a [usize],
+    background: f64,
+    summaries: &'a [SizeSummary],
+    noop: Option<&'a SizeSummary>,
+    targets: &'a [Target],
+    calibration: &'a Value,
+    peer_runs: &'a [PeerRun],
+    kex: Option<&'a str>,
+    runs: &'a [RunResult],
+}
+
+fn write_results(args: &Args, p: &Path, r: &Results) -> anyhow::Result<()> {
+    let (rollout, sizes, background, summaries, noop, tg, calibration, peer_runs, kex, everything) = (
+        r.rollout,
+        r.sizes,
+        r.background,
+        r.summaries,
+        r.noop,
+        r.targets,
+        r.calibration,
+        r.peer_runs,
+        r.kex,
+        r.runs,
+    );
+    let v = json!({
+        "rollout": rollout.display().to_string(),
+        "revision": std::env::var("ROLLOUT_BENCH_REV").ok(),
+        "config": {
+            "sizes": sizes, "runs": args.runs, "noop_hosts": args.noop_hosts, "noop_runs": args.noop_runs,
+            "parallel": args.parallel, "extra_ssh_opts": args.extra_ssh_opts, "confirm_timeout": args.confirm_timeout,
+            "cpus": cpus(),
+            "background_cpu_util": background,
+        },
+        "sizes": summaries,
+        "noop": noop,
+        "targets": tg,
+        "ssh_calibration": calibration,
+        "compare": args.compare,
+        "peer_runs": peer_runs,
+        "kex": kex,
+        "cpu_model": cpu_model(),
+        "date": date_utc(),
+        "runs": everything,
+    });
+    std::fs::write(p, serde_json::to_string_pretty(&v)? + "\n")?;
+    eprintln!("rollout-bench: results written to {}", p.display());
     Ok(())
 }

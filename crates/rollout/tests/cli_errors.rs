@@ -75,9 +75,9 @@ fn raw(s: &str) -> Option<String> {
 // would run shows up in stderr for the "nothing started" check.
 const PLAN: &str = "plan";
 
-fn rows() -> Vec<Row> {
-    let mut rows = vec![
-        // ----- unknown keys, with the nearest valid name -----
+/// Rows: unknown keys, with the nearest valid name.
+fn rows_unknown_keys() -> Vec<Row> {
+    vec![
         row(
             "unknown key on a profile, with --strict",
             web_system("magicRolback = true;"),
@@ -122,7 +122,12 @@ fn rows() -> Vec<Row> {
                 "nodes",
             ],
         ),
-        // ----- wrong types -----
+    ]
+}
+
+/// Rows: wrong types.
+fn rows_wrong_types() -> Vec<Row> {
+    vec![
         row(
             "confirmTimeout as a string",
             web(r#"confirmTimeout = "30";"#),
@@ -202,7 +207,12 @@ fn rows() -> Vec<Row> {
             1,
             &["deploy: expected an attribute set", "found a function"],
         ),
-        // ----- missing required values -----
+    ]
+}
+
+/// Rows: missing required values.
+fn rows_missing_values() -> Vec<Row> {
+    vec![
         row(
             "missing path",
             raw(r#"{ nodes.web = { hostname = "h"; profiles.system.user = "root"; }; }"#),
@@ -249,7 +259,12 @@ fn rows() -> Vec<Row> {
                 "profiles: app, system",
             ],
         ),
-        // ----- keys at the wrong level -----
+    ]
+}
+
+/// Rows: keys at the wrong level.
+fn rows_wrong_level() -> Vec<Row> {
+    vec![
         row(
             "hostname inside a profile",
             web_system(r#"hostname = "other";"#),
@@ -298,7 +313,12 @@ fn rows() -> Vec<Row> {
                 "deploy.nodes.web.profiles.system.magicRolback",
             ],
         ),
-        // ----- targets -----
+    ]
+}
+
+/// Rows: targets.
+fn rows_targets() -> Vec<Row> {
+    vec![
         row(
             "target names a missing node",
             base(),
@@ -368,15 +388,23 @@ fn rows() -> Vec<Row> {
             1,
             &["`./missing.nix` does not exist", "--file"],
         ),
-        // ----- evaluation -----
-        row(
-            "flake that fails to evaluate shows Nix's message",
-            raw(r#"throw "boom-42""#),
-            &[PLAN, ".#web", "-s"],
-            1,
-            &["evaluating the `deploy` output of `.` failed", "boom-42"],
-        ),
-        // ----- flags -----
+    ]
+}
+
+/// Rows: evaluation.
+fn rows_evaluation() -> Vec<Row> {
+    vec![row(
+        "flake that fails to evaluate shows Nix's message",
+        raw(r#"throw "boom-42""#),
+        &[PLAN, ".#web", "-s"],
+        1,
+        &["evaluating the `deploy` output of `.` failed", "boom-42"],
+    )]
+}
+
+/// Rows: flags.
+fn rows_flags() -> Vec<Row> {
+    vec![
         row(
             "--ssh-opts with unbalanced quotes",
             base(),
@@ -460,7 +488,22 @@ fn rows() -> Vec<Row> {
                 "nodes in the plan: db, web",
             ],
         ),
-    ];
+    ]
+}
+
+fn rows() -> Vec<Row> {
+    let mut rows: Vec<Row> = [
+        rows_unknown_keys(),
+        rows_wrong_types(),
+        rows_missing_values(),
+        rows_wrong_level(),
+        rows_targets(),
+        rows_evaluation(),
+        rows_flags(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut nix_missing = row(
         "nix is not on PATH",
         base(),

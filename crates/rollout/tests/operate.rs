@@ -30,6 +30,50 @@ fn names(list: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Make the flake's directory a git repository with one commit; its revision.
+fn commit_flake(env: &Env) -> String {
+    env.write();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C"])
+            .arg(env.flake_dir())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "flake.nix"]);
+    git(&["commit", "-qm", "v2"]);
+    git(&["rev-parse", "HEAD"])
+}
+
+/// Each host's status row: at generation 2 on `paths[i]`, in sync, confirmed by a deploy of `rev`.
+fn assert_all_in_sync(status: &Value, hosts: &[&str], paths: &[String], rev: &str) {
+    for (i, h) in hosts.iter().enumerate() {
+        let r = row(status, h);
+        assert_eq!(r["path"], paths[i], "{r:#}");
+        let got = (
+            r["generation"].as_u64(),
+            r["in_sync"].as_bool(),
+            r["reachable"].as_bool(),
+        );
+        assert_eq!(got, (Some(2), Some(true), Some(true)));
+        let last = &r["last_deploy"];
+        assert_eq!(
+            (last["state"].as_str(), last["origin"]["action"].as_str()),
+            (Some("confirmed"), Some("deploy"))
+        );
+        assert!(last["origin"]["by"].as_str().unwrap().contains('@'), "{r:#}");
+        assert_eq!(last["origin"]["rev"], rev, "{r:#}");
+    }
+}
+
 #[test]
 fn status_history_diff_and_rollback_across_three_hosts() {
     let mut env = Env::new(3);
@@ -70,48 +114,12 @@ fn status_history_diff_and_rollback_across_three_hosts() {
     assert_eq!(plan["deployments"][0]["node"], "host1");
 
     // v2 comes from a git commit: the deploy records name its revision.
-    env.write();
-    let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-C"])
-            .arg(env.flake_dir())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "flake.nix"]);
-    git(&["commit", "-qm", "v2"]);
-    let rev = git(&["rev-parse", "HEAD"]);
+    let rev = commit_flake(&env);
     assert_eq!(env.rollout("", &[]).status.code(), Some(0), "v2 deployed");
     let second: Vec<String> = hosts.iter().map(|h| env.build(h, "system")).collect();
     let (code, status) = env.json("status", "", &[]);
     assert_eq!(code, Some(0), "all in sync: {status:#}");
-    for (i, h) in hosts.iter().enumerate() {
-        let r = row(&status, h);
-        assert_eq!(r["path"], second[i], "{r:#}");
-        assert_eq!(
-            (
-                r["generation"].as_u64(),
-                r["in_sync"].as_bool(),
-                r["reachable"].as_bool()
-            ),
-            (Some(2), Some(true), Some(true))
-        );
-        assert_eq!(r["last_deploy"]["state"], "confirmed", "{r:#}");
-        assert_eq!(r["last_deploy"]["origin"]["action"], "deploy", "{r:#}");
-        assert!(
-            r["last_deploy"]["origin"]["by"].as_str().unwrap().contains('@'),
-            "{r:#}"
-        );
-        assert_eq!(r["last_deploy"]["origin"]["rev"], rev, "{r:#}");
-    }
+    assert_all_in_sync(&status, &hosts, &second, &rev);
 
     // The flake moves on for host1 only: host1 drifted, the others still in sync (exit 5).
     env.flake
