@@ -498,6 +498,17 @@ impl Cx {
                 self.push(&p, format!("expected an absolute store path, found `{s}`"));
                 None
             }
+            Some(Value::String(s)) if !in_store(s) => {
+                self.push(
+                    &p,
+                    format!(
+                        "expected a store path (a derivation, e.g. from lib.<system>.activate.*), found `{s}`, \
+                         which is outside {}",
+                        store_dir()
+                    ),
+                );
+                None
+            }
             Some(v) => self.nonempty_string(v, &p),
         };
         let profile_path = get("profilePath")
@@ -743,6 +754,18 @@ pub(crate) fn list_names<S: AsRef<str>>(names: &[S]) -> String {
         .map(|n| quote_attr(n.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The local Nix store directory (`NIX_STORE_DIR`, else /nix/store).
+fn store_dir() -> String {
+    std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".into())
+}
+
+/// Whether `path` names something inside the local store (a closure Nix can build or copy).
+fn in_store(path: &str) -> bool {
+    path.strip_prefix(&store_dir())
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && !name.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -1040,6 +1063,13 @@ mod tests {
         assert_eq!(
             one_issue(raw),
             "deploy.nodes.web.profiles.system.path: expected an absolute store path, found `result`"
+        );
+        let mut raw = minimal();
+        raw["nodes"]["web"]["profiles"]["system"]["path"] = json!("/etc");
+        assert_eq!(
+            one_issue(raw),
+            "deploy.nodes.web.profiles.system.path: expected a store path (a derivation, e.g. from \
+             lib.<system>.activate.*), found `/etc`, which is outside /nix/store"
         );
     }
 

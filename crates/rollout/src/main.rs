@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod confirm;
+mod diagnose;
 mod password;
 mod render;
 mod request;

@@ -7,7 +7,7 @@ use rollout_core::exec::is_secret_var;
 use rollout_core::plan::Plan;
 use rollout_core::secret::Secret;
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 fn env_key(node: &str) -> String {
     node.chars()
@@ -51,6 +51,13 @@ fn from_command(cmd: &str, node: &str, host: &str) -> Result<Secret, String> {
 
 /// Read a line from the terminal with echo off.
 fn prompt(host: &str) -> Result<Secret, String> {
+    // Off a terminal (CI, a pipe) nobody can answer: say how to give the password instead.
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "interactiveSudo needs the sudo password for {host}, but stdin is not a terminal, so rollout does not \
+             ask; set ROLLOUT_SUDO_PASSWORD_<NODE> or ROLLOUT_SUDO_PASSWORD, or pass --sudo-password-command"
+        ));
+    }
     let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(|_| {
         format!("interactiveSudo needs the sudo password for {host}, but there is no terminal; set ROLLOUT_SUDO_PASSWORD_<NODE> or ROLLOUT_SUDO_PASSWORD, or pass --sudo-password-command")
     })?;

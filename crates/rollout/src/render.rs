@@ -1,17 +1,40 @@
 //! Consumers of the event stream: plain lines or live progress on stderr, JSON lines on stdout,
 //! an optional log file, and the final per-node summary.
 
-use crate::cli::DeployArgs;
+use crate::cli::{Color, DeployArgs};
+use crate::diagnose::{explain, Explained};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rollout_core::deploy::Report;
 use rollout_core::events::{Collector, Event, Kind, Outcome, Phase, Reporter, Sink, State};
-use std::collections::{BTreeMap, HashMap};
+use rollout_core::plan::Plan;
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// `--color` of this run (0 auto, 1 always, 2 never); set once the flags are parsed.
+static COLOR: AtomicU8 = AtomicU8::new(0);
+
+/// Records `--color` for every later message of this process.
+pub fn set_color(c: Color) {
+    COLOR.store(
+        match c {
+            Color::Auto => 0,
+            Color::Always => 1,
+            Color::Never => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether `--color`, `NO_COLOR` (set and not empty, <https://no-color.org>) and stderr allow colour.
 fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+    match COLOR.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+    }
 }
 
 fn paint(code: &str, s: &str) -> String {
@@ -22,8 +45,31 @@ fn paint(code: &str, s: &str) -> String {
     }
 }
 
+/// The continuation lines of an explained message: the tool's text indented under `indent`,
+/// then the hints.
+fn below(e: &Explained, indent: &str) -> Vec<String> {
+    let mut out: Vec<String> = e
+        .detail
+        .iter()
+        .map(|l| {
+            if l.trim().is_empty() {
+                String::new()
+            } else {
+                format!("{indent}    {l}")
+            }
+        })
+        .collect();
+    out.extend(e.hints.iter().map(|h| format!("{indent}{} {h}", paint("36", "hint:"))));
+    out
+}
+
+/// A command's final error: rollout's own first line, the tool's text indented, hints.
 pub fn error(msg: &str) {
-    eprintln!("{} {msg}", paint("1;31", "rollout: error:"));
+    let e = explain(msg);
+    eprintln!("{} {}", paint("1;31", "rollout: error:"), e.headline);
+    for l in below(&e, "") {
+        eprintln!("{l}");
+    }
 }
 
 fn scope(e: &Event) -> String {
@@ -76,7 +122,15 @@ fn plain_line(e: &Event, debug: bool) -> Option<String> {
             State::Failed => format!("{sp}{} failed", phase_word(*phase)),
         }),
         Kind::Log { line } => Some(format!("{sp}| {line}")),
-        Kind::Outcome { outcome, message } => Some(format!("{sp}{}: {message}", outcome_word(*outcome))),
+        Kind::Outcome { outcome, message } => {
+            // rollout's line first; a tool's text (ssh's banner, Nix's error) indented below it.
+            let e = explain(message);
+            let mut l = format!("{sp}{}: {}", outcome_word(*outcome), e.headline);
+            for d in e.detail.iter().filter(|d| !d.trim().is_empty()) {
+                l.push_str(&format!("\n    {d}"));
+            }
+            Some(l)
+        }
         Kind::Progress { .. } => None,
         Kind::Info { message } => Some(format!("{sp}{message}")),
         Kind::Warn { message } => Some(format!("{sp}warning: {message}")),
@@ -152,32 +206,114 @@ impl Sink for FileSink {
     }
 }
 
-/// A live line per node on a terminal.
+/// One node's live line and the outcomes of its profiles so far.
+struct NodeLine {
+    node: String,
+    bar: ProgressBar,
+    ends: Vec<(Outcome, String)>,
+}
+
+/// A live line per node on a terminal, in the plan's order; at the end each line is replaced by
+/// the node's outcome (no spinner left behind).
 pub struct ProgressSink {
     mp: MultiProgress,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    lines: Mutex<Vec<NodeLine>>,
+}
+
+fn is_success(o: Outcome) -> bool {
+    matches!(o, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged)
+}
+
+/// `✓` when every profile of the node succeeded, `-` when none started, else `✗`.
+fn mark(ends: &[(Outcome, String)]) -> String {
+    if !ends.is_empty() && ends.iter().all(|(o, _)| is_success(*o)) {
+        paint("32", "✓")
+    } else if ends.iter().all(|(o, _)| *o == Outcome::Skipped) {
+        "-".to_string()
+    } else {
+        paint("31", "✗")
+    }
 }
 
 impl ProgressSink {
-    fn bar(&self, node: &str) -> ProgressBar {
-        let mut bars = self.bars.lock().unwrap();
-        bars.entry(node.to_string())
-            .or_insert_with(|| {
-                let b = self.mp.add(ProgressBar::new_spinner());
-                b.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} [{elapsed:>4}] {msg}").unwrap());
-                b.set_prefix(node.to_string());
-                b.enable_steady_tick(Duration::from_millis(120));
-                b
-            })
-            .clone()
+    fn new() -> ProgressSink {
+        ProgressSink {
+            mp: MultiProgress::new(),
+            lines: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn add(&self, lines: &mut Vec<NodeLine>, node: &str) -> ProgressBar {
+        let b = self.mp.add(ProgressBar::new_spinner());
+        let prefix = if color_enabled() { "{prefix:.bold}" } else { "{prefix}" };
+        let template = format!("{{spinner}} {prefix} [{{elapsed:>4}}] {{msg}}");
+        b.set_style(ProgressStyle::with_template(&template).expect("a valid progress template"));
+        b.set_prefix(node.to_string());
+        b.set_message("waiting");
+        b.enable_steady_tick(Duration::from_millis(120));
+        lines.push(NodeLine {
+            node: node.to_string(),
+            bar: b.clone(),
+            ends: Vec::new(),
+        });
+        b
+    }
+
+    /// Lines for `nodes` up front, so the screen keeps the plan's order whatever starts first.
+    fn order(&self, nodes: &[String]) {
+        let mut lines = self.lines.lock().unwrap();
+        for n in nodes {
+            if !lines.iter().any(|l| &l.node == n) {
+                self.add(&mut lines, n);
+            }
+        }
+    }
+
+    fn with_line<R>(&self, node: &str, f: impl FnOnce(&mut NodeLine) -> R) -> R {
+        let mut lines = self.lines.lock().unwrap();
+        if !lines.iter().any(|l| l.node == node) {
+            self.add(&mut lines, node);
+        }
+        let line = lines.iter_mut().find(|l| l.node == node).expect("added above");
+        f(line)
     }
 
     fn finish(&self) {
-        for b in self.bars.lock().unwrap().values() {
-            if !b.is_finished() {
-                b.finish();
+        let width = self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.node.len())
+            .max()
+            .unwrap_or(0);
+        for l in self.lines.lock().unwrap().iter() {
+            if l.bar.is_finished() {
+                continue;
             }
+            let text = if l.ends.is_empty() {
+                "not started".to_string()
+            } else {
+                l.ends.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("; ")
+            };
+            let style = format!("{} {{prefix}} [{{elapsed:>4}}] {{msg}}", mark(&l.ends));
+            l.bar
+                .set_style(ProgressStyle::with_template(&style).expect("a valid progress template"));
+            l.bar.set_prefix(format!("{:<width$}", l.node));
+            l.bar.finish_with_message(text);
         }
+    }
+}
+
+/// What a node's line says when one of its profiles ends: success in the core's words
+/// ("activated and confirmed"), failures with their outcome word first.
+fn end_text(profile: Option<&String>, outcome: Outcome, message: &str) -> String {
+    let prof = profile.map(|p| format!("{p}: ")).unwrap_or_default();
+    let headline = explain(message).headline;
+    if is_success(outcome) {
+        format!("{prof}{headline}")
+    } else {
+        format!("{prof}{}: {headline}", outcome_word(outcome))
     }
 }
 
@@ -189,31 +325,34 @@ impl Sink for ProgressSink {
             }
             return;
         };
-        let b = self.bar(node);
         let prof = e.profile.as_ref().map(|p| format!("{p}: ")).unwrap_or_default();
         match &e.kind {
             Kind::Phase {
                 phase,
                 state: State::Started,
                 message,
-            } => b.set_message(format!(
-                "{prof}{}{}",
-                phase_word(*phase),
-                message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
-            )),
-            Kind::Outcome { outcome, message } => {
-                b.set_message(format!("{prof}{} {message}", outcome_word(*outcome)));
-            }
+            } => self.with_line(node, |l| {
+                l.bar.set_message(format!(
+                    "{prof}{}{}",
+                    phase_word(*phase),
+                    message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
+                ))
+            }),
+            Kind::Outcome { outcome, message } => self.with_line(node, |l| {
+                let text = end_text(e.profile.as_ref(), *outcome, message);
+                l.bar.set_message(text.clone());
+                l.ends.push((*outcome, text));
+            }),
             Kind::Progress {
                 phase: Phase::Copy,
                 done,
                 ..
-            } => {
-                b.set_message(format!(
+            } => self.with_line(node, |l| {
+                l.bar.set_message(format!(
                     "copy: {} copied",
                     rollout_core::deploy::copy::human_bytes(*done)
-                ));
-            }
+                ))
+            }),
             Kind::Warn { message } => {
                 let _ = self.mp.println(format!("rollout: {} warning: {message}", scope(e)));
             }
@@ -226,6 +365,22 @@ impl Sink for ProgressSink {
 pub struct Summary {
     pub events: Collector,
     pub progress: Option<Arc<ProgressSink>>,
+    /// The plan's node order, for the live lines and the summary rows.
+    pub order: Mutex<Vec<String>>,
+}
+
+/// Shows the nodes in the plan's order (live lines and summary), whatever order they start in.
+pub fn set_order(s: &Summary, plan: &Plan) {
+    let mut nodes: Vec<String> = Vec::new();
+    for d in &plan.deployments {
+        if !nodes.contains(&d.node) {
+            nodes.push(d.node.clone());
+        }
+    }
+    if let Some(p) = &s.progress {
+        p.order(&nodes);
+    }
+    *s.order.lock().unwrap() = nodes;
 }
 
 struct ArcSink<T: Sink>(Arc<T>);
@@ -263,12 +418,14 @@ fn log_file(args: &DeployArgs) -> Result<Option<Box<dyn Sink>>, String> {
 
 /// Reporter for commands that only plan.
 pub fn reporter(args: &DeployArgs, _progress: bool) -> Result<Reporter, String> {
+    set_color(args.color);
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(PlainSink { debug: args.debug_logs })];
     sinks.extend(log_file(args)?);
     Ok(Reporter::new(sinks))
 }
 
 pub fn run_reporter(args: &DeployArgs, progress: bool) -> Result<(Reporter, Summary), String> {
+    set_color(args.color);
     let log = log_file(args)?;
     let events = Collector::default();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(events.clone())];
@@ -279,17 +436,21 @@ pub fn run_reporter(args: &DeployArgs, progress: bool) -> Result<(Reporter, Summ
             sinks.push(Box::new(PlainSink { debug: true }));
         }
     } else if progress {
-        let p = Arc::new(ProgressSink {
-            mp: MultiProgress::new(),
-            bars: Mutex::new(HashMap::new()),
-        });
+        let p = Arc::new(ProgressSink::new());
         sinks.push(Box::new(ArcSink(p.clone())));
         prog = Some(p);
     } else {
         sinks.push(Box::new(PlainSink { debug: args.debug_logs }));
     }
     sinks.extend(log);
-    Ok((Reporter::new(sinks), Summary { events, progress: prog }))
+    Ok((
+        Reporter::new(sinks),
+        Summary {
+            events,
+            progress: prog,
+            order: Mutex::new(Vec::new()),
+        },
+    ))
 }
 
 pub fn finish(s: &Summary) {
@@ -317,6 +478,8 @@ pub fn summary(s: &Summary, report: &Report, total: Duration) {
             nodes.push(r.node.clone());
         }
     }
+    let order = s.order.lock().unwrap().clone();
+    nodes.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
     eprintln!(
         "\n{:<16} {:<20} {:>8} {:>8} {:>9} {:>8}  outcome",
         "node", "profile", "connect", "copy", "activate", "confirm"
@@ -345,11 +508,12 @@ pub fn summary(s: &Summary, report: &Report, total: Duration) {
                 _ => paint("31", &line),
             };
             eprintln!("{line}");
-            if !matches!(
-                r.outcome,
-                Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged
-            ) {
-                eprintln!("    {}", r.message);
+            if !is_success(r.outcome) {
+                let e = explain(&r.message);
+                eprintln!("    {}", e.headline);
+                for l in below(&e, "    ") {
+                    eprintln!("{l}");
+                }
             }
         }
     }

@@ -318,3 +318,114 @@ fn schema_accepts_the_demo_flake_of_the_repository() {
     assert_eq!(deploy["nodes"]["host1"]["profilesOrder"], json!(["system", "app"]));
     assert_eq!(errors(&schema(&["--strict-keys"]), &deploy), Vec::<String>::new());
 }
+
+/// A flake directory with `flake.nix` written verbatim.
+fn raw_flake(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flake.nix"), text).unwrap();
+    dir
+}
+
+/// The first line of stderr after the phase lines that ran before the problem was known.
+fn first_error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("rollout: error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+}
+
+/// flake.nix, arguments, exit code, the start of rollout's line, a line of Nix's text below it.
+type NixFailure = (String, &'static [&'static str], i32, &'static str, Option<&'static str>);
+
+#[test]
+fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
+    let sys = common::system();
+    let no_activate = format!(
+        r#"{{ outputs = {{ self }}: {{ deploy.nodes.web = {{ hostname = "web.invalid";
+          profiles.system.path = builtins.derivation {{ name = "bare"; system = "{sys}"; builder = "/bin/sh";
+            args = [ "-c" "echo > $out" ]; }}; }}; }}; }}"#
+    );
+    let rows: Vec<NixFailure> = vec![
+        (
+            "{ outputs = { self }: { deploy = { nodes = ; }; }".into(),
+            &["plan", "."],
+            1,
+            "`.` has a Nix syntax error in flake.nix, line 1, column 44",
+            Some("error: syntax error, unexpected ';'"),
+        ),
+        (
+            "{ outputs = { self }: { packages = { }; }; }".into(),
+            &["plan", "."],
+            1,
+            "`.` has no `deploy` output; expected `deploy = { nodes = { … }; }`",
+            Some("does not provide attribute"),
+        ),
+        (
+            r#"{ outputs = { self }: { deploy.nodes.web = { hostname = "h"; profiles.system.path = throw "no config for web"; }; }; }"#.into(),
+            &["plan", "."],
+            1,
+            "evaluating the `deploy` output of `.` failed: no config for web (an error raised by the flake's Nix code",
+            Some("error: no config for web"),
+        ),
+        (
+            r#"{ outputs = { self }: { deploy.nodes.web = { hostname = "h"; profiles.system.path = "/etc"; }; }; }"#.into(),
+            &["plan", "."],
+            1,
+            "deploy.nodes.web.profiles.system.path: expected a store path (a derivation, e.g. from lib.<system>.activate.*), found `/etc`",
+            None,
+        ),
+        (
+            r#"{ outputs = { self }: { deploy.nodes.web = { hostname = "web.invalid"; profiles.system.path = "/nix/store/00000000000000000000000000000000-missing"; }; }; }"#.into(),
+            &["-s", "."],
+            3,
+            "deploy.nodes.web.profiles.system.path is not a derivation (a plain string such as \"/etc\", or a store path that Nix cannot build)",
+            Some("is not a derivation"),
+        ),
+        (no_activate, &["-s", "."], 3, "profile `system` of node `web`: /nix/store/", None),
+    ];
+    for (text, args, code, start, below) in rows {
+        let dir = raw_flake(&text);
+        let r = run_rollout(dir.path(), args, &[]);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        let first = first_error_line(&r.stderr);
+        assert!(
+            first.starts_with(&format!("rollout: error: {start}")),
+            "expected `{start}`, got:\n{}",
+            r.stderr
+        );
+        let after: Vec<&str> = r
+            .stderr
+            .lines()
+            .skip_while(|l| !l.starts_with("rollout: error: "))
+            .skip(1)
+            .collect();
+        if let Some(nix) = below {
+            assert!(
+                after.iter().any(|l| l.starts_with("    ") && l.contains(nix)),
+                "{}",
+                r.stderr
+            );
+        }
+        assert!(
+            after
+                .iter()
+                .all(|l| l.is_empty() || l.starts_with("    ") || l.starts_with("hint: ")),
+            "{}",
+            r.stderr
+        );
+    }
+    // The missing activation script also says how to build one.
+    let dir = raw_flake(&format!(
+        r#"{{ outputs = {{ self }}: {{ deploy.nodes.web = {{ hostname = "web.invalid";
+          profiles.system.path = builtins.derivation {{ name = "bare"; system = "{sys}"; builder = "/bin/sh";
+            args = [ "-c" "echo > $out" ]; }}; }}; }}; }}"#
+    ));
+    let r = run_rollout(dir.path(), &["-s", "."], &[]);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("hint: build the profile with an activation script")),
+        "{}",
+        r.stderr
+    );
+}

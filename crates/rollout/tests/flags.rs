@@ -1,4 +1,4 @@
-//! deploy-rs command-line flags on a real test fleet: --file, -k/--result-path, --log-dir, -i,
+//! deploy-rs command-line flags on a real test fleet: --file, -k/--result-path, --log-dir,
 //! --hostname, --ssh-opts, --profile-path, --magic-rollback/--auto-rollback false,
 //! --rollback-succeeded false, --activation-timeout, and a cut-off host in netns mode.
 
@@ -8,34 +8,8 @@ use common::*;
 use rollout_lab::profiles::Profile;
 use rollout_lab::Fleet;
 use serde_json::json;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// `rollout args…` with `input` on stdin (None: /dev/null).
-fn run_with_stdin(args: &[&str], input: Option<&str>) -> Output {
-    let mut child = Command::new(rollout_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(i) = input {
-        let mut stdin = child.stdin.take().unwrap();
-        // rollout may exit before reading (e.g. on an evaluation error): ignore EPIPE.
-        let _ = stdin.write_all(i.as_bytes());
-    }
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "--- rollout {}\nexit: {:?}\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn flake_target(env: &Env, fragment: &str) -> String {
     format!("{}{}", env.flake_dir().display(), fragment)
@@ -168,45 +142,6 @@ fn log_dir_gets_a_log_file_with_the_phases_of_the_run() {
         stderr(&out).contains(&files[0].display().to_string()),
         "says where the log is"
     );
-}
-
-#[test]
-fn interactive_deploys_on_yes_and_cancels_on_no() {
-    let mut env = Env::new(1);
-    system_node(&mut env, marker("system"));
-    env.write();
-    let target = flake_target(&env, "#host1");
-    let out = run_with_stdin(&[&target, "-s", "-i"], Some("yes\n"));
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let deployed = env.build("host1", "system");
-    assert!(err.contains("[host1.system]"), "the TOML plan is shown: {err}");
-    assert!(err.contains(&format!("path = \"{deployed}\"")), "{err}");
-    assert!(
-        err.contains("host1.system (deploy@host1): new profile; "),
-        "the diff is shown: {err}"
-    );
-    assert_eq!(env.target_of("host1", SYSTEM), deployed);
-
-    system_node(&mut env, marker("system"));
-    env.write();
-    let out = run_with_stdin(&[&target, "-s", "-i"], Some("no\n"));
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cancelled"), "{err}");
-    assert!(err.contains("[host1.system]"), "{err}");
-    assert!(
-        err.contains("host1.system (deploy@host1): 0 added, 0 removed, 0 changed"),
-        "{err}"
-    );
-    assert_eq!(env.target_of("host1", SYSTEM), deployed, "host untouched");
-    assert_eq!(env.link("host1", SYSTEM), "system-1-link");
-    assert_eq!(env.markers("host1", "system").len(), 1, "no activation");
-
-    // No answer at all (stdin closed) is a no.
-    let out = run_with_stdin(&[&target, "-s", "-i"], Some(""));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(env.markers("host1", "system").len(), 1);
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub fn run(args: DeployArgs) -> Result<Report, Error> {
     }
     let mut opts = request::run_options(&args);
     opts.revisions = ops::revisions(&prepared, &reporter);
+    render::set_order(&summary, &prepared.plan);
     let started = std::time::Instant::now();
     let report = deploy::run(reporter, prepared.ctx, prepared.mode, &prepared.plan, opts, passwords);
     render::finish(&summary);
