@@ -9,7 +9,7 @@ use rollout_core::events::{Collector, Event, Kind, Outcome, Phase, Reporter, Sin
 use rollout_core::plan::Plan;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -218,6 +218,9 @@ struct NodeLine {
 pub struct ProgressSink {
     mp: MultiProgress,
     lines: Mutex<Vec<NodeLine>>,
+    /// Set when the deployment starts ([`set_order`]): before it (inspecting targets, asking
+    /// for `-i`), node events are plain lines, so nothing redraws over a question.
+    live: AtomicBool,
 }
 
 fn is_success(o: Outcome) -> bool {
@@ -240,6 +243,7 @@ impl ProgressSink {
         ProgressSink {
             mp: MultiProgress::new(),
             lines: Mutex::new(Vec::new()),
+            live: AtomicBool::new(false),
         }
     }
 
@@ -261,6 +265,7 @@ impl ProgressSink {
 
     /// Lines for `nodes` up front, so the screen keeps the plan's order whatever starts first.
     fn order(&self, nodes: &[String]) {
+        self.live.store(true, Ordering::SeqCst);
         let mut lines = self.lines.lock().unwrap();
         for n in nodes {
             if !lines.iter().any(|l| &l.node == n) {
@@ -319,7 +324,8 @@ fn end_text(profile: Option<&String>, outcome: Outcome, message: &str) -> String
 
 impl Sink for ProgressSink {
     fn emit(&self, e: &Event) {
-        let Some(node) = &e.node else {
+        let live = self.live.load(Ordering::SeqCst);
+        let Some(node) = e.node.as_ref().filter(|_| live) else {
             if let Some(l) = plain_line(e, false) {
                 let _ = self.mp.println(format!("rollout: {l}"));
             }

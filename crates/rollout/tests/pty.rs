@@ -234,7 +234,10 @@ fn interactive_asks_at_the_terminal_and_deploys_only_on_yes() {
     // No, and an empty answer, change nothing.
     for answer in ["n", ""] {
         let screen = ask(answer);
-        assert!(screen.contains("host1.system (deploy@host1): new profile; "), "the diff is shown: {screen}");
+        assert!(
+            screen.contains("host1.system (deploy@host1): new profile; "),
+            "the diff is shown: {screen}"
+        );
         assert!(screen.contains("EXIT=1") && screen.contains("cancelled"), "{screen}");
         assert!(!env.exists("host1", SYSTEM), "nothing deployed on `{answer}`");
     }
@@ -244,7 +247,7 @@ fn interactive_asks_at_the_terminal_and_deploys_only_on_yes() {
     assert_eq!(env.markers("host1", "system").len(), 1, "activated once");
     // The same closure again: nothing to change, and no is still no.
     let screen = ask("n");
-    assert!(screen.contains("host1.system (deploy@host1): 0 added, 0 removed, 0 changed"), "{screen}");
+    assert!(screen.contains("host1.system (deploy@host1): unchanged"), "{screen}");
     assert!(screen.contains("EXIT=1"), "{screen}");
     assert_eq!(env.link("host1", SYSTEM), "system-1-link");
     assert_eq!(env.markers("host1", "system").len(), 1, "no activation");
