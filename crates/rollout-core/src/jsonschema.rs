@@ -12,6 +12,9 @@ pub const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 /// Keys that hold the next level down rather than a setting: described by the level's schema.
 const STRUCTURE: &[&str] = &["nodes", "profiles"];
 
+/// Keys some level requires (never `null`).
+const REQUIRED: &[&str] = &["nodes", "hostname", "profiles", "path"];
+
 /// How keys that are not settings are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtraKeys {
@@ -55,6 +58,12 @@ fn kind_schema(kind: &Kind) -> Value {
 /// says how a computed default is found).
 fn setting_schema(s: &Setting) -> Value {
     let mut v = kind_schema(&s.kind);
+    // `null` reads as unset, as in deploy-rs (generated configs write `sshUser = cfg.user or null`);
+    // the keys a level requires must have a value.
+    if !REQUIRED.contains(&s.key) {
+        let t = v["type"].clone();
+        v["type"] = json!([t, "null"]);
+    }
     let mut description = s.doc.to_string();
     let default = match s.default {
         DefaultValue::None => None,
@@ -163,7 +172,12 @@ mod tests {
             for key in described_settings(level) {
                 let s = &p[key];
                 let row = schema::find(key).unwrap();
-                assert!(s["type"].is_string(), "{key}: {s}");
+                let types = &s["type"];
+                if REQUIRED.contains(&key) {
+                    assert!(types.is_string(), "{key}: {s}");
+                } else {
+                    assert!(types.is_array() && types[1] == "null", "{key}: {s}");
+                }
                 assert!(s["description"].as_str().unwrap().starts_with(row.doc), "{key}");
                 match row.default {
                     DefaultValue::Bool(_) | DefaultValue::Seconds(_) | DefaultValue::Str(_) => {

@@ -224,7 +224,10 @@ pub struct ProgressSink {
 }
 
 fn is_success(o: Outcome) -> bool {
-    matches!(o, Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged)
+    matches!(
+        o,
+        Outcome::Deployed | Outcome::DryActivated | Outcome::Booted | Outcome::Unchanged
+    )
 }
 
 /// `✓` when every profile of the node succeeded, `-` when none started, else `✗`.

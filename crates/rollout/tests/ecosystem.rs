@@ -263,6 +263,23 @@ fn schema_accepts_evaluated_deploy_outputs_and_flags_a_misspelled_key() {
     let plan = run_rollout(dir.path(), &["plan", "-s", "."], &[]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
 
+    // null is unset (as rollout reads it), but not where a value is required.
+    let nulls = evaluated_deploy(
+        r#"{ sshUser = null; nodes.web = { hostname = "w"; confirmTimeout = null; profiles.system = { path = prof "s"; user = null; }; }; }"#,
+    );
+    assert_eq!(errors(&strict, &nulls), Vec::<String>::new());
+    let dir = tempfile::tempdir().unwrap();
+    write_flake(
+        dir.path(),
+        r#"{ sshUser = null; nodes.web = { hostname = "w"; profiles.system = { path = prof "s"; user = null; }; }; }"#,
+    );
+    assert_eq!(run_rollout(dir.path(), &["plan", "-s", "."], &[]).code, 0);
+    assert!(!errors(
+        &lenient,
+        &json!({ "nodes": { "web": { "hostname": null, "profiles": {} } } })
+    )
+    .is_empty());
+
     let misspelled = evaluated_deploy(
         r#"{ nodes.web = { hostname = "w"; profiles.system = { path = prof "s"; magicRolback = false; }; }; }"#,
     );
