@@ -446,3 +446,32 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
         r.stderr
     );
 }
+
+#[test]
+fn the_ci_guide_matches_its_example_workflow_and_the_exit_codes() {
+    let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/");
+    let guide = std::fs::read_to_string(format!("{docs}ci.md")).unwrap();
+    let example = std::fs::read_to_string(format!("{docs}ci-example.yml")).unwrap();
+    let block = guide.split_once("```yaml\n").unwrap().1.split_once("```\n").unwrap().0;
+    let body: String = example.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    assert_eq!(block, body, "docs/ci-example.yml and the block in docs/ci.md differ");
+    use rollout_core::exit::*;
+    for code in [SUCCESS, BAD_INPUT, USAGE, FAILED, ROLLED_BACK, DRIFTED] {
+        assert!(
+            guide.contains(&format!("\n| {code} |")),
+            "docs/ci.md lacks exit code {code}"
+        );
+    }
+    // The flags it tells CI to use exist.
+    let help = rollout(&["deploy", "--help"]).stdout;
+    for flag in [
+        "--json",
+        "--no-progress",
+        "--color",
+        "--log-dir",
+        "--sudo-password-command",
+        "--ssh-opts",
+    ] {
+        assert!(help.contains(flag), "{flag}");
+    }
+}
