@@ -30,16 +30,22 @@ fn hints(err: &str) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn sudo_that_wants_a_password_is_explained_with_a_hint() {
+/// Deploys host1's `system` as `user` over ssh as `ssh_user`, expecting it to fail (exit 3): stderr.
+fn failing_deploy(ssh_user: &str, user: &str) -> String {
     let mut env = Env::new(1);
     env.flake
         .node("host1", "host1")
-        .setting("sshUser", json!("deploypw"))
-        .profile("system", marker("system").setting("user", json!("root")));
+        .setting("sshUser", json!(ssh_user))
+        .profile("system", marker("system").setting("user", json!(user)));
     let out = env.rollout("#host1", &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
+    err
+}
+
+#[test]
+fn sudo_that_wants_a_password_is_explained_with_a_hint() {
+    let err = failing_deploy("deploypw", "root");
     let (first, _) = failure(&err);
     assert!(
         first.starts_with("rollout: [host1.system] FAILED: sudo on host1 refused"),
@@ -52,15 +58,8 @@ fn sudo_that_wants_a_password_is_explained_with_a_hint() {
 
 #[test]
 fn an_untrusted_ssh_user_gets_the_trusted_users_hint() {
-    let mut env = Env::new(1);
     // `hello` is not in the host's trusted-users: its daemon refuses unsigned paths.
-    env.flake
-        .node("host1", "host1")
-        .setting("sshUser", json!("hello"))
-        .profile("system", marker("system").setting("user", json!("hello")));
-    let out = env.rollout("#host1", &[]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = failing_deploy("hello", "hello");
     let (first, below) = failure(&err);
     assert!(
         first.starts_with("rollout: [host1.system] FAILED: copying 2 path(s) to hello@host1 failed"),
