@@ -178,3 +178,37 @@ mod toml_members {
         )
     }
 }
+
+/// `cargo install`-able: the crates a user installs package (manifest checks, versions on the
+/// path dependencies, the README included) without a network.
+#[test]
+fn cargo_package_accepts_the_installable_crates() {
+    let target = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["package", "--allow-dirty", "--no-verify", "--offline", "--target-dir"])
+        .arg(target.path())
+        .args([
+            "-p",
+            "rollout-protocol",
+            "-p",
+            "rollout-core",
+            "-p",
+            "rollout-agent",
+            "-p",
+            "rollout",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for c in ["rollout-protocol", "rollout-core", "rollout-agent", "rollout"] {
+        assert!(target.path().join(format!("package/{c}-0.1.0.crate")).exists(), "{c}");
+    }
+    let listed = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["package", "--list", "--allow-dirty", "--offline", "-p", "rollout"])
+        .output()
+        .unwrap();
+    let files = String::from_utf8_lossy(&listed.stdout);
+    assert!(files.lines().any(|l| l == "README.md"), "{files}");
+}
