@@ -5,6 +5,7 @@ mod commands;
 mod exec;
 mod follow;
 mod history;
+mod keys;
 mod lock;
 mod pending;
 mod policy;
@@ -78,6 +79,7 @@ fn main() {
         Ok(Command::Status { id, temp_path }) => commands::status(&temp_path, &id),
         Ok(Command::Query { profile, temp_path }) => commands::query(&profile, &temp_path),
         Ok(Command::Recover { profile }) => commands::recover(profile.as_ref()),
+        Ok(Command::PutKey(k)) => keys::put_key(&k),
     };
     std::process::exit(code);
 }

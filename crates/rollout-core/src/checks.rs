@@ -227,9 +227,18 @@ pub fn http_status(url: &str, timeout: Duration) -> Result<u16, String> {
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: rollout\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes())
         .map_err(|e| format!("cannot send the request: {e}"))?;
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head).map_err(|e| format!("no response: {e}"))?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    // The status line may arrive in pieces: read until its end (or the connection's).
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if head.is_empty() => return Err(format!("no response: {e}")),
+            Err(_) => break,
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())

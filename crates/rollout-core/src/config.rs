@@ -579,6 +579,26 @@ impl Cx {
 
     /// A structured setting: a list of attribute sets whose fields are the row's.
     fn objects(&mut self, fields: &[Field], v: &Value, path: &str) -> Option<Vec<Object>> {
+        // An attribute set of entries (colmena's `keys.<name> = { … }`): each entry is named by
+        // its attribute (`$name`), in attribute order.
+        if let Value::Object(m) = v {
+            if m.get("$type").and_then(Value::as_str) == Some("set") && m.contains_key("attrs") {
+                let attrs = m.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut out = Vec::new();
+                let before = self.issues.len();
+                for (name, item) in &attrs {
+                    let ip = child(path, name);
+                    let Some(set) = self.as_set(item, &ip, "an attribute set") else {
+                        continue;
+                    };
+                    let fields_of = set.get("attrs").and_then(Value::as_object).cloned().unwrap_or_default();
+                    let mut o = self.object(fields, &fields_of, &ip);
+                    o.insert("$name".into(), Value::String(name.clone()));
+                    out.push(o);
+                }
+                return (self.issues.len() == before).then_some(out);
+            }
+        }
         let Value::Array(items) = v else {
             self.type_err(path, "a list of attribute sets", v);
             return None;
@@ -828,6 +848,7 @@ mod tests {
             interactive_sudo: Some(true),
             sudo: Some(format!("doas-{p} -u")),
             health_checks: None,
+            keys: None,
         };
         let mut top = gen("top");
         let mut node = gen("node");
@@ -958,9 +979,15 @@ mod tests {
     fn null_is_unset_for_every_optional_setting_at_every_level() {
         let mut raw = minimal();
         for row in schema::GENERIC {
-            raw[row.key] = Value::Null;
-            raw["nodes"]["web"][row.key] = Value::Null;
-            raw["nodes"]["web"]["profiles"]["system"][row.key] = Value::Null;
+            if row.levels.top {
+                raw[row.key] = Value::Null;
+            }
+            if row.levels.node {
+                raw["nodes"]["web"][row.key] = Value::Null;
+            }
+            if row.levels.profile {
+                raw["nodes"]["web"]["profiles"]["system"][row.key] = Value::Null;
+            }
         }
         for k in ["tags", "profilesOrder"] {
             raw["nodes"]["web"][k] = Value::Null;

@@ -129,7 +129,11 @@ let
   # each a value or a list of values (a health check's `command`).
   objects = OBJECTS;
   object = e: if builtins.isAttrs e && !(e ? outPath) then { "$type" = "set"; attrs = builtins.mapAttrs (_: value) e; } else leaf e;
-  setting = k: v: if builtins.elem k objects && builtins.isList v then map object v else value v;
+  setting = k: v:
+    if builtins.elem k objects && builtins.isList v then map object v
+    else if builtins.elem k objects && builtins.isAttrs v && !(v ? outPath)
+    then { "$type" = "set"; attrs = builtins.mapAttrs (_: object) v; }
+    else value v;
   attrs = skip: s: builtins.mapAttrs setting (builtins.removeAttrs s skip);
   pick = set: wanted: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })
     (builtins.filter (name: builtins.hasAttr name set) wanted));

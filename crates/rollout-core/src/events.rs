@@ -18,6 +18,8 @@ pub enum Phase {
     Revoke,
     /// The profile's health checks, between activation and confirmation.
     Health,
+    /// The node's secrets, written on the target.
+    Keys,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod host;
 pub mod interrupt;
 pub mod jsonschema;
+pub mod keys;
 pub mod nix;
 pub mod ops;
 pub mod plan;

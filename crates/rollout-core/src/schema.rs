@@ -41,6 +41,12 @@ pub const PROFILE: Levels = Levels {
     profile: true,
 };
 /// Only at the top level.
+pub const TOP_NODE: Levels = Levels {
+    top: true,
+    node: true,
+    profile: false,
+};
+
 pub const TOP: Levels = Levels {
     top: true,
     node: false,
@@ -355,6 +361,11 @@ settings_table! {
         default: DefaultValue::Bool(false), flag: Some("--interactive-sudo"),
         doc: "Ask for the sudo password once per host and feed it to sudo; without a `user`, the activation runs as root.",
     };
+    keys / keys: Vec<Object> = "keys" {
+        kind: Kind::Objects(crate::keys::FIELDS), levels: TOP_NODE, merge: Merge::First,
+        default: DefaultValue::None, flag: None,
+        doc: "Secrets uploaded outside the Nix store, colmena's shape: `keys.<name> = { text | keyFile | keyCommand; destDir ? \"/run/keys\"; name ? <name>; user ? \"root\"; group ? \"root\"; permissions ? \"0600\"; uploadAt ? \"pre-activation\" | \"post-activation\"; }` (keyFile and keyCommand are read on the deployer).",
+    };
     health_checks / health_checks: Vec<Object> = "healthChecks" {
         kind: Kind::Objects(crate::checks::FIELDS), levels: ALL, merge: Merge::First,
         default: DefaultValue::None, flag: None,
@@ -498,6 +509,15 @@ pub fn check(kind: &Kind, v: &Parsed) -> Result<(), (Option<usize>, String, Inva
         (Kind::Seconds, Parsed::Seconds(n)) => validate::check_timeout(*n).map_err(|e| (None, n.to_string(), e)),
         (Kind::Str(Some(f)), Parsed::Str(s)) => f(s).map_err(|e| (None, s.clone(), e)),
         (Kind::List(Some(f)), Parsed::List(words)) => f(words).map_err(|(i, w, e)| (Some(i), w, e)),
+        (Kind::Objects(fields), Parsed::Objects(objs)) if *fields == crate::keys::FIELDS => {
+            for (i, o) in objs.iter().enumerate() {
+                crate::keys::Key::from_object(o).map_err(|problem| {
+                    let name = o.get("$name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    (Some(i), name, Invalid::key(problem))
+                })?;
+            }
+            Ok(())
+        }
         (Kind::Objects(fields), Parsed::Objects(objs)) if *fields == crate::checks::FIELDS => {
             for (i, o) in objs.iter().enumerate() {
                 crate::checks::Check::from_object(o, i).map_err(|problem| {

@@ -36,6 +36,9 @@ pub struct Resolved {
     pub profile_path: Option<String>,
     /// Whether activation must run through `sudo` (`user != ssh_user`).
     pub elevate: bool,
+    /// The node's secrets (`keys`); the plan shows where they go, never their text.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "crate::keys::redacted")]
+    pub keys: Vec<schema::Object>,
     /// Checks that must pass before the profile is confirmed (`healthChecks`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<schema::Object>,
@@ -145,6 +148,7 @@ pub fn merge(
         sudo: e.sudo.unwrap_or_else(|| str_default("sudo")),
         profile_path: o.profile_path.clone().or_else(|| profile.profile_path.clone()),
         health_checks: e.health_checks.unwrap_or_default(),
+        keys: e.keys.unwrap_or_default(),
         ssh_user,
         user,
     }
@@ -315,6 +319,7 @@ mod tests {
                 profile_path: None,
                 elevate: false,
                 health_checks: vec![],
+                keys: vec![],
             }
         );
         assert!(r.sudo_argv().is_empty());

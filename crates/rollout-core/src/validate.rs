@@ -45,6 +45,11 @@ impl Invalid {
         }
     }
 
+    /// A `keys` entry that is not one ([`crate::keys::Key::from_object`] says why).
+    pub fn key(problem: String) -> Invalid {
+        Invalid::new("a key", problem)
+    }
+
     /// A health check entry that is not one ([`crate::checks::Check::from_object`] says why).
     pub fn check(problem: String) -> Invalid {
         Invalid::new("a health check", problem)

@@ -23,6 +23,7 @@ usage:
   rollout-agent abort --id ID [--id …] [--temp-path T] [--wait 300]
   rollout-agent status --id ID [--temp-path T]
   rollout-agent query (--profile-path P | --profile-user U --profile-name N) [--temp-path T]
+  rollout-agent put-key --dest-dir D --name N --user U --group G --permissions 0600   (content on stdin)
   rollout-agent recover (--all | --profile-path P | --profile-user U --profile-name N)
   rollout-agent revoke (--profile-path P | --profile-user U --profile-name N)
       --closure /nix/store/… --generation NEW [--previous PREV] [--temp-path T] [--activation-timeout 240] [--debug]
@@ -91,6 +92,18 @@ pub struct ActivateArgs {
     pub origin: Origin,
 }
 
+/// Where and how a key lands on the target (its content comes on stdin, never on the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyArgs {
+    pub dest_dir: PathBuf,
+    /// A file name (no `/`).
+    pub name: String,
+    pub user: String,
+    pub group: String,
+    /// Octal, e.g. `0600`.
+    pub permissions: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokeArgs {
     pub profile: ProfileSpec,
@@ -133,6 +146,9 @@ pub enum Command {
         profile: ProfileSpec,
         temp_path: PathBuf,
     },
+    /// Write one secret from stdin to `dest_dir/name`: a fresh file whose owner and mode are set
+    /// before the content lands, renamed over the name (never through a symlink). Run as root.
+    PutKey(KeyArgs),
     /// Undo unconfirmed deploys whose agent is gone (after a reboot or a kill): of one profile,
     /// or (`None`) of every profile under the Nix profiles directory that has one. The boot step.
     Recover {
@@ -459,6 +475,19 @@ impl Command {
                 v
             }
             Command::Status { id, temp_path } => ids_words("status", std::slice::from_ref(id), temp_path),
+            Command::PutKey(k) => vec![
+                "put-key".to_string(),
+                "--dest-dir".into(),
+                k.dest_dir.display().to_string(),
+                "--name".into(),
+                k.name.clone(),
+                "--user".into(),
+                k.user.clone(),
+                "--group".into(),
+                k.group.clone(),
+                "--permissions".into(),
+                format!("{:04o}", k.permissions),
+            ],
             Command::Recover { profile } => {
                 let mut v = vec!["recover".to_string()];
                 match profile {
@@ -489,6 +518,25 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         "-V" | "--version" => Ok(Command::Version),
         "activate" => parse_activate(rest),
         "revoke" => parse_revoke(rest),
+        "put-key" => {
+            let o = Opts::parse("put-key", rest, &["dest-dir", "name", "user", "group", "permissions"], &[])?;
+            let name = o.required("name")?;
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+                return usage(format!("put-key: --name '{name}' must be a plain file name"));
+            }
+            let perms = o.required("permissions")?;
+            let permissions = u32::from_str_radix(perms, 8)
+                .ok()
+                .filter(|p| *p <= 0o7777)
+                .ok_or_else(|| UsageError(format!("put-key: --permissions '{perms}' must be octal, at most 7777")))?;
+            Ok(Command::PutKey(KeyArgs {
+                dest_dir: absolute_path("put-key", "dest-dir", o.required("dest-dir")?)?,
+                name: name.to_string(),
+                user: o.required("user")?.to_string(),
+                group: o.required("group")?.to_string(),
+                permissions,
+            }))
+        }
         "recover" => {
             let o = Opts::parse(
                 "recover",
@@ -557,7 +605,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             })
         }
         other => usage(format!(
-            "unknown command '{other}' (expected activate, confirm, extend, abort, status, query, recover or revoke)"
+            "unknown command '{other}' (expected activate, confirm, extend, abort, status, query, recover, put-key or revoke)"
         )),
     }
 }
@@ -738,6 +786,13 @@ mod tests {
                 temp_path: "/tmp".into(),
             },
             Command::Recover { profile: None },
+            Command::PutKey(KeyArgs {
+                dest_dir: "/run/keys".into(),
+                name: "db password".into(),
+                user: "postgres".into(),
+                group: "keys".into(),
+                permissions: 0o640,
+            }),
             Command::Recover {
                 profile: Some(ProfileSpec::Path("/nix/var/nix/profiles/system".into())),
             },

@@ -40,6 +40,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// What a deploy would change: packages added, removed and changed, and the closure size.
     Diff(Targets),
+    /// Upload the nodes' `keys` (secrets) and nothing else; no profile is touched.
+    UploadKeys(Targets),
     /// Print a shell completion script on stdout (e.g. `rollout completions bash > /etc/bash_completion.d/rollout`).
     Completions(CompletionsArgs),
     /// Print the man page on stdout, or write one page per subcommand into a directory.

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Some(cli::Command::Status(t)) => commands::status::run(cli::DeployArgs::new(t, cli.flags)),
         Some(cli::Command::History(t)) => commands::history::run(cli::DeployArgs::new(t, cli.flags)),
         Some(cli::Command::Diff(t)) => commands::diff::run(cli::DeployArgs::new(t, cli.flags)),
+        Some(cli::Command::UploadKeys(t)) => {
+            commands::deploy::upload_keys(cli::DeployArgs::new(t, cli.flags)).map(|r| r.exit_code())
+        }
         Some(cli::Command::Rollback(r)) => {
             commands::rollback::run(cli::DeployArgs::new(r.targets, cli.flags), r.to).map(|r| r.exit_code())
         }

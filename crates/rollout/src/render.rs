@@ -91,6 +91,7 @@ fn phase_word(p: Phase) -> &'static str {
         Phase::Confirm => "confirm",
         Phase::Revoke => "roll back",
         Phase::Health => "health checks",
+        Phase::Keys => "keys",
     }
 }
 

@@ -119,6 +119,7 @@ fn overrides(args: &DeployArgs) -> Result<Overrides, Error> {
         strict: args.strict.then_some(true),
         // Checks come from the flake only; there is no flag for them.
         health_checks: None,
+        keys: None,
     })
 }
 

@@ -153,6 +153,7 @@ fn man_pages_render_without_warnings_and_name_every_flag() {
             "rollout-rollback.1",
             "rollout-schema.1",
             "rollout-status.1",
+            "rollout-upload-keys.1",
             "rollout.1"
         ]
     );

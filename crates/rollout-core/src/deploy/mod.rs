@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub reactivate: bool,
     /// Confirm without running the profiles' health checks (`--skip-health-checks`, said loudly).
     pub skip_health_checks: bool,
+    /// Upload the nodes' keys and nothing else (`rollout upload-keys`).
+    pub keys_only: bool,
 }
 
 impl Default for RunOptions {
@@ -81,6 +83,7 @@ impl Default for RunOptions {
             local: false,
             reactivate: false,
             skip_health_checks: false,
+            keys_only: false,
         }
     }
 }
@@ -176,7 +179,7 @@ pub fn run(
 ) -> Result<Report, RunError> {
     crate::interrupt::begin(plan, opts.dry_activate || opts.boot, &reporter);
     let runner = Runner::new(reporter.clone());
-    let local: Vec<&Deployment> = if opts.closures_on_target {
+    let local: Vec<&Deployment> = if opts.closures_on_target || opts.keys_only {
         Vec::new()
     } else {
         plan.deployments.iter().filter(|d| !d.settings.remote_build).collect()

@@ -40,3 +40,21 @@ pub fn run(args: DeployArgs) -> Result<Report, Error> {
     render::summary(&summary, &report, started.elapsed());
     Ok(report)
 }
+
+/// `rollout upload-keys`: connect, put the agent there, write the nodes' keys; touch no profile.
+pub fn upload_keys(args: DeployArgs) -> Result<Report, Error> {
+    let progress = !args.no_progress && !args.json && !args.debug_logs && std::io::stderr().is_terminal();
+    let (reporter, summary) = render::run_reporter(&args, progress).map_err(Error::BadInput)?;
+    let req = request::deploy_request(&args)?;
+    let prepared = ops::prepare(&req, &reporter)?;
+    let passwords =
+        password::collect(&prepared.plan, args.sudo_password_command.as_deref()).map_err(Error::BadInput)?;
+    let mut opts = request::run_options(&args);
+    opts.keys_only = true;
+    let started = std::time::Instant::now();
+    let report = deploy::run(reporter, prepared.ctx, prepared.mode, &prepared.plan, opts, passwords);
+    render::finish(&summary);
+    let report = report?;
+    render::summary(&summary, &report, started.elapsed());
+    Ok(report)
+}

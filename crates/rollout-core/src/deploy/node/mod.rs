@@ -6,6 +6,7 @@
 mod activate;
 mod confirm;
 mod health;
+mod keys;
 pub mod outcome;
 mod push;
 mod undo;
@@ -241,6 +242,28 @@ fn connect(
 pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let rep = shared.runner.reporter.for_node(node);
     let runner = Runner::new(rep.clone());
+    // Secrets first: a key that cannot be read stops the node before anything is contacted.
+    let keys = match keys::read(&runner, deps) {
+        Ok(k) => k,
+        Err(why) => {
+            let cx = NodeCx {
+                shared,
+                node,
+                rep,
+                runner,
+                endpoints: Vec::new(),
+                hosts: Vec::new(),
+            };
+            let mut done = Vec::new();
+            let msg = format!("{why}; nothing was changed on this node");
+            cx.end_rest(deps, &mut done, Outcome::Failed, &msg);
+            return NodeRun {
+                node: node.to_string(),
+                results: done,
+                hosts: Vec::new(),
+            };
+        }
+    };
     let (endpoints, hosts, err) = connect(shared, &runner, &rep, deps);
     let cx = NodeCx {
         shared,
@@ -255,9 +278,23 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
     } else if let Err(why) = push::push(&cx, deps) {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
+    } else if shared.opts.keys_only {
+        let all: Vec<_> = keys.pre.iter().chain(&keys.post).cloned().collect();
+        match keys::upload(&cx, deps, &all) {
+            Ok(()) => cx.end_rest(
+                deps,
+                &mut done,
+                Outcome::Unchanged,
+                "keys uploaded; the profile was not touched",
+            ),
+            Err(why) => cx.end_rest(deps, &mut done, Outcome::Failed, &why),
+        }
+    } else if let Err(why) = keys::upload(&cx, deps, &keys.pre) {
+        let msg = format!("{why}; nothing was activated on this node");
+        cx.end_rest(deps, &mut done, Outcome::Failed, &msg);
     } else {
         let act = activate::activate_all(&cx, deps);
-        done = settle(&cx, deps, act);
+        done = settle(&cx, deps, act, &keys.post);
     }
     NodeRun {
         node: node.to_string(),
@@ -268,13 +305,21 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
 
 /// After the activations: confirm what waits for it, or — when a profile of this node or another
 /// node failed — undo this node's work, and say why the rest never started.
-fn settle(cx: &NodeCx, deps: &[&Deployment], act: activate::Activations) -> Vec<ProfileResult> {
+fn settle(
+    cx: &NodeCx,
+    deps: &[&Deployment],
+    act: activate::Activations,
+    post_keys: &[(crate::keys::Key, Secret)],
+) -> Vec<ProfileResult> {
     let activate::Activations {
         pending,
         mut done,
         mut failure,
     } = act;
     let opts = &cx.shared.opts;
+    if failure.is_none() {
+        failure = keys::upload(cx, deps, post_keys).err();
+    }
     if failure.is_none() {
         failure = health::run(cx, deps, &pending, &done);
     }

@@ -22,7 +22,7 @@ fn copy_closures(cx: &NodeCx, hi: usize, mine: &[&Deployment]) -> Result<(), Str
     let host = &cx.hosts[hi];
     let mut paths: Vec<String> = mine
         .iter()
-        .filter(|d| !d.settings.remote_build && !shared.opts.closures_on_target)
+        .filter(|d| !d.settings.remote_build && !shared.opts.closures_on_target && !shared.opts.keys_only)
         .map(|d| d.closure.clone())
         .collect();
     if mine
@@ -70,7 +70,7 @@ fn build_there(cx: &NodeCx, hi: usize, mine: &[&Deployment]) -> Result<(), Strin
     let shared = cx.shared;
     let remote: Vec<String> = mine
         .iter()
-        .filter(|d| d.settings.remote_build && !shared.opts.closures_on_target)
+        .filter(|d| d.settings.remote_build && !shared.opts.closures_on_target && !shared.opts.keys_only)
         .map(|d| build::installable(shared.mode, d))
         .collect();
     if remote.is_empty() {
