@@ -701,6 +701,54 @@ fn parse_revoke(rest: &[String]) -> Result<Command, UsageError> {
 mod tests {
     use super::*;
 
+    /// The commands that name deploys or do the rest (all but activate and revoke).
+    fn other_commands() -> Vec<Command> {
+        vec![
+            Command::Worker {
+                temp_path: "/tmp".into(),
+                id: "dabcdef012345".into(),
+            },
+            Command::Confirm {
+                ids: vec!["dabcdef012345".into(), "d0000000000001".into()],
+                temp_path: "/tmp".into(),
+                wait: 10,
+            },
+            Command::Extend {
+                ids: vec!["dabcdef012345".into()],
+                temp_path: "/tmp".into(),
+            },
+            Command::Abort {
+                ids: vec!["dabcdef012345".into()],
+                temp_path: "/tmp".into(),
+                wait: 300,
+            },
+            Command::Status {
+                id: "dabcdef012345".into(),
+                temp_path: "/tmp".into(),
+            },
+            Command::Query {
+                profile: ProfileSpec::User {
+                    user: "root".into(),
+                    name: "system".into(),
+                },
+                temp_path: "/tmp".into(),
+            },
+            Command::Recover { profile: None },
+            Command::PutKey(KeyArgs {
+                dest_dir: "/run/keys".into(),
+                name: "db password".into(),
+                user: "postgres".into(),
+                group: "keys".into(),
+                permissions: 0o640,
+            }),
+            Command::Recover {
+                profile: Some(ProfileSpec::Path("/nix/var/nix/profiles/system".into())),
+            },
+            Command::Help,
+            Command::Version,
+        ]
+    }
+
     /// Every command survives to_args → strip_protocol → parse unchanged.
     #[test]
     fn every_command_round_trips_through_its_one_encoding() {
@@ -756,50 +804,8 @@ mod tests {
                 activation_timeout: 5,
                 debug: false,
             }),
-            Command::Worker {
-                temp_path: "/tmp".into(),
-                id: "dabcdef012345".into(),
-            },
-            Command::Confirm {
-                ids: vec!["dabcdef012345".into(), "d0000000000001".into()],
-                temp_path: "/tmp".into(),
-                wait: 10,
-            },
-            Command::Extend {
-                ids: vec!["dabcdef012345".into()],
-                temp_path: "/tmp".into(),
-            },
-            Command::Abort {
-                ids: vec!["dabcdef012345".into()],
-                temp_path: "/tmp".into(),
-                wait: 300,
-            },
-            Command::Status {
-                id: "dabcdef012345".into(),
-                temp_path: "/tmp".into(),
-            },
-            Command::Query {
-                profile: ProfileSpec::User {
-                    user: "root".into(),
-                    name: "system".into(),
-                },
-                temp_path: "/tmp".into(),
-            },
-            Command::Recover { profile: None },
-            Command::PutKey(KeyArgs {
-                dest_dir: "/run/keys".into(),
-                name: "db password".into(),
-                user: "postgres".into(),
-                group: "keys".into(),
-                permissions: 0o640,
-            }),
-            Command::Recover {
-                profile: Some(ProfileSpec::Path("/nix/var/nix/profiles/system".into())),
-            },
-            Command::Help,
-            Command::Version,
         ];
-        for c in cmds {
+        for c in cmds.into_iter().chain(other_commands()) {
             let args = c.to_args();
             assert_eq!(
                 args[..2],
