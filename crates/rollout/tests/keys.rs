@@ -17,10 +17,14 @@ fn with_keys(env: &mut Env, keys: Value) {
         .profile("system", marker("system").setting("user", json!("root")));
 }
 
-fn keys() -> Value {
+/// A text key, and a key whose command prints a file of this machine (as `pass show` would: the
+/// secret is never on a command line).
+fn keys(env: &Env) -> Value {
+    let secret_file = env.flake_dir().join("tls-secret");
+    std::fs::write(&secret_file, SECRET_B).unwrap();
     json!({
         "db": { "text": SECRET_A, "user": "hello", "group": "hello", "permissions": "0640", "destDir": "/tmp/rollout-keys" },
-        "tls": { "keyCommand": ["sh", "-c", format!("printf %s {SECRET_B}")], "name": "tls.pem",
+        "tls": { "keyCommand": ["cat", secret_file.display().to_string()], "name": "tls.pem",
                  "uploadAt": "post-activation", "destDir": "/tmp/rollout-keys" }
     })
 }
@@ -32,7 +36,8 @@ fn stat(env: &Env, path: &str) -> String {
 #[test]
 fn keys_land_with_owner_group_and_mode_before_and_after_activation_and_nowhere_else() {
     let mut env = Env::new(1);
-    with_keys(&mut env, keys());
+    let k = keys(&env);
+    with_keys(&mut env, k);
     let out = env.rollout("#host1", &["--json", "-d"]);
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -45,8 +50,12 @@ fn keys_land_with_owner_group_and_mode_before_and_after_activation_and_nowhere_e
     // Nowhere else: not in the events (stdout), the debug log with every command line (stderr),
     // the plan, or any store path on the target.
     for secret in [SECRET_A, SECRET_B] {
-        assert!(!stdout.contains(secret), "events");
-        assert!(!err.contains(secret), "-d output");
+        let leaks: Vec<&str> = stdout
+            .lines()
+            .chain(err.lines())
+            .filter(|l| l.contains(secret))
+            .collect();
+        assert!(leaks.is_empty(), "{secret} in the events or the -d output: {leaks:#?}");
     }
     let plan = env.command("plan", "#host1", &[]);
     assert!(!String::from_utf8_lossy(&plan.stdout).contains(SECRET_A), "plan");
@@ -106,7 +115,8 @@ fn upload_keys_writes_the_keys_and_touches_no_profile() {
     with_keys(&mut env, json!({}));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     let markers = env.markers("host1", "system").len();
-    with_keys(&mut env, keys());
+    let k = keys(&env);
+    with_keys(&mut env, k);
     let out = env.command("upload-keys", "#host1", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stat(&env, "/tmp/rollout-keys/db"), "hello hello 640");
