@@ -210,13 +210,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: serde_json::Value) -> Object {
-        v.as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
+    use crate::schema::object_of as obj;
 
     #[test]
     fn entries_become_keys_with_colmenas_defaults_and_refusals_name_the_field() {

@@ -145,6 +145,16 @@ pub struct Setting {
 /// One object of a structured setting: field name → scalar.
 pub type Object = BTreeMap<String, Value>;
 
+/// A JSON object as an [`Object`] (for tests of structured settings).
+#[cfg(test)]
+pub fn object_of(v: Value) -> Object {
+    v.as_object()
+        .expect("a JSON object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// A parsed value of any setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {

@@ -5,7 +5,7 @@
 use super::targets;
 use crate::cli::DeployArgs;
 use crate::{render, request};
-use rollout_core::deploy::{self, Report};
+use rollout_core::deploy::Report;
 use rollout_core::error::Error;
 use rollout_core::ops::rollback::rollback_plan;
 use std::io::IsTerminal;
@@ -23,17 +23,5 @@ pub fn run(args: DeployArgs, to: Option<u64>) -> Result<Report, Error> {
     opts.closures_on_target = true;
     opts.actions = rb.actions;
     opts.agent = Some(asked.agent_path);
-    let started = std::time::Instant::now();
-    let report = deploy::run(
-        reporter,
-        asked.prepared.ctx,
-        asked.prepared.mode,
-        &rb.plan,
-        opts,
-        asked.passwords,
-    );
-    render::finish(&summary);
-    let report = report?;
-    render::summary(&summary, &report, started.elapsed());
-    Ok(report)
+    super::deploy::execute(reporter, &summary, asked.prepared, &rb.plan, opts, asked.passwords)
 }

@@ -181,13 +181,7 @@ mod tests {
     #[test]
     fn a_target_check_runs_as_the_profile_user_bounded_by_its_timeout() {
         let o = json!({"command": ["systemctl", "is-active", "web"], "timeout": 5});
-        let o = o
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let c = Check::from_object(&o, 0).unwrap();
+        let c = Check::from_object(&crate::schema::object_of(o), 0).unwrap();
         let e = crate::ssh::Elevation::from_setting("sudo -u", "web", false).unwrap();
         assert_eq!(
             target_words(Some(&e), &c),

@@ -62,15 +62,7 @@ pub fn upload(cx: &NodeCx, deps: &[&Deployment], keys: &[(Key, Secret)]) -> Resu
         Some(format!("{} key(s) to {}", keys.len(), host.name())),
     );
     for (key, content) in keys {
-        let args = Command::PutKey(KeyArgs {
-            dest_dir: key.dest_dir.clone().into(),
-            name: key.name.clone(),
-            user: key.user.clone(),
-            group: key.group.clone(),
-            permissions: key.permissions,
-        })
-        .to_args();
-        let argv = host.run(&ssh::agent_command(elevation.as_ref(), &agent_bin, &args));
+        let argv = host.run(&ssh::agent_command(elevation.as_ref(), &agent_bin, &put_key_args(key)));
         let stdin = Secret::new(match password {
             Some(p) => format!("{}\n{}", &**p, &**content),
             None => content.to_string(),
@@ -94,18 +86,16 @@ pub fn upload(cx: &NodeCx, deps: &[&Deployment], keys: &[(Key, Secret)]) -> Resu
     Ok(())
 }
 
-/// `put-key` as it reaches the target, for the tests: no content anywhere in it.
-#[cfg(test)]
-fn put_key_words(key: &Key, agent_bin: &str) -> Vec<String> {
-    let args = Command::PutKey(KeyArgs {
+/// The agent's `put-key` arguments for `key`: where it goes and how, never its content.
+fn put_key_args(key: &Key) -> Vec<String> {
+    Command::PutKey(KeyArgs {
         dest_dir: key.dest_dir.clone().into(),
         name: key.name.clone(),
         user: key.user.clone(),
         group: key.group.clone(),
         permissions: key.permissions,
     })
-    .to_args();
-    ssh::agent_command(None, agent_bin, &args)
+    .to_args()
 }
 
 #[cfg(test)]
@@ -116,14 +106,8 @@ mod tests {
     #[test]
     fn the_put_key_command_line_never_carries_the_content() {
         let o = json!({"$name": "db", "text": "hunter2-s3cret", "user": "postgres", "permissions": "0640"});
-        let o = o
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let key = Key::from_object(&o).unwrap();
-        let words = put_key_words(&key, "/nix/store/a/bin/rollout-agent").join(" ");
+        let key = Key::from_object(&crate::schema::object_of(o)).unwrap();
+        let words = ssh::agent_command(None, "/nix/store/a/bin/rollout-agent", &put_key_args(&key)).join(" ");
         assert!(!words.contains("hunter2"), "{words}");
         assert!(
             words.contains("put-key --dest-dir /run/keys --name db --user postgres --group root --permissions 0640"),
