@@ -86,14 +86,9 @@ pub fn run(args: DeployArgs) -> Result<Report, Error> {
 
 /// `rollout upload-keys`: connect, put the agent there, write the nodes' keys; touch no profile.
 pub fn upload_keys(args: DeployArgs) -> Result<Report, Error> {
-    let Started {
-        reporter,
-        summary,
-        prepared,
-        passwords,
-    } = start(&args)?;
+    let s = start(&args)?;
     let mut opts = request::run_options(&args);
     opts.keys_only = true;
-    let plan = prepared.plan.clone();
-    execute(reporter, &summary, prepared, &plan, opts, passwords)
+    let plan = s.prepared.plan.clone();
+    execute(s.reporter, &s.summary, s.prepared, &plan, opts, s.passwords)
 }
