@@ -1,8 +1,11 @@
 //! Builds and runs what the Nix library (`nix/lib.nix`) produces, with a stub `pkgs`
 //! (`nix/tests/stub-pkgs.nix`, no nixpkgs needed) and a real `nix-build`. Also evaluates
 //! `flake.nix` against a fake nixpkgs input and `default.nix` against the stub.
-//! Skipped (with a note) when `nix-build` is not installed.
+//! They fail when `nix-build` is not installed (scripts/dev setup installs it).
 
+mod common;
+
+use common::repo_file;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,10 +36,6 @@ use rollout_core::evalexpr::nix_string as nix_str;
 fn salt(test: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{test}-{}-{nanos}", std::process::id())
-}
-
-fn repo_file(rel: &str) -> String {
-    nix_str(&root().join(rel).display().to_string())
 }
 
 /// `let pkgs = <stub>; lib = <lib.nix>; base = <a tiny profile base>; in`
