@@ -38,17 +38,38 @@ fn gid_of(group: &str) -> Result<u32, String> {
     Ok(unsafe { (*gr).gr_gid })
 }
 
-/// The destination directory (created 0755 when missing), opened without following a final symlink.
-fn open_dest(k: &KeyArgs) -> Result<OwnedFd, String> {
+/// Why a destination directory is not safe for a key owned by `key_uid`, if it is not: another
+/// user who owns it, or may write into it without the sticky bit, could remove or replace the key.
+fn dest_problem(owner: u32, mode: u32, key_uid: u32) -> Option<String> {
+    if owner != 0 && owner != key_uid {
+        return Some(format!("belongs to uid {owner}, neither root nor the key's owner"));
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "is writable by others (mode {:04o}) without the sticky bit",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// The destination directory (created 0755 when missing), opened without following a final
+/// symlink, and refused when someone else could tamper with what lands in it.
+fn open_dest(k: &KeyArgs, key_uid: u32) -> Result<OwnedFd, String> {
     if !k.dest_dir.is_dir() {
         std::fs::create_dir_all(&k.dest_dir).map_err(|e| format!("cannot create {}: {e}", k.dest_dir.display()))?;
     }
-    rustix::fs::open(
+    let dir = rustix::fs::open(
         &k.dest_dir,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("cannot open {}: {e}", k.dest_dir.display()))
+    .map_err(|e| format!("cannot open {}: {e}", k.dest_dir.display()))?;
+    let st = rustix::fs::fstat(&dir).map_err(|e| format!("cannot inspect {}: {e}", k.dest_dir.display()))?;
+    if let Some(why) = dest_problem(st.st_uid, st.st_mode, key_uid) {
+        return Err(format!("refusing {}: it {why}", k.dest_dir.display()));
+    }
+    Ok(dir)
 }
 
 pub fn put_key(k: &KeyArgs) -> i32 {
@@ -73,7 +94,7 @@ fn put(k: &KeyArgs) -> Result<(), String> {
     std::io::stdin()
         .read_to_end(&mut content)
         .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
-    let dir = open_dest(k)?;
+    let dir = open_dest(k, uid)?;
     let tmp = format!(".{}.rollout-tmp.{}", k.name, crate::statedir::random_hex());
     let fd = rustix::fs::openat(
         &dir,
@@ -101,4 +122,21 @@ fn put(k: &KeyArgs) -> Result<(), String> {
     }
     let _ = rustix::fs::fsync(&dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_directory_others_could_tamper_with_is_refused() {
+        assert_eq!(dest_problem(0, 0o40755, 1000), None, "root's /run/keys");
+        assert_eq!(dest_problem(1000, 0o40750, 1000), None, "the key owner's own directory");
+        assert_eq!(dest_problem(0, 0o41777, 1000), None, "a sticky /tmp-like directory");
+        assert!(dest_problem(1001, 0o40755, 1000).unwrap().contains("uid 1001"));
+        assert!(dest_problem(0, 0o40777, 1000)
+            .unwrap()
+            .contains("without the sticky bit"));
+        assert!(dest_problem(0, 0o40775, 0).unwrap().contains("mode 0775"));
+    }
 }

@@ -84,23 +84,32 @@ fn activate_args(cx: &NodeCx, d: &Deployment) -> ActivateArgs {
         skip_unchanged: !opts.reactivate && !opts.closures_on_target,
         // A rollback deploys a closure the target already had, not the flake's: it names no flake.
         origin: Origin {
-            by: opts.origin.by.clone(),
-            flake: if opts.closures_on_target {
-                String::new()
-            } else {
-                d.flake.clone()
+            by: record_text(&opts.origin.by),
+            flake: match opts.closures_on_target {
+                true => String::new(),
+                false => record_text(&d.flake),
             },
             rev: match opts.closures_on_target {
                 true => String::new(),
-                false => opts.revisions.get(&d.flake).cloned().unwrap_or_default(),
+                false => record_text(opts.revisions.get(&d.flake).map_or("", String::as_str)),
             },
-            action: match opts.actions.get(&(d.node.clone(), d.profile.clone())) {
-                Some(a) => a.clone(),
-                None if opts.origin.action.is_empty() => "deploy".to_string(),
-                None => opts.origin.action.clone(),
-            },
+            action: record_text(match opts.actions.get(&(d.node.clone(), d.profile.clone())) {
+                Some(a) => a,
+                None if opts.origin.action.is_empty() => "deploy",
+                None => &opts.origin.action,
+            }),
         },
     }
+}
+
+/// A value for the target's deploy record: what the agent accepts (at most 512 bytes, no control
+/// characters), so that an unusual flake reference never fails a deploy.
+fn record_text(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).collect();
+    while out.len() > 512 {
+        out.pop();
+    }
+    out
 }
 
 fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step<'a> {
@@ -222,5 +231,19 @@ pub(super) fn heartbeat(rep: &Reporter, pending: &[Pending], stop: &AtomicBool) 
             }
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record_text;
+
+    #[test]
+    fn record_values_fit_what_the_agent_accepts() {
+        assert_eq!(record_text("git+file:///src?ref=main\n"), "git+file:///src?ref=main");
+        let long = "é".repeat(400);
+        let cut = record_text(&long);
+        assert!(cut.len() <= 512 && cut.chars().all(|c| c == 'é'), "{}", cut.len());
+        assert_eq!(record_text(""), "");
     }
 }
