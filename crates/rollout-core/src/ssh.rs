@@ -125,6 +125,15 @@ impl Elevation {
         })
     }
 
+    /// What the elevated command reads on stdin before its own input: the password line when
+    /// this elevation asks for one (interactiveSudo), else nothing.
+    pub fn password_line(elevation: Option<&Elevation>, password: Option<&str>) -> Option<String> {
+        elevation
+            .filter(|e| e.password_on_stdin)
+            .and(password)
+            .map(|p| format!("{p}\n"))
+    }
+
     /// The words placed before the elevated command.
     pub fn prefix(&self) -> Vec<String> {
         let mut v = self.sudo.clone();
@@ -233,5 +242,18 @@ mod tests {
     fn empty_sudo_setting_is_an_error() {
         assert!(Elevation::from_setting("  ", "root", false).is_err());
         assert!(Elevation::from_setting("sudo \"-u", "root", false).is_err());
+    }
+
+    #[test]
+    fn the_password_line_goes_only_to_an_elevation_that_reads_it() {
+        let asks = Elevation::from_setting("sudo -u", "root", true).unwrap();
+        let quiet = Elevation::from_setting("sudo -u", "root", false).unwrap();
+        assert_eq!(
+            Elevation::password_line(Some(&asks), Some("pw")).as_deref(),
+            Some("pw\n")
+        );
+        assert_eq!(Elevation::password_line(Some(&quiet), Some("pw")), None);
+        assert_eq!(Elevation::password_line(None, Some("pw")), None);
+        assert_eq!(Elevation::password_line(Some(&asks), None), None);
     }
 }

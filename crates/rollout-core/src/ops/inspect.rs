@@ -12,7 +12,7 @@ use crate::host::{Host, LocalHost, SshHost};
 use crate::nix::NixContext;
 use crate::plan::{Deployment, Plan};
 use crate::secret::Secret;
-use crate::ssh::{self, Endpoint};
+use crate::ssh::{self, Elevation, Endpoint};
 use rollout_protocol::report::ProfileReport;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -206,10 +206,8 @@ fn query(
     let elevation = elevation_of(d)?;
     let args = agent::query_args(&profile_ref(d), &d.settings.temp_path);
     let words = ssh::agent_command(elevation.as_ref(), &agent::agent_bin(opts.agent_path), &args);
-    let stdin = match &elevation {
-        Some(e) if e.password_on_stdin => opts.passwords.get(&d.settings.hostname).map(|p| format!("{}\n", &**p)),
-        _ => None,
-    };
+    let password = opts.passwords.get(&d.settings.hostname).map(|p| &**p);
+    let stdin = Elevation::password_line(elevation.as_ref(), password).map(Secret::new);
     let found: Mutex<Option<ProfileReport>> = Mutex::new(None);
     let (status, stderr) = runner
         .stream(

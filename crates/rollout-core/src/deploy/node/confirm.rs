@@ -153,11 +153,7 @@ fn abort_probes(cx: &NodeCx, hi: usize, pending: &[Pending]) -> Vec<crate::inter
             let ids: Vec<String> = ps.iter().map(|p| p.id.clone()).collect();
             let e = ps[0].act.elevation.as_ref();
             let words = ssh::agent_command(e, &agent_bin, &agent::ids_args("abort", &temp, &ids, Some(5)));
-            let stdin = if e.is_some_and(|e| e.password_on_stdin) {
-                stdin_for(ps[0].act.password.as_deref(), 1)
-            } else {
-                None
-            };
+            let stdin = ssh::Elevation::password_line(e, ps[0].act.password.as_deref()).map(Secret::new);
             crate::interrupt::Probe {
                 argv: cx.hosts[hi].run(&words),
                 stdin,

@@ -11,6 +11,8 @@ use crate::events::{Kind, Phase, Reporter, State};
 use crate::exec::Runner;
 use crate::host::Host;
 use crate::plan::Deployment;
+use crate::secret::Secret;
+use crate::ssh::Elevation;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -147,11 +149,8 @@ fn on_target(runner: &Runner, host: &dyn Host, d: &Deployment, check: &Check, cx
     }
     words.extend(check.words());
     let argv = host.run(&words);
-    let password = elevation
-        .as_ref()
-        .filter(|e| e.password_on_stdin)
-        .and_then(|_| cx.shared.passwords.get(&d.settings.hostname))
-        .map(|p| format!("{}\n", &**p));
+    let password = cx.shared.passwords.get(&d.settings.hostname).map(|p| &**p);
+    let password = Elevation::password_line(elevation.as_ref(), password).map(Secret::new);
     let lines = std::sync::Mutex::new(String::new());
     let r = runner.stream(&argv, password.as_deref(), &|l| {
         let mut s = lines.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,7 +166,7 @@ fn on_target(runner: &Runner, host: &dyn Host, d: &Deployment, check: &Check, cx
 
 /// A check's words with the elevation it runs under, as they reach the target (for tests).
 #[cfg(test)]
-fn target_words(e: Option<&crate::ssh::Elevation>, check: &Check) -> Vec<String> {
+fn target_words(e: Option<&Elevation>, check: &Check) -> Vec<String> {
     let mut w = e.map(|e| e.prefix()).unwrap_or_default();
     w.extend(check.words());
     w
@@ -182,7 +181,7 @@ mod tests {
     fn a_target_check_runs_as_the_profile_user_bounded_by_its_timeout() {
         let o = json!({"command": ["systemctl", "is-active", "web"], "timeout": 5});
         let c = Check::from_object(&crate::schema::object_of(o), 0).unwrap();
-        let e = crate::ssh::Elevation::from_setting("sudo -u", "web", false).unwrap();
+        let e = Elevation::from_setting("sudo -u", "web", false).unwrap();
         assert_eq!(
             target_words(Some(&e), &c),
             ["sudo", "-u", "web", "timeout", "5", "systemctl", "is-active", "web"]

@@ -51,10 +51,8 @@ pub fn upload(cx: &NodeCx, deps: &[&Deployment], keys: &[(Key, Secret)]) -> Resu
                 .map_err(|e| format!("keys: {e}"))?,
         )
     };
-    let password = elevation
-        .as_ref()
-        .filter(|e| e.password_on_stdin)
-        .and_then(|_| cx.shared.passwords.get(&d.settings.hostname));
+    let password = cx.shared.passwords.get(&d.settings.hostname).map(|p| &**p);
+    let password = Elevation::password_line(elevation.as_ref(), password).map(Secret::new);
     let agent_bin = agent_for(cx.shared, d);
     cx.rep.phase(
         Phase::Keys,
@@ -63,10 +61,7 @@ pub fn upload(cx: &NodeCx, deps: &[&Deployment], keys: &[(Key, Secret)]) -> Resu
     );
     for (key, content) in keys {
         let argv = host.run(&ssh::agent_command(elevation.as_ref(), &agent_bin, &put_key_args(key)));
-        let stdin = Secret::new(match password {
-            Some(p) => format!("{}\n{}", &**p, &**content),
-            None => content.to_string(),
-        });
+        let stdin = Secret::new(format!("{}{}", password.as_deref().unwrap_or(""), &**content));
         let r = cx.runner.stream(&argv, Some(&stdin), &|l| cx.rep.log(l));
         let failed = match r {
             Ok((st, _)) if st.success() => None,

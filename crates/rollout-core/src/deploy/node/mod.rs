@@ -159,11 +159,7 @@ fn agent_call(
     args: &[String],
 ) -> AgentReply {
     let argv = host.run(&ssh::agent_command(elevation, agent_bin, args));
-    let stdin = if elevation.is_some_and(|e| e.password_on_stdin) {
-        stdin_for(password, 1)
-    } else {
-        None
-    };
+    let stdin = Elevation::password_line(elevation, password).map(Secret::new);
     let statuses = Mutex::new(Vec::new());
     let r = runner.stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
         Some(s) => statuses.lock().unwrap_or_else(|e| e.into_inner()).push(s),
@@ -243,28 +239,15 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     let rep = shared.runner.reporter.for_node(node);
     let runner = Runner::new(rep.clone());
     // Secrets first: a key that cannot be read stops the node before anything is contacted.
-    let keys = match keys::read(&runner, deps) {
-        Ok(k) => k,
-        Err(why) => {
-            let cx = NodeCx {
-                shared,
-                node,
-                rep,
-                runner,
-                endpoints: Vec::new(),
-                hosts: Vec::new(),
-            };
-            let mut done = Vec::new();
-            let msg = format!("{why}; nothing was changed on this node");
-            cx.end_rest(deps, &mut done, Outcome::Failed, &msg);
-            return NodeRun {
-                node: node.to_string(),
-                results: done,
-                hosts: Vec::new(),
-            };
-        }
+    let keys = keys::read(&runner, deps);
+    let (endpoints, hosts, err) = match &keys {
+        Ok(_) => connect(shared, &runner, &rep, deps),
+        Err(why) => (
+            Vec::new(),
+            Vec::new(),
+            Some(format!("{why}; nothing was changed on this node")),
+        ),
     };
-    let (endpoints, hosts, err) = connect(shared, &runner, &rep, deps);
     let cx = NodeCx {
         shared,
         node,
@@ -274,6 +257,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         hosts,
     };
     let mut done = Vec::new();
+    let keys = keys.unwrap_or_default();
     if let Some(why) = err {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
     } else if let Err(why) = push::push(&cx, deps) {
