@@ -476,6 +476,17 @@ impl Fleet {
     pub fn nix_sshopts(&self) -> String {
         format!("-F {}", self.ssh_config().display())
     }
+    /// Host `name` as a Nix remote builder reached as `user` (`deploy` and root are trusted Nix
+    /// users on every host, which building a derivation sent over ssh needs): one line of the
+    /// `builders` setting, `ssh://user@hostI SYSTEM` (`ssh-ng://` with `ng`). The host alias,
+    /// port, key and known host come from the fleet's ssh_config, so the Nix that runs the build
+    /// hook needs `NIX_SSHOPTS` = [`Fleet::nix_sshopts`]: a Nix without a daemon (this machine's)
+    /// runs the hook itself with the caller's environment; a daemon would need it in its own.
+    pub fn builder_line(&self, name: &str, user: &str, ng: bool, system: &str) -> Result<String> {
+        let host = self.host_by_name(name)?;
+        let scheme = if ng { "ssh-ng" } else { "ssh" };
+        Ok(format!("{scheme}://{user}@{} {system}", host.name))
+    }
     /// An `ssh -F DIR/ssh_config TARGET ARGS...` command (TARGET: `hostI` or `user@hostI`).
     pub fn ssh(&self, target: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ssh");

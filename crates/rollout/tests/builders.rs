@@ -1,0 +1,214 @@
+//! Builds past one machine: with the local Nix forbidden to build (`--max-jobs 0`), the profile
+//! is built by Nix's own build hook on a test host acting as a remote builder, and rollout deploys
+//! the result to another test host. rollout schedules nothing itself: the builders reach Nix
+//! through the arguments after `--` or through the user's nix.conf.
+//!
+//! The profile's derivation writes the hostname of the machine that built it into its output.
+//! Builds here run unsandboxed, so a build on a test host sees that host's UTS namespace (`hostI`)
+//! and a local build sees the deployer's own name. Every test needs root (a `rollout_lab::Fleet`)
+//! and runs under `flock -o /tmp/rollout-fleet.lock`.
+
+mod common;
+
+use common::{commands, ensure_agent_built, is_nix, run_rollout, system, write_flake};
+use rollout_lab::testing::require_root;
+use rollout_lab::Fleet;
+use std::path::Path;
+
+/// Node `web` on host1 with one profile `system`, activated as root. Its closure records where it
+/// was built (`built-on`); its activation appends the closure to `/tmp/builders-activated` on the
+/// target (each test host has a private /tmp).
+const DEPLOY: &str = r#"let
+    where = builtins.derivation {
+      name = "where-built";
+      system = "SYSTEM";
+      builder = "/bin/sh";
+      PATH = "/usr/bin:/bin";
+      salt = "SALT";
+      args = [ "-c" ''
+        mkdir $out
+        cat /proc/sys/kernel/hostname > $out/built-on
+        echo '#!/bin/sh' > $out/deploy-rs-activate
+        echo "echo $out >> /tmp/builders-activated" >> $out/deploy-rs-activate
+        chmod +x $out/deploy-rs-activate
+      '' ];
+    };
+  in {
+    sshUser = "deploy";
+    user = "root";
+    sshOpts = [ "-F" "SSHCONFIG" ];
+    nodes.web = { hostname = "host1"; profiles.system.path = where; };
+  }"#;
+
+const PROFILE: &str = "/nix/var/nix/profiles/system";
+
+/// A 2-host fleet and a flake (in `dir`) for it with a fresh salt, so the closure is new to every
+/// store and must be built in this run.
+fn setup(dir: &Path) -> Fleet {
+    require_root();
+    ensure_agent_built();
+    let fleet = Fleet::temp(2).expect("starting a 2-host test fleet");
+    let salt = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let deploy = DEPLOY
+        .replace("SYSTEM", system())
+        .replace("SALT", &salt)
+        .replace("SSHCONFIG", &fleet.ssh_config().display().to_string());
+    write_flake(dir, &deploy);
+    fleet
+}
+
+/// The closure the target's profile points at, after checking that it was built on host2 (its
+/// `built-on`, read on the target, on host2 and here), that host2 only built it (its own profile
+/// is untouched) and that the target activated it.
+fn assert_built_on_host2_and_active_on_host1(fleet: &Fleet) -> String {
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(here.trim(), "host2", "this machine must not share the builder's name");
+    let closure = fleet.exec_ok("host1", &["readlink", "-e", PROFILE]).unwrap();
+    assert!(closure.starts_with("/nix/store/"), "host1's profile: {closure:?}");
+    let built_on = format!("{closure}/built-on");
+    assert_eq!(
+        fleet.exec_ok("host1", &["cat", &built_on]).unwrap(),
+        "host2",
+        "the closure on the target was built on host2"
+    );
+    assert_eq!(
+        fleet.exec_ok("host2", &["cat", &built_on]).unwrap(),
+        "host2",
+        "the builder's store holds the output it built"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&built_on).unwrap().trim(),
+        "host2",
+        "the local store got the builder's output back, not a build of its own"
+    );
+    let builder_profile = fleet.exec("host2", &["test", "-e", PROFILE]).unwrap();
+    assert!(!builder_profile.status.success(), "nothing was deployed to the builder");
+    let activated = fleet.exec_ok("host1", &["cat", "/tmp/builders-activated"]).unwrap();
+    assert_eq!(activated, closure, "the target ran the closure's activation once");
+    closure
+}
+
+#[test]
+fn a_profile_built_on_the_builder_given_after_double_dash_is_deployed_to_another_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = setup(dir.path());
+    let builders = fleet.builder_line("host2", "deploy", false, system()).unwrap();
+    let sshopts = fleet.nix_sshopts();
+    // Control: with no builder, `--max-jobs 0` leaves nothing that may build, so Nix refuses and
+    // nothing is deployed; the run below builds only because the builder is there.
+    let out = run_rollout(
+        dir.path(),
+        &[".#web", "-s", "--confirm-timeout", "10", "--", "--max-jobs", "0"],
+        &[("NIX_SSHOPTS", &sshopts)],
+    );
+    assert_ne!(out.code, 0, "built with no builder and --max-jobs 0:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("unable to start any build"),
+        "Nix's reason is shown:\n{}",
+        out.stderr
+    );
+    assert!(!fleet.exec("host1", &["test", "-e", PROFILE]).unwrap().status.success());
+    let out = run_rollout(
+        dir.path(),
+        &[
+            ".#web",
+            "-s",
+            "--debug-logs",
+            "--confirm-timeout",
+            "10",
+            "--",
+            "--max-jobs",
+            "0",
+            "--builders",
+            &builders,
+        ],
+        &[("NIX_SSHOPTS", &sshopts)],
+    );
+    assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
+    assert_built_on_host2_and_active_on_host1(&fleet);
+
+    // The arguments reached the build as given, and no command of rollout's own went to the
+    // builder: Nix's build hook did (rollout schedules no build).
+    let cmds = commands(&out.stderr);
+    let builds: Vec<_> = cmds.iter().filter(|c| is_nix(c, &["build"])).collect();
+    assert!(!builds.is_empty(), "a local nix build ran:\n{}", out.stderr);
+    for b in &builds {
+        assert!(
+            b.windows(2).any(|w| w == ["--max-jobs", "0"])
+                && b.windows(2).any(|w| w[0] == "--builders" && w[1] == builders),
+            "every nix build carries the arguments after --: {b:?}"
+        );
+    }
+    for c in &cmds {
+        assert!(
+            !c.iter().any(|w| *w != builders && w.contains("host2")),
+            "rollout itself ran a command against the builder: {c:?}"
+        );
+    }
+}
+
+#[test]
+fn builders_from_the_users_nix_conf_take_the_build_to_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = setup(dir.path());
+    // The user's nix.conf ($XDG_CONFIG_HOME/nix/nix.conf), this time with an ssh-ng builder;
+    // the machine's /etc/nix/nix.conf is left alone.
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::create_dir(conf.path().join("nix")).unwrap();
+    let line = fleet.builder_line("host2", "deploy", true, system()).unwrap();
+    std::fs::write(
+        conf.path().join("nix/nix.conf"),
+        format!("builders = {line}\nmax-jobs = 0\n"),
+    )
+    .unwrap();
+    let xdg = conf.path().display().to_string();
+    let sshopts = fleet.nix_sshopts();
+    let out = run_rollout(
+        dir.path(),
+        &[".#web", "-s", "--confirm-timeout", "10"],
+        &[("NIX_SSHOPTS", &sshopts), ("XDG_CONFIG_HOME", &xdg)],
+    );
+    assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
+    assert_built_on_host2_and_active_on_host1(&fleet);
+}
+
+#[test]
+fn file_mode_builds_on_the_builder_given_with_option_after_double_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = setup(dir.path());
+    // The same `deploy` value, read with --file (nix-instantiate, nix-build) instead of a flake.
+    std::fs::write(
+        dir.path().join("default.nix"),
+        "(import ./flake.nix).outputs { self = null; }\n",
+    )
+    .unwrap();
+    let builders = fleet.builder_line("host2", "deploy", false, system()).unwrap();
+    let sshopts = fleet.nix_sshopts();
+    let file = dir.path().display().to_string();
+    let out = run_rollout(
+        dir.path(),
+        &[
+            "--file",
+            &file,
+            "web.system",
+            "-s",
+            "--confirm-timeout",
+            "10",
+            "--",
+            "-j0",
+            "--option",
+            "builders",
+            &builders,
+        ],
+        &[("NIX_SSHOPTS", &sshopts)],
+    );
+    assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
+    assert_built_on_host2_and_active_on_host1(&fleet);
+}
