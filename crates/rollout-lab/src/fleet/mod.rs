@@ -1,6 +1,7 @@
 //! The fleet: start, attach to, inspect, fault-inject and tear down simulated hosts `host1..hostN`.
 //! This module holds its types and lifecycle; [`start`], [`control`] and [`stop`] the rest.
 
+mod builder;
 mod control;
 mod start;
 mod stop;
@@ -475,17 +476,6 @@ impl Fleet {
     /// `NIX_SSHOPTS` value for this fleet: `-F DIR/ssh_config`.
     pub fn nix_sshopts(&self) -> String {
         format!("-F {}", self.ssh_config().display())
-    }
-    /// Host `name` as a Nix remote builder reached as `user` (`deploy` and root are trusted Nix
-    /// users on every host, which building a derivation sent over ssh needs): one line of the
-    /// `builders` setting, `ssh://user@hostI SYSTEM` (`ssh-ng://` with `ng`). The host alias,
-    /// port, key and known host come from the fleet's ssh_config, so the Nix that runs the build
-    /// hook needs `NIX_SSHOPTS` = [`Fleet::nix_sshopts`]: a Nix without a daemon (this machine's)
-    /// runs the hook itself with the caller's environment; a daemon would need it in its own.
-    pub fn builder_line(&self, name: &str, user: &str, ng: bool, system: &str) -> Result<String> {
-        let host = self.host_by_name(name)?;
-        let scheme = if ng { "ssh-ng" } else { "ssh" };
-        Ok(format!("{scheme}://{user}@{} {system}", host.name))
     }
     /// An `ssh -F DIR/ssh_config TARGET ARGS...` command (TARGET: `hostI` or `user@hostI`).
     pub fn ssh(&self, target: &str, args: &[&str]) -> Command {
