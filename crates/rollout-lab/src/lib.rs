@@ -28,6 +28,7 @@ pub mod fleet;
 mod net;
 mod procs;
 pub mod profiles;
+pub mod relay;
 mod setup;
 pub mod testing;
 
