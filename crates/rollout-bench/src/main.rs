@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod latency;
+
 use clap::Parser;
 use rollout_lab::profiles::{fresh_salt, FlakeBuilder, Profile};
 use rollout_lab::Fleet;
@@ -70,6 +72,14 @@ struct Args {
     /// `--compare 'deploy --skip-checks {flake}'` for a deploy-rs binary. Without it there is no peer column.
     #[arg(long, value_name = "CMD")]
     compare: Option<String>,
+    /// Latency mode: put every host's SSH port behind a relay delaying each chunk by this many ms
+    /// per direction, and report round trips per host (fresh and unchanged deploys, with and
+    /// without the relay, in the same run) instead of the size table
+    #[arg(long, value_name = "MS")]
+    latency_ms: Option<u64>,
+    /// Fleet sizes of the latency mode (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,5")]
+    latency_sizes: Vec<usize>,
 }
 
 /// One run of the peer command given with `--compare`.
@@ -295,10 +305,11 @@ fn hosts(n: usize) -> Vec<String> {
 }
 
 /// A flake with one `system` profile (user root) per host, all with the same salt.
-fn write_flake(dir: &Path, fleet: &Fleet, n: usize, salt: &str, extra: Option<&str>) -> anyhow::Result<()> {
+/// `ssh_config` is the fleet's own or a [`rollout_lab::relay::DelayedSsh`]'s (latency mode).
+fn write_flake(dir: &Path, ssh_config: &Path, n: usize, salt: &str, extra: Option<&str>) -> anyhow::Result<()> {
     let mut f = FlakeBuilder::new(dir);
     f.top_setting("sshUser", json!("deploy"));
-    let mut opts = vec!["-F".to_string(), fleet.ssh_config().display().to_string()];
+    let mut opts = vec!["-F".to_string(), ssh_config.display().to_string()];
     opts.extend(extra.unwrap_or("").split_whitespace().map(str::to_string));
     f.top_setting("sshOpts", json!(opts));
     for h in hosts(n) {
@@ -912,7 +923,7 @@ fn measure(args: &Args, rollout: &Path) -> anyhow::Result<Measured> {
         if !deployed {
             write_flake(
                 flake,
-                fleet,
+                &fleet.ssh_config(),
                 n,
                 &fresh_salt("bench-noop"),
                 args.extra_ssh_opts.as_deref(),
@@ -943,7 +954,7 @@ fn measure(args: &Args, rollout: &Path) -> anyhow::Result<Measured> {
         for i in 1..=args.runs {
             write_flake(
                 dir.path(),
-                &fleet,
+                &fleet.ssh_config(),
                 n,
                 &fresh_salt("bench"),
                 args.extra_ssh_opts.as_deref(),
@@ -956,7 +967,7 @@ fn measure(args: &Args, rollout: &Path) -> anyhow::Result<Measured> {
                 let peer_dir = tempfile::Builder::new().prefix("rollout-bench-peer-").tempdir()?;
                 write_flake(
                     peer_dir.path(),
-                    &fleet,
+                    &fleet.ssh_config(),
                     n,
                     &fresh_salt("bench-peer"),
                     args.extra_ssh_opts.as_deref(),
@@ -997,6 +1008,9 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     }
     let rollout = rollout_binary(args)?;
     let background = warn_if_busy();
+    if let Some(ms) = args.latency_ms {
+        return latency::run(args, &rollout, ms, background);
+    }
     if let Some(t) = &args.compare {
         peer_argv(t, Path::new("/flake"))?;
     }

@@ -42,6 +42,15 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Put every host's SSH port behind a relay delaying each chunk by MS per direction; prints
+    /// the ssh_config that goes through it and relays until interrupted
+    Delay {
+        #[arg(long)]
+        state: PathBuf,
+        /// Delay per direction, in milliseconds
+        #[arg(long)]
+        ms: u64,
+    },
     /// One line per host: address, holder / nix-daemon / sshd liveness
     Status {
         #[arg(long)]
@@ -188,6 +197,17 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             let _ = std::io::stdout().write_all(&out.stdout);
             let _ = std::io::stderr().write_all(&out.stderr);
             return Ok(ExitCode::from(out.status.code().unwrap_or(1).clamp(0, 255) as u8));
+        }
+        Cmd::Delay { state, ms } => {
+            let f = Fleet::attach(&state)?;
+            let d = f.delayed_ssh(std::time::Duration::from_millis(ms))?;
+            println!("ssh -F {} hostI", d.ssh_config().display());
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            // Relays live as long as this process: until it is interrupted.
+            loop {
+                std::thread::park();
+            }
         }
         Cmd::Gc { dry_run } => {
             for d in Fleet::gc(dry_run)? {
