@@ -66,7 +66,11 @@ struct Trips {
 fn trips(n: usize, kind: &'static str, runs: &[RunResult], delay_s: f64) -> Trips {
     let of = |k: &str| -> Vec<&RunResult> { runs.iter().filter(|r| r.kind == k && r.ok).collect() };
     let direct = of(kind);
-    let delayed_kind = if kind == "fresh" { "fresh-delayed" } else { "noop-delayed" };
+    let delayed_kind = if kind == "fresh" {
+        "fresh-delayed"
+    } else {
+        "noop-delayed"
+    };
     let delayed = of(delayed_kind);
     let med = |rs: &[&RunResult], f: &dyn Fn(&RunResult) -> Option<f64>| {
         median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
@@ -77,7 +81,10 @@ fn trips(n: usize, kind: &'static str, runs: &[RunResult], delay_s: f64) -> Trip
         ("tail".into(), Box::new(|r: &RunResult| r.tail_s)),
     ];
     for p in NODE_PHASES {
-        figures.push((p.into(), Box::new(move |r: &RunResult| r.phase_median_s.get(p).copied())));
+        figures.push((
+            p.into(),
+            Box::new(move |r: &RunResult| r.phase_median_s.get(p).copied()),
+        ));
     }
     let mut t = BTreeMap::new();
     for (name, f) in &figures {
@@ -158,7 +165,10 @@ pub fn run(args: &Args, rollout: &Path, ms: u64, background: f64) -> anyhow::Res
     }
     print(&rows, ms, kex.as_deref());
     if background > 0.15 {
-        println!("WARNING: the machine was {:.0} % busy before the benchmark", background * 100.0);
+        println!(
+            "WARNING: the machine was {:.0} % busy before the benchmark",
+            background * 100.0
+        );
     }
     if let Some(p) = &args.out {
         let v = json!({
