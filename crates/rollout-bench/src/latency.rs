@@ -63,6 +63,9 @@ struct Trips {
     runs_ok: String,
 }
 
+/// One figure of a run (seconds), by name.
+type Figure = Box<dyn Fn(&RunResult) -> Option<f64>>;
+
 fn trips(n: usize, kind: &'static str, runs: &[RunResult], delay_s: f64) -> Trips {
     let of = |k: &str| -> Vec<&RunResult> { runs.iter().filter(|r| r.kind == k && r.ok).collect() };
     let direct = of(kind);
@@ -75,7 +78,7 @@ fn trips(n: usize, kind: &'static str, runs: &[RunResult], delay_s: f64) -> Trip
     let med = |rs: &[&RunResult], f: &dyn Fn(&RunResult) -> Option<f64>| {
         median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
     };
-    let mut figures: Vec<(String, Box<dyn Fn(&RunResult) -> Option<f64>>)> = vec![
+    let mut figures: Vec<(String, Figure)> = vec![
         ("wall".into(), Box::new(|r: &RunResult| Some(r.wall_s))),
         ("eval+build".into(), Box::new(|r: &RunResult| r.eval_build_s)),
         ("tail".into(), Box::new(|r: &RunResult| r.tail_s)),

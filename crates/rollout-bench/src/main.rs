@@ -1008,9 +1008,14 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     }
     let rollout = rollout_binary(args)?;
     let background = warn_if_busy();
-    if let Some(ms) = args.latency_ms {
-        return latency::run(args, &rollout, ms, background);
+    match args.latency_ms {
+        Some(ms) => latency::run(args, &rollout, ms, background),
+        None => size_table(args, &rollout, background),
     }
+}
+
+/// The default mode: fresh deploys per fleet size, no-op redeploys, targets.
+fn size_table(args: &Args, rollout: &Path, background: f64) -> anyhow::Result<()> {
     if let Some(t) = &args.compare {
         peer_argv(t, Path::new("/flake"))?;
     }
@@ -1021,7 +1026,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         calibration,
         kex,
         sizes,
-    } = measure(args, &rollout)?;
+    } = measure(args, rollout)?;
     let fresh = |n: usize| -> Vec<RunResult> {
         all_runs
             .iter()
@@ -1088,7 +1093,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     }
     if let Some(p) = &args.out {
         let results = Results {
-            rollout: &rollout,
+            rollout,
             sizes: &sizes,
             background,
             summaries: &summaries,

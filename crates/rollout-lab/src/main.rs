@@ -113,6 +113,19 @@ fn pid(p: Option<u32>) -> String {
     p.map(|p| p.to_string()).unwrap_or_else(|| "dead".into())
 }
 
+/// `delay`: relays in front of every host until this process is interrupted (the config it prints
+/// stays in the state dir until `down`).
+fn delay(state: &std::path::Path, ms: u64) -> Result<(), rollout_lab::LabError> {
+    let f = Fleet::attach(state)?;
+    let d = f.delayed_ssh(std::time::Duration::from_millis(ms))?;
+    println!("ssh -F {} hostI", d.ssh_config().display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
 fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -198,17 +211,7 @@ fn real_main() -> Result<ExitCode, rollout_lab::LabError> {
             let _ = std::io::stderr().write_all(&out.stderr);
             return Ok(ExitCode::from(out.status.code().unwrap_or(1).clamp(0, 255) as u8));
         }
-        Cmd::Delay { state, ms } => {
-            let f = Fleet::attach(&state)?;
-            let d = f.delayed_ssh(std::time::Duration::from_millis(ms))?;
-            println!("ssh -F {} hostI", d.ssh_config().display());
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-            // Relays live as long as this process: until it is interrupted.
-            loop {
-                std::thread::park();
-            }
-        }
+        Cmd::Delay { state, ms } => delay(&state, ms)?,
         Cmd::Gc { dry_run } => {
             for d in Fleet::gc(dry_run)? {
                 println!("{}{}", if dry_run { "would stop " } else { "stopped " }, d.display());
