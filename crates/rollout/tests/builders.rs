@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{commands, ensure_agent_built, is_nix, run_rollout, system, write_flake};
+use common::{commands, ensure_agent_built, is_nix, run_rollout, system, write_flake, Run};
 use rollout_lab::testing::require_root;
 use rollout_lab::Fleet;
 use std::path::Path;
@@ -105,6 +105,17 @@ fn assert_built_on_host2_and_active_on_host1(fleet: &Fleet, through_here: bool) 
     closure
 }
 
+/// `rollout TARGET… -s --debug-logs --confirm-timeout 10 [-- PASSED…]` in `dir`, with `env` added.
+fn deploy(dir: &Path, target: &[&str], passed: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = target.to_vec();
+    args.extend(["-s", "--debug-logs", "--confirm-timeout", "10"]);
+    if !passed.is_empty() {
+        args.push("--");
+        args.extend_from_slice(passed);
+    }
+    run_rollout(dir, &args, env)
+}
+
 #[test]
 fn a_profile_built_on_the_builder_given_after_double_dash_is_deployed_to_another_host() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,9 +124,10 @@ fn a_profile_built_on_the_builder_given_after_double_dash_is_deployed_to_another
     let sshopts = fleet.nix_sshopts();
     // Control: with no builder, `--max-jobs 0` leaves nothing that may build, so Nix refuses and
     // nothing is deployed; the run below builds only because the builder is there.
-    let out = run_rollout(
+    let out = deploy(
         dir.path(),
-        &[".#web", "-s", "--confirm-timeout", "10", "--", "--max-jobs", "0"],
+        &[".#web"],
+        &["--max-jobs", "0"],
         &[("NIX_SSHOPTS", &sshopts)],
     );
     assert_ne!(out.code, 0, "built with no builder and --max-jobs 0:\n{}", out.stderr);
@@ -125,20 +137,10 @@ fn a_profile_built_on_the_builder_given_after_double_dash_is_deployed_to_another
         out.stderr
     );
     assert!(!fleet.exec("host1", &["test", "-e", PROFILE]).unwrap().status.success());
-    let out = run_rollout(
+    let out = deploy(
         dir.path(),
-        &[
-            ".#web",
-            "-s",
-            "--debug-logs",
-            "--confirm-timeout",
-            "10",
-            "--",
-            "--max-jobs",
-            "0",
-            "--builders",
-            &builders,
-        ],
+        &[".#web"],
+        &["--max-jobs", "0", "--builders", &builders],
         &[("NIX_SSHOPTS", &sshopts)],
     );
     assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
@@ -180,9 +182,10 @@ fn builders_from_the_users_nix_conf_take_the_build_to_the_builder() {
     .unwrap();
     let xdg = conf.path().display().to_string();
     let sshopts = fleet.nix_sshopts();
-    let out = run_rollout(
+    let out = deploy(
         dir.path(),
-        &[".#web", "-s", "--confirm-timeout", "10"],
+        &[".#web"],
+        &[],
         &[("NIX_SSHOPTS", &sshopts), ("XDG_CONFIG_HOME", &xdg)],
     );
     assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
@@ -202,21 +205,10 @@ fn file_mode_builds_on_the_builder_given_with_option_after_double_dash() {
     let builders = fleet.builder_line("host2", "deploy", false, system()).unwrap();
     let sshopts = fleet.nix_sshopts();
     let file = dir.path().display().to_string();
-    let out = run_rollout(
+    let out = deploy(
         dir.path(),
-        &[
-            "--file",
-            &file,
-            "web.system",
-            "-s",
-            "--confirm-timeout",
-            "10",
-            "--",
-            "-j0",
-            "--option",
-            "builders",
-            &builders,
-        ],
+        &["--file", &file, "web.system"],
+        &["-j0", "--option", "builders", &builders],
         &[("NIX_SSHOPTS", &sshopts)],
     );
     assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
@@ -230,11 +222,7 @@ fn a_remote_build_target_offloads_to_its_own_builder_and_activates_the_result() 
     // host1's own nix-daemon gets host2 as a builder (its /etc/nix/machines and root's ssh): the
     // deployer passes nothing, the target's Nix decides where its build runs.
     fleet.add_builder("host1", "host2", "deploy", system()).unwrap();
-    let out = run_rollout(
-        dir.path(),
-        &[".#web", "-s", "--debug-logs", "--confirm-timeout", "10"],
-        &[],
-    );
+    let out = deploy(dir.path(), &[".#web"], &[], &[]);
     assert_eq!(out.code, 0, "rollout failed:\n{}", out.stderr);
     assert!(
         out.stderr.contains("--store ssh-ng://deploy@host1"),
@@ -304,22 +292,16 @@ fn through_a_nix_daemon_the_builder_is_reached_with_the_daemons_ssh_settings_not
     let fleet = setup(dir.path(), false);
     let builders = fleet.builder_line("host2", "deploy", false, system()).unwrap();
     let sshopts = fleet.nix_sshopts();
-    let args = [
-        ".#web",
-        "-s",
-        "--confirm-timeout",
-        "10",
-        "--",
-        "--max-jobs",
-        "0",
-        "--builders",
-        &builders,
-    ];
     let with = |daemon: &Daemon, extra: &[(&str, &str)]| {
         let env = daemon.client_env();
         let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(extra);
-        run_rollout(dir.path(), &args, &all)
+        deploy(
+            dir.path(),
+            &[".#web"],
+            &["--max-jobs", "0", "--builders", &builders],
+            &all,
+        )
     };
 
     // The daemon runs the build hook with its own environment: NIX_SSHOPTS given to rollout does
