@@ -494,22 +494,15 @@ impl Cx {
                 );
                 None
             }
-            Some(Value::String(s)) if !s.starts_with('/') => {
-                self.push(&p, format!("expected an absolute store path, found `{s}`"));
-                None
-            }
-            Some(Value::String(s)) if !in_store(s) => {
-                self.push(
-                    &p,
-                    format!(
-                        "expected a store path (a derivation, e.g. from lib.<system>.activate.*), found `{s}`, \
-                         which is outside {}",
-                        store_dir()
-                    ),
-                );
-                None
-            }
-            Some(v) => self.nonempty_string(v, &p),
+            // Forced later, per node (see `evalexpr::paths_lambda`); empty until then.
+            Some(Value::Object(o)) if o.get("$type").and_then(Value::as_str) == Some("deferred") => Some(String::new()),
+            Some(v) => match check_closure(v) {
+                Ok(c) => Some(c),
+                Err(message) => {
+                    self.push(&p, message);
+                    None
+                }
+            },
         };
         let profile_path = get("profilePath")
             .filter(|v| !v.is_null())
@@ -777,6 +770,21 @@ pub(crate) fn list_names<S: AsRef<str>>(names: &[S]) -> String {
 }
 
 /// The local Nix store directory (`NIX_STORE_DIR`, else /nix/store).
+/// A profile's `path` as evaluated: an absolute path inside the local store, or what is wrong
+/// with it (the message after the attribute path).
+pub fn check_closure(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if s.is_empty() => Err("expected a non-empty string, found an empty string".into()),
+        Value::String(s) if !s.starts_with('/') => Err(format!("expected an absolute store path, found `{s}`")),
+        Value::String(s) if !in_store(s) => Err(format!(
+            "expected a store path (a derivation, e.g. from lib.<system>.activate.*), found `{s}`, which is outside {}",
+            store_dir()
+        )),
+        Value::String(s) => Ok(s.clone()),
+        other => Err(format!("expected a string, found {}", describe(other))),
+    }
+}
+
 fn store_dir() -> String {
     std::env::var("NIX_STORE_DIR").unwrap_or_else(|_| "/nix/store".into())
 }

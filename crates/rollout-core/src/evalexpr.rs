@@ -15,7 +15,8 @@
 //! PROFILES= { "$type": "set", "names": [all profile names],
 //!             "selected": { name: PROFILE } }
 //!         | { "$type": "<typeOf>" }
-//! PROFILE = { "$type": "set", "attrs": {profile keys} } | { "$type": "<typeOf>" }
+//! PROFILE = { "$type": "set", "attrs": {profile keys; `path` as {"$type": "deferred"}} }
+//!         | { "$type": "<typeOf>" }
 //! ```
 //!
 //! Setting values are passed through when they are strings, numbers, booleans or null; a list
@@ -137,11 +138,12 @@ let
   attrs = skip: s: builtins.mapAttrs setting (builtins.removeAttrs s skip);
   pick = set: wanted: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })
     (builtins.filter (name: builtins.hasAttr name set) wanted));
+  # `path` is only announced here, never forced: forcing it evaluates the whole system, which
+  # the per-node evaluations (`paths_lambda`) do in parallel.
   profile = p:
     if builtins.isAttrs p then {
       "$type" = "set";
-      # deploy-rs accepted a Nix path as `path` (copied to the store by the JSON conversion).
-      attrs = attrs [ ] p // (if p ? path && builtins.isPath p.path then { path = "${p.path}"; } else { });
+      attrs = attrs [ "path" ] p // (if p ? path then { path = { "$type" = "deferred"; }; } else { });
     } else other p;
   profiles = ps: wanted:
     if builtins.isAttrs ps then {
@@ -186,6 +188,47 @@ pub fn apply_lambda_for(selection: &Selection, objects: &[&str]) -> String {
     );
     LAMBDA.replacen("SELECTION", &sel, 1).replacen("OBJECTS", &objects, 1)
 }
+
+/// One node of a per-node evaluation: the node and the profiles whose `path` to force.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodePaths {
+    pub node: String,
+    pub profiles: Vec<String>,
+}
+
+/// The `--apply` lambda that forces the `path` of the given nodes' profiles, one node after the
+/// other, and announces each node on stderr as soon as it is evaluated: a `builtins.trace` line
+/// `<tag> {"node": …, "paths": {profile: {"path": …, "drv": …}}}`. The evaluation itself returns
+/// the number of nodes. This is how one evaluator process streams its nodes: the deployer
+/// starts each node's build and copy while the same process evaluates the next node. `drv` is
+/// the derivation (built by its store path, without evaluating again); a Nix path is copied to
+/// the store; anything else but a string is `{"$type": "<typeOf>"}` for Rust to report.
+pub fn paths_lambda(tag: &str, nodes: &[NodePaths]) -> String {
+    let chunk = serde_json::to_string(nodes).unwrap_or_else(|_| "[]".into());
+    PATHS_LAMBDA.replacen("TAG", &nix_string(tag), 1).replacen(
+        "CHUNK",
+        &format!("builtins.fromJSON {}", nix_string(&chunk)),
+        1,
+    )
+}
+
+const PATHS_LAMBDA: &str = r#"deploy:
+let
+  tag = TAG;
+  chunk = CHUNK;
+  one = v:
+    if builtins.isPath v then { path = "${v}"; }
+    else if builtins.isAttrs v && v ? outPath then { path = "${v.outPath}"; drv = v.drvPath or null; }
+    else if builtins.isString v then { path = v; }
+    else { path = { "$type" = builtins.typeOf v; }; };
+  node = e: builtins.toJSON {
+    inherit (e) node;
+    paths = builtins.listToAttrs
+      (map (p: { name = p; value = one deploy.nodes.${e.node}.profiles.${p}.path; }) e.profiles);
+  };
+in
+  builtins.foldl' (n: e: builtins.seq (builtins.trace "${tag} ${node e}" null) (n + 1)) 0 chunk
+"#;
 
 /// Expression for `nix-instantiate --eval --strict --json -E` in non-flake mode: imports
 /// `file` (a file or a directory with `default.nix`), calls it with `{}` if it is a function,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub enum Role {
     /// nix, and agent calls through a master.
     Work,
+    /// An evaluator process (`deploy::stream`): ended early when the run stops.
+    Eval,
     /// An SSH master connection (long-lived, ended by the run).
     Master,
     /// The fresh SSH login that confirms activated profiles.

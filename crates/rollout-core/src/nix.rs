@@ -76,11 +76,20 @@ impl NixContext {
             .args(self.extra_args.iter().cloned())
     }
 
-    /// One local build of every listed installable (`flake#deploy.nodes."n".profiles."p".path`).
-    pub fn build_flake(&self, installables: &[String]) -> Argv {
+    /// One local build of every listed derivation's outputs (or store path). Nix 2.13 added
+    /// `DRV^*` for "the outputs of DRV"; from 2.14 on a bare `.drv` means the file itself, so
+    /// older Nix gets the bare path and newer Nix the explicit form.
+    pub fn build_outputs(&self, paths: &[String]) -> Argv {
+        let explicit = self.version >= (2, 13);
         nix()
             .args(["build", "--no-link"])
-            .args(installables.iter().cloned())
+            .args(paths.iter().map(|p| {
+                if explicit && p.ends_with(".drv") {
+                    format!("{p}^*")
+                } else {
+                    p.clone()
+                }
+            }))
             .args(self.extra_args.iter().cloned())
     }
 
@@ -91,13 +100,12 @@ impl NixContext {
             .args(self.extra_args.iter().cloned())
     }
 
-    /// Non-flake local build: one `nix-build` with an `-A` per profile.
-    pub fn build_file(&self, file: &str, attrs: &[String]) -> Argv {
-        let mut a = Argv::new("nix-build").arg(file).arg("--no-out-link");
-        for attr in attrs {
-            a = a.arg("-A").arg(attr.clone());
-        }
-        a.args(self.extra_args.iter().cloned())
+    /// Non-flake local build of derivations: `nix-build DRV…` realises them (in every Nix).
+    pub fn build_drvs_file(&self, drvs: &[String]) -> Argv {
+        Argv::new("nix-build")
+            .arg("--no-out-link")
+            .args(drvs.iter().cloned())
+            .args(self.extra_args.iter().cloned())
     }
 
     /// Build on the target: the derivation closure goes to the target's store over `ssh-ng` and
@@ -162,6 +170,12 @@ pub fn path_info_sizes(paths: &[String]) -> Argv {
 /// Add a local directory (the agent package) to the local store.
 pub fn store_add(dir: &str) -> Argv {
     Argv::new("nix-store").args(["--add", dir])
+}
+
+/// Make store paths valid (substituted if they are not here): profiles whose `path` is a plain
+/// store path rather than a derivation, in non-flake mode.
+pub fn realise(paths: &[String]) -> Argv {
+    Argv::new("nix-store").arg("--realise").args(paths.iter().cloned())
 }
 
 /// A GC root for `--keep-result`, one per node and profile.
@@ -239,20 +253,36 @@ mod tests {
     }
 
     #[test]
-    fn build_is_one_call_for_many_profiles() {
-        let ctx = NixContext::default();
-        let a = ctx.build_flake(&[
-            profile_installable(".", "a", "system"),
-            profile_installable(".", "b.c", "x y"),
-        ]);
+    fn builds_name_the_evaluated_derivations_in_the_syntax_of_the_nix_version() {
+        let paths = ["/nix/store/a-sys.drv".to_string(), "/nix/store/b-app".to_string()];
+        let old = NixContext {
+            version: (2, 8),
+            extra_args: vec!["--builders".into(), "ssh://b".into()],
+        };
         assert_eq!(
-            &a.args[2..],
+            &old.build_outputs(&paths).args[2..],
             &[
                 "build",
                 "--no-link",
-                ".#deploy.nodes.a.profiles.system.path",
-                ".#deploy.nodes.\"b.c\".profiles.\"x y\".path"
+                "/nix/store/a-sys.drv",
+                "/nix/store/b-app",
+                "--builders",
+                "ssh://b"
             ]
+        );
+        let new = NixContext {
+            version: (2, 18),
+            extra_args: Vec::new(),
+        };
+        assert_eq!(
+            &new.build_outputs(&paths).args[2..],
+            &["build", "--no-link", "/nix/store/a-sys.drv^*", "/nix/store/b-app"]
+        );
+        let f = old.build_drvs_file(&paths[..1]);
+        assert_eq!(f.program, "nix-build");
+        assert_eq!(
+            f.args,
+            ["--no-out-link", "/nix/store/a-sys.drv", "--builders", "ssh://b"]
         );
     }
 

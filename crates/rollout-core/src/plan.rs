@@ -35,8 +35,12 @@ pub struct Deployment {
     pub flake: String,
     pub node: String,
     pub profile: String,
-    /// Store path of the profile's activatable closure (`path` in the flake).
+    /// Store path of the profile's activatable closure (`path` in the flake); empty until the
+    /// node's evaluation (streamed, see `deploy::stream`) has produced it.
     pub closure: String,
+    /// The derivation that builds `closure`, when `path` was one (built without evaluating again).
+    #[serde(skip)]
+    pub drv: Option<String>,
     pub settings: Resolved,
     /// Where to connect: built from the validated host, user and options only.
     #[serde(skip)]
@@ -171,6 +175,7 @@ pub fn build_plan(
                             node: node_name.clone(),
                             profile: profile_name.clone(),
                             closure: profile.path.clone(),
+                            drv: None,
                             settings,
                             endpoint,
                         });

@@ -209,6 +209,10 @@ pub struct Flags {
     /// Nodes deployed at the same time.
     #[arg(global = true, long, value_name = "N", default_value_t = 10)]
     pub parallel: usize,
+    /// Nodes evaluated at the same time, each in its own `nix eval` process (fewer while memory
+    /// is short) [default: the number of CPUs].
+    #[arg(global = true, long, value_name = "N")]
+    pub eval_jobs: Option<usize>,
     /// When a node fails, deploy the others anyway (no fleet-wide rollback) [default: off].
     #[arg(global = true, long)]
     pub keep_going: bool,

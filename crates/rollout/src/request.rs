@@ -20,6 +20,9 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, Error> {
     if args.parallel == 0 {
         return Err(Error::bad_input("--parallel must be at least 1"));
     }
+    if args.eval_jobs == Some(0) {
+        return Err(Error::bad_input("--eval-jobs must be at least 1"));
+    }
     if let Some(r) = &args.result_path {
         rollout_core::validate::check_local_path(r).map_err(|e| Error::bad_input(e.at("--result-path", r)))?;
     }
@@ -40,7 +43,14 @@ pub fn deploy_request(args: &DeployArgs) -> Result<DeployRequest, Error> {
         filter: NodeFilter::parse(&args.on, &args.exclude).map_err(Error::bad_input)?,
         skip_checks: args.skip_checks,
         local_user: local_user(),
+        eval_jobs: eval_jobs(args),
     })
+}
+
+/// `--eval-jobs`, by default the number of CPUs this process may use.
+pub fn eval_jobs(args: &DeployArgs) -> usize {
+    args.eval_jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }
 
 /// The switches of the run itself (not per profile).
@@ -66,6 +76,7 @@ pub fn run_options(args: &DeployArgs) -> RunOptions {
         local: args.local,
         reactivate: args.reactivate,
         skip_health_checks: args.skip_health_checks,
+        eval_jobs: eval_jobs(args),
         ..Default::default()
     }
 }

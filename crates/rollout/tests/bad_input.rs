@@ -88,7 +88,6 @@ fn rows() -> Vec<Row> {
         r("", "", "sshOpts = [ \"-p\" 22 ];", &[], &[S, "sshOpts[1]", "expected a string"]),
         r("", "tags = \"prod\";", "", &[], &[W, "tags", "expected a list of strings"]),
         raw("{ nodes.web = { hostname = 3; profiles.system.path = prof \"s\"; }; }", &["deploy.nodes.web.hostname", "expected a string"]),
-        raw("{ nodes.web = { hostname = \"host1\"; profiles.system.path = \"result\"; }; }", &[S, "path", "expected an absolute store path"]),
         r("", "profilesOrder = \"system\";", "", &[], &[W, "profilesOrder", "expected a list of strings"]),
         raw("3", &["deploy", "expected an attribute set", "integer"]),
         raw("{ nodes = [ ]; }", &["deploy.nodes", "expected an attribute set of nodes"]),

@@ -1,5 +1,6 @@
-//! Build: every selected profile that is not built on its target, in ONE `nix build` (or one
-//! `nix-build` in non-flake mode); optional GC roots; a check that each closure is activatable.
+//! Build: the profiles of one node that are not built on their target, from the derivations
+//! their evaluation produced (nothing is evaluated again), in one Nix call; optional GC roots; a
+//! check that each closure is activatable.
 
 use super::evaluate::Mode;
 use crate::events::{Phase, State};
@@ -41,7 +42,7 @@ pub fn installable(mode: Mode, d: &Deployment) -> String {
     }
 }
 
-/// Build the given deployments locally (one Nix call), keep GC roots if asked.
+/// Build the given (evaluated) deployments locally in one Nix call, keep GC roots if asked.
 pub fn build_local(
     runner: &Runner,
     ctx: &NixContext,
@@ -58,23 +59,18 @@ pub fn build_local(
         State::Started,
         Some(format!("building {} profile(s)", deployments.len())),
     );
-    let argv = match mode {
-        Mode::Flake => ctx.build_flake(&deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>()),
-        Mode::File => {
-            // Every target of one run comes from the same file in --file mode.
-            let file = &deployments[0].flake;
-            ctx.build_file(
-                file,
-                &deployments.iter().map(|d| installable(mode, d)).collect::<Vec<_>>(),
-            )
+    let wanted: Vec<String> = deployments
+        .iter()
+        .map(|d| d.drv.clone().unwrap_or_else(|| d.closure.clone()))
+        .collect();
+    for argv in build_argvs(ctx, mode, &wanted) {
+        if let Err(e) = runner.checked(&argv, "nix build") {
+            rep.phase(Phase::Build, State::Failed, None);
+            return Err(match e {
+                ExecError::Failed { .. } => BuildError::Build(e.stderr().trim().to_string()),
+                other => other.into(),
+            });
         }
-    };
-    if let Err(e) = runner.checked(&argv, "nix build") {
-        rep.phase(Phase::Build, State::Failed, None);
-        return Err(match e {
-            ExecError::Failed { .. } => BuildError::Build(e.stderr().trim().to_string()),
-            other => other.into(),
-        });
     }
     for d in deployments {
         if !Path::new(&d.closure).join("deploy-rs-activate").exists() {
@@ -99,6 +95,24 @@ pub fn build_local(
     }
     rep.phase(Phase::Build, State::Succeeded, None);
     Ok(())
+}
+
+/// The Nix calls that build `wanted` (derivations, or plain store paths to make valid).
+fn build_argvs(ctx: &NixContext, mode: Mode, wanted: &[String]) -> Vec<crate::cmd::Argv> {
+    match mode {
+        Mode::Flake => vec![ctx.build_outputs(wanted)],
+        Mode::File => {
+            let (drvs, plain): (Vec<String>, Vec<String>) = wanted.iter().cloned().partition(|p| p.ends_with(".drv"));
+            let mut out = Vec::new();
+            if !drvs.is_empty() {
+                out.push(ctx.build_drvs_file(&drvs));
+            }
+            if !plain.is_empty() {
+                out.push(nix::realise(&plain));
+            }
+            out
+        }
+    }
 }
 
 /// `DIR/NODE/PROFILE`, refused unless both names are plain file names (validated names always

@@ -1,5 +1,6 @@
-//! Evaluation: flake support detection, checks once per flake, and ONE `nix eval` per flake for
-//! all of its targets (non-flake: one `nix-instantiate` per file).
+//! Evaluation of the settings: flake support detection, checks once per flake, and ONE `nix eval`
+//! per flake for all of its targets (non-flake: one `nix-instantiate` per file) that reads every
+//! setting but not the profiles' paths (those are evaluated per node: [`super::stream`]).
 
 use crate::config::{parse_deploy, ConfigError, DeployConfig};
 use crate::evalexpr::{self, Selection};
@@ -21,6 +22,12 @@ pub enum EvalError {
     Checks { flake: String, nix: String },
     #[error("evaluating the `deploy` output of `{flake}` failed:\n{nix}")]
     Eval { flake: String, nix: String },
+    #[error("evaluating node `{node}` of `{flake}` failed:\n{message}")]
+    Node {
+        flake: String,
+        node: String,
+        message: String,
+    },
     #[error("the evaluation of `{flake}` did not return JSON: {err}")]
     BadJson { flake: String, err: String },
     #[error(transparent)]

@@ -1,13 +1,15 @@
-//! Executes a validated plan: build once, then per node (in parallel, bounded) connect, copy,
-//! activate and confirm; on failure roll back what this run activated, fleet-wide by default.
+//! Executes a validated plan: per node (in parallel, bounded), as soon as its evaluation is done
+//! ([`stream`]), build, connect, copy, activate and confirm; on failure roll back what this run
+//! activated, fleet-wide by default.
 
 pub mod agent;
 pub mod build;
 pub mod copy;
 pub mod evaluate;
 pub mod node;
+pub mod stream;
 
-use crate::events::{Outcome, Reporter};
+use crate::events::{Outcome, Phase, Reporter};
 use crate::exec::Runner;
 use crate::host::connection::SocketDir;
 use crate::nix::NixContext;
@@ -20,6 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use stream::EvalPool;
 
 /// Run-wide switches (the command line's, not per profile).
 #[derive(Debug, Clone)]
@@ -60,6 +63,8 @@ pub struct RunOptions {
     pub skip_health_checks: bool,
     /// Upload the nodes' keys and nothing else (`rollout upload-keys`).
     pub keys_only: bool,
+    /// Evaluator processes at once (`--eval-jobs`).
+    pub eval_jobs: usize,
 }
 
 impl Default for RunOptions {
@@ -84,6 +89,7 @@ impl Default for RunOptions {
             reactivate: false,
             skip_health_checks: false,
             keys_only: false,
+            eval_jobs: 1,
         }
     }
 }
@@ -109,8 +115,10 @@ pub struct Shared {
     pub passwords: HashMap<String, Secret>,
     pub sockets: SocketDir,
     pub next_socket: AtomicUsize,
-    /// NAR sizes of everything that may be copied (for byte counts).
-    pub nar_sizes: HashMap<String, u64>,
+    /// NAR sizes of everything that may be copied (for byte counts), added per node once built.
+    pub nar_sizes: Mutex<HashMap<String, u64>>,
+    /// The nodes' evaluations, when the plan came without its closures.
+    pub pool: Option<EvalPool>,
     /// Set when a node failed and the run is to stop (not with --keep-going).
     stop: AtomicBool,
     seq: AtomicU64,
@@ -120,6 +128,19 @@ impl Shared {
     /// Should nodes still in flight stop and undo their work?
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The NAR sizes known so far.
+    pub fn nar_sizes(&self) -> HashMap<String, u64> {
+        self.nar_sizes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stop the run: nodes not started are skipped, evaluations end.
+    fn stop_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = &self.pool {
+            p.cancel();
+        }
     }
 
     /// A run-wide sequence number: the order in which profiles became active.
@@ -168,7 +189,8 @@ pub fn group_by_node(plan: &Plan) -> Vec<(String, Vec<&Deployment>)> {
     out
 }
 
-/// Build, then deploy every node; returns per-profile outcomes (the caller maps them to an exit code).
+/// Evaluate (where the plan has no closures yet), build and deploy every node; returns
+/// per-profile outcomes (the caller maps them to an exit code).
 pub fn run(
     reporter: Reporter,
     ctx: NixContext,
@@ -179,16 +201,11 @@ pub fn run(
 ) -> Result<Report, RunError> {
     crate::interrupt::begin(plan, opts.dry_activate || opts.boot, &reporter);
     let runner = Runner::new(reporter.clone());
-    let local: Vec<&Deployment> = if opts.closures_on_target || opts.keys_only {
-        Vec::new()
-    } else {
-        plan.deployments.iter().filter(|d| !d.settings.remote_build).collect()
-    };
-    build::build_local(&runner, &ctx, mode, &local, opts.keep_result.as_deref())?;
+    let evaluate = !opts.closures_on_target && !opts.keys_only && plan.deployments.iter().any(|d| d.closure.is_empty());
+    // Started first: the agent is prepared while the nodes evaluate.
+    let pool = evaluate.then(|| EvalPool::start(runner.clone(), ctx.clone(), mode, plan, opts.eval_jobs));
     let agent_path = agent::resolve_agent(&runner, opts.agent.as_deref())?;
-    let mut local_paths: Vec<String> = local.iter().map(|d| d.closure.clone()).collect();
-    local_paths.push(agent_path.clone());
-    let nar_sizes = copy::nar_sizes(&runner, &local_paths);
+    let nar_sizes = copy::nar_sizes(&runner, std::slice::from_ref(&agent_path));
     let shared = Shared {
         runner,
         ctx,
@@ -198,23 +215,108 @@ pub fn run(
         passwords,
         sockets: SocketDir::create().map_err(RunError::Sockets)?,
         next_socket: AtomicUsize::new(0),
-        nar_sizes,
+        nar_sizes: Mutex::new(nar_sizes),
+        pool,
         stop: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
     let nodes = group_by_node(plan);
     let runs = run_nodes(&shared, &nodes);
+    if let Some(p) = &shared.pool {
+        p.cancel();
+        p.wait_all();
+    }
     let report = finish(&shared, runs);
     // An interrupted run ends in the interrupt handler, which reports it.
     crate::interrupt::hold();
     Ok(report)
 }
 
-fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) -> Vec<NodeRun> {
+type NodeDeps<'a> = (String, Vec<&'a Deployment>);
+
+/// The next node to deploy: the first in plan order whose evaluation is over (or that needs
+/// none), waiting for one when none is.
+fn take_next<'a, 'b>(shared: &Shared, queue: &Mutex<VecDeque<&'b NodeDeps<'a>>>) -> Option<&'b NodeDeps<'a>> {
+    loop {
+        {
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.is_empty() {
+                return None;
+            }
+            let at = match &shared.pool {
+                None => Some(0),
+                Some(pool) => q
+                    .iter()
+                    .position(|(name, deps)| {
+                        deps.iter()
+                            .all(|d| !d.closure.is_empty() || pool.result(&d.flake, name).is_some())
+                    })
+                    .or_else(|| pool.idle().then_some(0)),
+            };
+            if let Some(i) = at {
+                return q.remove(i);
+            }
+        }
+        if let Some(pool) = &shared.pool {
+            pool.wait_change(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// A node's deployments with their evaluated closures, built locally (those not built on their
+/// target); or the phase and message of why it cannot be deployed.
+fn ready(shared: &Shared, name: &str, deps: &[&Deployment]) -> Result<Vec<Deployment>, (Phase, String)> {
+    let mut owned: Vec<Deployment> = deps.iter().map(|d| (*d).clone()).collect();
+    if let Some(pool) = &shared.pool {
+        for d in owned.iter_mut().filter(|d| d.closure.is_empty()) {
+            match pool.result(&d.flake, name) {
+                Some(Ok(paths)) => {
+                    if let Some(e) = paths.get(&d.profile) {
+                        d.closure.clone_from(&e.closure);
+                        d.drv.clone_from(&e.drv);
+                    }
+                }
+                Some(Err(m)) => return Err((Phase::Evaluate, format!("evaluating node `{name}` failed:\n{m}"))),
+                None => return Err((Phase::Evaluate, "not evaluated: the run is stopping".into())),
+            }
+        }
+    }
+    if shared.opts.closures_on_target || shared.opts.keys_only {
+        return Ok(owned);
+    }
+    let local: Vec<&Deployment> = owned.iter().filter(|d| !d.settings.remote_build).collect();
+    let rep = shared.runner.reporter.for_node(name);
+    let runner = Runner::new(rep);
+    build::build_local(
+        &runner,
+        &shared.ctx,
+        shared.mode,
+        &local,
+        shared.opts.keep_result.as_deref(),
+    )
+    .map_err(|e| (Phase::Build, e.to_string()))?;
+    let paths: Vec<String> = local.iter().map(|d| d.closure.clone()).collect();
+    let sizes = copy::nar_sizes(&runner, &paths);
+    shared.nar_sizes.lock().unwrap_or_else(|e| e.into_inner()).extend(sizes);
+    Ok(owned)
+}
+
+/// Evaluate-and-build, then deploy one node.
+fn deploy_node(shared: &Shared, name: &str, deps: &[&Deployment]) -> NodeRun {
+    match ready(shared, name, deps) {
+        Ok(owned) => {
+            let refs: Vec<&Deployment> = owned.iter().collect();
+            node::run_node(shared, name, &refs)
+        }
+        Err((_, msg)) => failed_before_start(shared, name, deps, &msg),
+    }
+}
+
+fn run_nodes<'a>(shared: &Shared, nodes: &'a [NodeDeps<'a>]) -> Vec<NodeRun> {
     let results: Mutex<Vec<NodeRun>> = Mutex::new(Vec::new());
     let stop = &shared.stop;
     let canary = shared.opts.canary.min(nodes.len());
-    let waves: Vec<&[(String, Vec<&Deployment>)]> = if canary > 0 {
+    let waves: Vec<&[NodeDeps]> = if canary > 0 {
         vec![&nodes[..canary], &nodes[canary..]]
     } else {
         vec![nodes]
@@ -232,26 +334,27 @@ fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) ->
             }
             continue;
         }
-        let queue: Mutex<VecDeque<&(String, Vec<&Deployment>)>> = Mutex::new(wave.iter().collect());
+        let queue: Mutex<VecDeque<&NodeDeps>> = Mutex::new(wave.iter().collect());
         let workers = shared.opts.parallel.max(1).min(wave.len().max(1));
         std::thread::scope(|s| {
             for _ in 0..workers {
-                s.spawn(|| loop {
-                    let Some((name, deps)) = queue.lock().unwrap().pop_front() else {
-                        break;
-                    };
-                    if stop.load(Ordering::SeqCst) {
-                        results
-                            .lock()
-                            .unwrap()
-                            .push(skipped(shared, name, deps, "not started: another node failed"));
-                        continue;
+                s.spawn(|| {
+                    while let Some((name, deps)) = take_next(shared, &queue) {
+                        if stop.load(Ordering::SeqCst) {
+                            results.lock().unwrap().push(skipped(
+                                shared,
+                                name,
+                                deps,
+                                "not started: another node failed",
+                            ));
+                            continue;
+                        }
+                        let r = deploy_node(shared, name, deps);
+                        if r.failed() && !shared.opts.keep_going {
+                            shared.stop_all();
+                        }
+                        results.lock().unwrap().push(r);
                     }
-                    let r = node::run_node(shared, name, deps);
-                    if r.failed() && !shared.opts.keep_going {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    results.lock().unwrap().push(r);
                 });
             }
         });
@@ -259,16 +362,26 @@ fn run_nodes<'a>(shared: &Shared, nodes: &'a [(String, Vec<&'a Deployment>)]) ->
     results.into_inner().unwrap()
 }
 
+/// A node that failed before anything touched it (its evaluation or build): every profile
+/// failed with `msg`.
+fn failed_before_start(shared: &Shared, node: &str, deps: &[&Deployment], msg: &str) -> NodeRun {
+    ended(shared, node, deps, Outcome::Failed, msg)
+}
+
 fn skipped(shared: &Shared, node: &str, deps: &[&Deployment], msg: &str) -> NodeRun {
+    ended(shared, node, deps, Outcome::Skipped, msg)
+}
+
+fn ended(shared: &Shared, node: &str, deps: &[&Deployment], outcome: Outcome, msg: &str) -> NodeRun {
     let rep = shared.runner.reporter.for_node(node);
     let results = deps
         .iter()
         .map(|d| {
-            rep.for_profile(node, &d.profile).outcome(Outcome::Skipped, msg);
+            rep.for_profile(node, &d.profile).outcome(outcome, msg);
             ProfileResult {
                 node: node.into(),
                 profile: d.profile.clone(),
-                outcome: Outcome::Skipped,
+                outcome,
                 message: msg.into(),
                 activated: None,
                 seq: 0,

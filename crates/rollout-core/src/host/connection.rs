@@ -19,6 +19,7 @@ static SOCKET_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub fn end_all_masters() {
     let mut pids = exec::signal_children(Some(Role::Master), libc::SIGTERM, true);
     pids.extend(exec::signal_children(Some(Role::Work), libc::SIGTERM, true));
+    pids.extend(exec::signal_children(Some(Role::Eval), libc::SIGTERM, true));
     exec::wait_gone(&pids, Duration::from_secs(2));
     for dir in std::mem::take(&mut *SOCKET_DIRS.lock().unwrap_or_else(|e| e.into_inner())) {
         let _ = std::fs::remove_dir_all(dir);

@@ -37,7 +37,7 @@ impl Host for LocalHost {
     }
 
     fn build(&self, ctx: &NixContext, installables: &[String]) -> Result<Argv, String> {
-        Ok(ctx.build_flake(installables))
+        Ok(ctx.build_outputs(installables))
     }
 
     fn alive(&self) -> bool {

@@ -8,4 +8,4 @@ mod prepare;
 pub mod rollback;
 pub mod status;
 
-pub use prepare::{prepare, revisions, DeployRequest, Prepared};
+pub use prepare::{prepare, prepare_settings, revisions, DeployRequest, Prepared};

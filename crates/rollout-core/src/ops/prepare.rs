@@ -1,8 +1,11 @@
-//! Targets → one evaluation per flake → validated plan → node filter: everything decided before
-//! any machine is touched (what `rollout plan` prints and `rollout deploy` executes).
+//! Targets → one evaluation of each flake's settings → validated plan → node filter → the
+//! profiles' paths, evaluated per node in parallel: everything decided before any machine is
+//! touched (what `rollout plan` prints). `rollout deploy` takes the plan before its paths are
+//! evaluated and streams them ([`crate::deploy::stream`]).
 
 use crate::config::DeployConfig;
-use crate::deploy::evaluate::{self, Mode};
+use crate::deploy::evaluate::{self, EvalError, Mode};
+use crate::deploy::stream::{self, EvalPool};
 use crate::error::Error;
 use crate::events::Reporter;
 use crate::exec::Runner;
@@ -26,6 +29,8 @@ pub struct DeployRequest {
     pub skip_checks: bool,
     /// The local user (the default profile user of deploy-rs's merge rules).
     pub local_user: String,
+    /// Evaluator processes at once (`--eval-jobs`; at least 1).
+    pub eval_jobs: usize,
 }
 
 /// Everything decided before any machine is touched.
@@ -33,9 +38,31 @@ pub struct Prepared {
     pub plan: Plan,
     pub mode: Mode,
     pub ctx: NixContext,
+    pub eval_jobs: usize,
 }
 
+/// The plan with every profile's path evaluated (in parallel, per node); the first node whose
+/// evaluation failed is bad input.
 pub fn prepare(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Error> {
+    let mut p = prepare_settings(req, reporter)?;
+    let pool = EvalPool::start(
+        Runner::new(reporter.clone()),
+        p.ctx.clone(),
+        p.mode,
+        &p.plan,
+        p.eval_jobs,
+    );
+    let results = pool.wait_all();
+    if let Err(failed) = stream::fill(&mut p.plan, &results) {
+        let ((flake, node), message) = failed.into_iter().next().unwrap_or_default();
+        return Err(Error::bad_input(EvalError::Node { flake, node, message }));
+    }
+    Ok(p)
+}
+
+/// The plan before the profiles' paths are evaluated (their `closure` is empty): what
+/// `rollout deploy` starts from, evaluating each node while others already deploy.
+pub fn prepare_settings(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Error> {
     let runner = Runner::new(reporter.clone());
     let (mode, ctx) = evaluate::detect(&runner, req.file_mode, req.extra.clone()).map_err(Error::bad_input)?;
     let evaluated = evaluate::evaluate(&runner, &ctx, mode, &req.targets, req.skip_checks).map_err(Error::bad_input)?;
@@ -63,7 +90,12 @@ pub fn prepare(req: &DeployRequest, reporter: &Reporter) -> Result<Prepared, Err
     if let Some(h) = &req.overrides.hostname {
         one_node_for_hostname(&plan, h)?;
     }
-    Ok(Prepared { plan, mode, ctx })
+    Ok(Prepared {
+        plan,
+        mode,
+        ctx,
+        eval_jobs: req.eval_jobs.max(1),
+    })
 }
 
 /// The revision of each flake of the plan that has one (`revision`, or `dirtyRevision` where Nix

@@ -28,7 +28,13 @@ fn start(args: &DeployArgs) -> Result<Started, Error> {
     let progress = !args.no_progress && !args.json && !args.debug_logs && std::io::stderr().is_terminal();
     let (reporter, summary) = render::run_reporter(args, progress).map_err(Error::BadInput)?;
     let req = request::deploy_request(args)?;
-    let prepared = ops::prepare(&req, &reporter)?;
+    // Deploying evaluates each node's profiles as part of the run (streamed); showing the plan
+    // first (`-i`) or uploading keys only needs them all, or none.
+    let prepared = if args.interactive {
+        ops::prepare(&req, &reporter)?
+    } else {
+        ops::prepare_settings(&req, &reporter)?
+    };
     let passwords =
         password::collect(&prepared.plan, args.sudo_password_command.as_deref()).map_err(Error::BadInput)?;
     Ok(Started {

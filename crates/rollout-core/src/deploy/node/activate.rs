@@ -58,7 +58,7 @@ pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment]) -> Activations<'a>
 /// Nix library puts it there, built for the target's system), else the run's shared agent.
 pub fn agent_for(shared: &Shared, d: &Deployment) -> String {
     let inside = std::path::Path::new(&d.closure).join("rollout-agent");
-    if !d.settings.remote_build && inside.exists() {
+    if !d.closure.is_empty() && !d.settings.remote_build && inside.exists() {
         inside.display().to_string()
     } else {
         agent::agent_bin(&shared.agent_path)

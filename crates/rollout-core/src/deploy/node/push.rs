@@ -41,7 +41,7 @@ fn copy_closures(cx: &NodeCx, hi: usize, mine: &[&Deployment]) -> Result<(), Str
     let copied = copy::sign(&cx.runner, shared.opts.sign_key.as_deref(), &paths)
         .and_then(|()| host.copy(&shared.ctx, &paths, substitute, shared.opts.checksigs))
         .and_then(|argv| match argv {
-            Some(argv) => copy::run_copy(&cx.runner, &cx.rep, &argv, &shared.nar_sizes),
+            Some(argv) => copy::run_copy(&cx.runner, &cx.rep, &argv, &shared.nar_sizes()),
             None => Ok(copy::CopyStats::default()),
         });
     match copied {
