@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod latency;
+mod eval_cost;
 
 use clap::Parser;
 use rollout_lab::profiles::{fresh_salt, FlakeBuilder, Profile};
@@ -80,6 +81,15 @@ struct Args {
     /// Fleet sizes of the latency mode (comma-separated)
     #[arg(long, value_delimiter = ',', default_value = "1,5")]
     latency_sizes: Vec<usize>,
+    /// Run the evaluation-cost benchmark instead, on a fleet of this many nodes (0 = the fleet benchmark)
+    #[arg(long, default_value_t = 0)]
+    eval_cost: usize,
+    /// Eval-cost: elements of each node's list
+    #[arg(long, default_value_t = 300_000)]
+    eval_size: u64,
+    /// Eval-cost: folds over the list per node
+    #[arg(long, default_value_t = 30)]
+    eval_rounds: u64,
 }
 
 /// One run of the peer command given with `--compare`.
@@ -360,7 +370,7 @@ fn cpus() -> usize {
 
 /// Spawn rollout, sample its VmHWM, wait until it has exited (without reaping), then reap it with
 /// `wait4` to read `ru_maxrss`.
-fn invoke(args: &Args, rollout: &Path, flake: &Path) -> anyhow::Result<Outcome> {
+fn invoke(args: &Args, rollout: &Path, flake: &Path, extra: &[&str]) -> anyhow::Result<Outcome> {
     let out_f = tempfile::tempfile()?;
     let err_f = tempfile::tempfile()?;
     let mut cmd = Command::new(rollout);
@@ -370,6 +380,7 @@ fn invoke(args: &Args, rollout: &Path, flake: &Path) -> anyhow::Result<Outcome> 
     if let Some(p) = args.parallel {
         cmd.arg("--parallel").arg(p.to_string());
     }
+    cmd.args(extra);
     cmd.env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_f.try_clone()?))
@@ -629,7 +640,7 @@ fn one_run(
 ) -> anyhow::Result<RunResult> {
     let names = hosts(n);
     let before: Vec<usize> = names.iter().map(|h| fleet.sshd_auth_count(h)).collect();
-    let o = invoke(args, rollout, flake)?;
+    let o = invoke(args, rollout, flake, &[])?;
     // sshd writes its log line at authentication time; give the last one a moment anyway.
     std::thread::sleep(Duration::from_millis(50));
     let auths: Vec<usize> = names
@@ -1008,6 +1019,13 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
     }
     let rollout = rollout_binary(args)?;
     let background = warn_if_busy();
+    if args.eval_cost > 0 {
+        let v = eval_cost::run(args, &rollout)?;
+        if let Some(out) = &args.out {
+            std::fs::write(out, serde_json::to_string_pretty(&v)?)?;
+        }
+        return Ok(());
+    }
     match args.latency_ms {
         Some(ms) => latency::run(args, &rollout, ms, background),
         None => size_table(args, &rollout, background),

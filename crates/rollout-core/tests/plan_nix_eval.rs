@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rollout_core::config::{parse_deploy, DeployConfig};
-use rollout_core::evalexpr::{apply_lambda, nix_string, non_flake_expr, Selection};
+use rollout_core::evalexpr::{apply_lambda, nix_string, non_flake_expr, paths_lambda, NodePaths, Selection};
 use rollout_core::plan::build_plan;
 use rollout_core::settings::Overrides;
 use rollout_core::target::parse_target;
@@ -72,6 +72,46 @@ fn eval_expr(expr: &str) -> Result<serde_json::Value, String> {
     Ok(serde_json::from_slice(&out.stdout).expect("nix printed JSON"))
 }
 
+const TAG: &str = "rollout-eval-test";
+
+/// The nodes announced by a per-node evaluation (`paths_lambda`), from the trace lines of `stderr`.
+fn announced(stderr: &str) -> Vec<serde_json::Value> {
+    let marker = format!("{TAG} ");
+    stderr
+        .lines()
+        .filter_map(|l| l.find(&marker).map(|i| &l[i + marker.len()..]))
+        .map(|j| serde_json::from_str(j).expect("a JSON node"))
+        .collect()
+}
+
+fn node_paths(node: &str, profiles: &[&str]) -> NodePaths {
+    NodePaths {
+        node: node.into(),
+        profiles: profiles.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// `nix eval` of the per-node lambda on FLEET: what it announced, or Nix's error.
+fn eval_paths(nodes: &[NodePaths]) -> Result<Vec<serde_json::Value>, String> {
+    let expr = format!("({}) ({FLEET})", paths_lambda(TAG, nodes));
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--expr",
+            &expr,
+        ])
+        .output()
+        .expect("run nix");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    Ok(announced(&stderr))
+}
+
 fn sel(entries: &[(&str, Option<&[&str]>)]) -> Selection {
     Selection::Nodes(
         entries
@@ -96,7 +136,13 @@ fn selecting_one_profile_evaluates_nothing_else() {
         vec!["db", "odd.name", "typed", "web", "x\"y${builtins.throw \"injected\"}"]
     );
     assert_eq!(cfg.all_profile_names["web"], vec!["broken", "home", "system"]);
-    assert_eq!(cfg.nodes["web"].profiles["system"].path, "/nix/store/aaaa-web-system");
+    // Paths are not forced by the settings evaluation (see the per-node evaluation below).
+    assert_eq!(cfg.nodes["web"].profiles["system"].path, "");
+    let paths = eval_paths(&[node_paths("web", &["system", "home"])]).unwrap();
+    assert_eq!(paths.len(), 1);
+    assert_eq!(paths[0]["node"], "web");
+    assert_eq!(paths[0]["paths"]["system"]["path"], "/nix/store/aaaa-web-system");
+    assert_eq!(paths[0]["paths"]["home"]["path"], "/nix/store/bbbb-web-home");
 
     let target = parse_target(".#web").unwrap();
     // web.broken is not evaluated, so a whole-node target is an internal error, not a Nix crash.
@@ -136,7 +182,10 @@ fn hostile_names_are_data_not_code() {
     let v = eval(&sel(&[(name, None)])).unwrap();
     let cfg = parse_deploy(&v, "test").unwrap();
     assert_eq!(cfg.nodes[name].hostname, "q");
-    assert_eq!(cfg.nodes[name].profiles["p"].path, "/nix/store/cccc-q");
+    assert_eq!(cfg.nodes[name].profiles["p"].path, "");
+    let paths = eval_paths(&[node_paths(name, &["p"])]).unwrap();
+    assert_eq!(paths[0]["node"], name);
+    assert_eq!(paths[0]["paths"]["p"]["path"], "/nix/store/cccc-q");
     // And a target naming it round-trips through the parser.
     let t = parse_target(&format!(".#{}", rollout_core::target::quote_attr(name))).unwrap();
     assert_eq!(t.node.as_deref(), Some(name));
@@ -194,7 +243,20 @@ fn non_flake_expression_imports_functions_and_odd_paths() {
         assert!(out.status.success(), "{}\n{expr}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let cfg = parse_deploy(&v, file).unwrap();
-        assert_eq!(cfg.nodes["web"].profiles["home"].path, "/nix/store/bbbb-web-home");
+        assert_eq!(cfg.nodes["web"].profiles["home"].path, "");
+        // The per-node evaluation reads the same file.
+        let expr = non_flake_expr(file, &paths_lambda(TAG, &[node_paths("web", &["home"])]));
+        let out = Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E", &expr])
+            .current_dir(cwd)
+            .output()
+            .expect("run nix-instantiate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            announced(&stderr)[0]["paths"]["home"]["path"],
+            "/nix/store/bbbb-web-home"
+        );
     };
     run(dir.path(), "my \"fleet\" ${x}");
     run(dir.path(), "./my \"fleet\" ${x}/default.nix");
@@ -242,10 +304,68 @@ fn real_flake_with_apply_lambda() {
         .iter()
         .map(|d| (d.node.clone(), d.profile.clone(), d.closure.clone()))
         .collect();
+    assert_eq!(got, vec![("web".into(), "home".into(), String::new())]);
+    let out = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json"])
+        .arg(format!("{flake}#deploy"))
+        .args(["--apply", &paths_lambda(TAG, &[node_paths("web", &["home"])])])
+        .output()
+        .expect("run nix");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert_eq!(
-        got,
-        vec![("web".into(), "home".into(), "/nix/store/bbbb-web-home".into())]
+        announced(&stderr)[0]["paths"]["home"]["path"],
+        "/nix/store/bbbb-web-home"
     );
+}
+
+#[test]
+fn per_node_evaluation_announces_nodes_in_order_and_stops_at_the_first_error() {
+    require_nix();
+    // Two good nodes, then a profile that throws: the first two are announced before the error.
+    let nodes = [
+        node_paths("web", &["home"]),
+        node_paths("typed", &["p"]),
+        node_paths("web", &["broken"]),
+    ];
+    let expr = format!("({}) ({FLEET})", paths_lambda(TAG, &nodes));
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--expr",
+            &expr,
+        ])
+        .output()
+        .expect("run nix");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let got = announced(&stderr);
+    assert_eq!(got.len(), 2, "{stderr}");
+    assert_eq!(got[0]["node"], "web");
+    assert_eq!(got[1]["paths"]["p"]["path"], "/nix/store/dddd-t");
+    assert!(stderr.contains("web.broken must not be evaluated"), "{stderr}");
+    // A real derivation comes with its .drv, which is in the store after the evaluation.
+    let drv = r#"builtins.derivation { name = "x"; system = "x"; builder = "/bin/sh"; }"#;
+    let fleet = format!("{{ nodes.d.profiles.s.path = {drv}; }}");
+    let expr = format!("({}) ({fleet})", paths_lambda(TAG, &[node_paths("d", &["s"])]));
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--expr",
+            &expr,
+        ])
+        .output()
+        .expect("run nix");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let got = announced(&stderr);
+    let d = got[0]["paths"]["s"]["drv"].as_str().unwrap_or_default().to_string();
+    assert!(d.ends_with("-x.drv") && Path::new(&d).exists(), "{stderr}");
 }
 
 #[test]

@@ -96,6 +96,16 @@ fn refine(headline: &str, detail: &[String]) -> Option<String> {
              build); expected a profile built by lib.<system>.activate.* (or a Nix path)"
         ));
     }
+    if let Some(node) = between(headline, "evaluating node `", "`") {
+        // One node's profile paths (see rollout_core::deploy::stream).
+        let first = text.lines().find_map(|l| l.strip_prefix("error: "))?;
+        let flake = between(headline, "` of `", "` failed").unwrap_or(".");
+        return Some(format!(
+            "evaluating node `{node}` failed: {first} (an error raised by the flake's Nix code; \
+             `nix eval --show-trace {flake}#deploy.nodes.{}.profiles` shows where)",
+            rollout_core::target::quote_attr(node)
+        ));
+    }
     let evaluating = between(headline, "evaluating the `deploy` output of `", "` failed");
     let flake = evaluating.or_else(|| between(headline, "checks of `", "` failed"))?;
     // A syntax error fails the checks and the evaluation alike: skipping checks would not help.

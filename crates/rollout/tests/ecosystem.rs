@@ -344,12 +344,22 @@ fn raw_flake(text: &str) -> tempfile::TempDir {
     dir
 }
 
-/// The first line of stderr after the phase lines that ran before the problem was known.
-fn first_error_line(stderr: &str) -> &str {
-    stderr
-        .lines()
-        .find(|l| l.starts_with("rollout: error: "))
-        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+/// rollout's own line for the failure: after `rollout: error: ` (a refused run) or after
+/// `rollout: [NODE.PROFILE] FAILED: ` (a node that failed during the run: its evaluation or
+/// build), with the lines below it up to the next blank line.
+fn failure_lines(stderr: &str) -> (&str, Vec<&str>) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("rollout: error: ") || (l.starts_with("rollout: [") && l.contains("] FAILED: ")))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    let l = lines[at];
+    let own = match l.strip_prefix("rollout: error: ") {
+        Some(rest) => rest,
+        None => &l[l.find("] FAILED: ").map_or(0, |i| i + "] FAILED: ".len())..],
+    };
+    let below = lines[at + 1..].iter().copied().take_while(|l| !l.is_empty()).collect();
+    (own, below)
 }
 
 /// flake.nix, arguments, exit code, the start of rollout's line, a line of Nix's text below it.
@@ -382,7 +392,7 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
             r#"{ outputs = { self }: { deploy.nodes.web = { hostname = "h"; profiles.system.path = throw "no config for web"; }; }; }"#.into(),
             &["plan", "."],
             1,
-            "evaluating the `deploy` output of `.` failed: no config for web (an error raised by the flake's Nix code",
+            "evaluating node `web` failed: no config for web (an error raised by the flake's Nix code",
             Some("error: no config for web"),
         ),
         (
@@ -397,7 +407,7 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
             &["-s", "."],
             3,
             "deploy.nodes.web.profiles.system.path is not a derivation (a plain string such as \"/etc\", or a store path that Nix cannot build)",
-            Some("is not a derivation"),
+            Some("is required, but there is no substituter"),
         ),
         (no_activate, &["-s", "."], 3, "profile `system` of node `web`: /nix/store/", None),
     ];
@@ -405,18 +415,8 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
         let dir = raw_flake(&text);
         let r = run_rollout(dir.path(), args, &[]);
         assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
-        let first = first_error_line(&r.stderr);
-        assert!(
-            first.starts_with(&format!("rollout: error: {start}")),
-            "expected `{start}`, got:\n{}",
-            r.stderr
-        );
-        let after: Vec<&str> = r
-            .stderr
-            .lines()
-            .skip_while(|l| !l.starts_with("rollout: error: "))
-            .skip(1)
-            .collect();
+        let (first, after) = failure_lines(&r.stderr);
+        assert!(first.starts_with(start), "expected `{start}`, got:\n{}", r.stderr);
         if let Some(nix) = below {
             assert!(
                 after.iter().any(|l| l.starts_with("    ") && l.contains(nix)),
@@ -425,9 +425,7 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
             );
         }
         assert!(
-            after
-                .iter()
-                .all(|l| l.is_empty() || l.starts_with("    ") || l.starts_with("hint: ")),
+            after.iter().all(|l| l.starts_with("    ") || l.starts_with("hint: ")),
             "{}",
             r.stderr
         );
@@ -440,9 +438,9 @@ fn nix_failures_have_rollouts_own_first_line_and_nixs_text_indented_below() {
     ));
     let r = run_rollout(dir.path(), &["-s", "."], &[]);
     assert!(
-        r.stderr
-            .lines()
-            .any(|l| l.starts_with("hint: build the profile with an activation script")),
+        r.stderr.lines().any(|l| l
+            .trim_start()
+            .starts_with("hint: build the profile with an activation script")),
         "{}",
         r.stderr
     );

@@ -1,5 +1,6 @@
-//! One evaluation (and one build, one check) per flake, however many targets name it; and the
-//! merged settings the plan shows.
+//! One evaluation of the settings (and one check) per flake, however many targets name it; the
+//! profiles' paths evaluated once (by `--eval-jobs` processes), built from the evaluated
+//! derivations without evaluating again; and the merged settings the plan shows.
 //!
 //! `plan_shows_merged_settings` only needs a local `nix`. The fleet tests deploy to a real
 //! 3-host `rollout_lab::Fleet` and need root. The deployer finds `rollout-agent` next to its own
@@ -210,13 +211,23 @@ fn plan_checks_flake_once_for_three_targets() {
     write_flake(dir.path(), LAYERED);
     let out = run_rollout(
         dir.path(),
-        &["plan", "--debug-logs", "--targets", ".#a", ".#b.web", ".#c"],
+        &[
+            "plan",
+            "--debug-logs",
+            "--eval-jobs",
+            "1",
+            "--targets",
+            ".#a",
+            ".#b.web",
+            ".#c",
+        ],
         &[],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let cmds = commands(&out.stderr);
     assert_eq!(count(&cmds, &["flake", "check"]), 1, "{}", out.stderr);
-    assert_eq!(deploy_evals(&cmds), 1, "{}", out.stderr);
+    assert_eq!(settings_evals(&cmds), 1, "{}", out.stderr);
+    assert_eq!(path_evals(&cmds), 1, "one evaluator for three nodes:\n{}", out.stderr);
     assert_eq!(count(&cmds, &["build"]), 0, "plan builds nothing:\n{}", out.stderr);
 }
 
@@ -230,6 +241,24 @@ fn count(cmds: &[Vec<String>], sub: &[&str]) -> usize {
 fn deploy_evals(cmds: &[Vec<String>]) -> usize {
     cmds.iter()
         .filter(|c| is_nix(c, &["eval"]) && c.iter().any(|w| w.ends_with("#deploy")))
+        .count()
+}
+
+/// The evaluations of the settings (the selecting lambda) …
+fn settings_evals(cmds: &[Vec<String>]) -> usize {
+    deploy_evals_with(cmds, "sel = builtins.fromJSON")
+}
+
+/// … and of the profiles' paths (the per-node lambda).
+fn path_evals(cmds: &[Vec<String>]) -> usize {
+    deploy_evals_with(cmds, "chunk = builtins.fromJSON")
+}
+
+fn deploy_evals_with(cmds: &[Vec<String>], text: &str) -> usize {
+    cmds.iter()
+        .filter(|c| {
+            is_nix(c, &["eval"]) && c.iter().any(|w| w.ends_with("#deploy")) && c.iter().any(|w| w.contains(text))
+        })
         .count()
 }
 
@@ -275,7 +304,7 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
     // The closures the deploy should install (plan builds nothing; the paths are known after eval).
     let p = plan(dir, &["plan", "-s", "--targets", ".#a", ".#b", ".#c"]);
 
-    let mut args = vec!["--debug-logs", "--confirm-timeout", "10"];
+    let mut args = vec!["--debug-logs", "--confirm-timeout", "10", "--eval-jobs", "1"];
     if !checks {
         args.push("-s");
     }
@@ -290,9 +319,15 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
             .join("\n")
     };
     assert_eq!(
-        deploy_evals(&cmds),
+        settings_evals(&cmds),
         1,
-        "exactly one evaluation of the flake; commands:\n{}",
+        "exactly one evaluation of the settings; commands:\n{}",
+        shown()
+    );
+    assert_eq!(
+        path_evals(&cmds),
+        1,
+        "one evaluator process for the three nodes (--eval-jobs 1); commands:\n{}",
         shown()
     );
     assert!(
@@ -306,21 +341,22 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
         "no other nix eval; commands:\n{}",
         shown()
     );
-    assert_eq!(
-        count(&cmds, &["build"]),
-        1,
-        "exactly one nix build for three profiles; commands:\n{}",
-        shown()
-    );
-    let build = cmds.iter().find(|c| is_nix(c, &["build"])).unwrap();
-    for n in ["a", "b", "c"] {
+    // One build per node, of the derivation the evaluation produced: nothing is evaluated again.
+    let builds: Vec<&Vec<String>> = cmds.iter().filter(|c| is_nix(c, &["build"])).collect();
+    assert_eq!(builds.len(), 3, "one nix build per node; commands:\n{}", shown());
+    for b in &builds {
         assert!(
-            build
-                .iter()
-                .any(|w| w.contains(&format!("deploy.nodes.{n}.profiles.web.path"))),
-            "the one build includes {n}: {build:?}"
+            b.iter().any(|w| w.starts_with("/nix/store/") && w.contains(".drv"))
+                && !b.iter().any(|w| w.contains("#deploy")),
+            "a build of the evaluated derivation, not of a flake attribute: {b:?}"
         );
     }
+    assert_eq!(
+        count(&cmds, &["flake", "metadata"]),
+        1,
+        "the flake's revision is asked once; commands:\n{}",
+        shown()
+    );
     assert_eq!(
         count(&cmds, &["flake", "check"]),
         usize::from(checks),
@@ -346,7 +382,7 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
 }
 
 #[test]
-fn three_targets_one_eval_one_build_real_fleet() {
+fn three_targets_one_settings_eval_one_path_eval_and_a_build_per_node_real_fleet() {
     // A skipped test must not pass: the fleet needs root, so say so and fail.
     assert!(
         is_root(),

@@ -234,6 +234,5 @@ fn a_path_that_is_not_a_store_path_fails_its_node_before_any_login_and_plan_refu
     let (code, _, stderr) = deploy(dir.path(), &["plan", ".", "-s"]);
     assert_eq!(code, 1, "{stderr}");
     let first = stderr.lines().find(|l| l.starts_with("rollout: error: ")).unwrap_or("");
-    assert!(first.contains("evaluating node `a`"), "{stderr}");
-    assert!(stderr.contains(want), "{stderr}");
+    assert!(first.contains(want), "{stderr}");
 }

@@ -39,7 +39,7 @@ fn commands_of(err: &str, prog: &str) -> usize {
 }
 
 #[test]
-fn file_mode_reads_default_nix_with_nix_instantiate_and_builds_once_with_nix_build() {
+fn file_mode_reads_default_nix_with_nix_instantiate_and_builds_with_nix_build() {
     let mut env = Env::new(1);
     env.flake
         .node("host1", "host1")
@@ -67,7 +67,12 @@ fn file_mode_reads_default_nix_with_nix_instantiate_and_builds_once_with_nix_bui
     );
     assert!(!env.exists("host1", HELLO_APP), "only host1.system was selected");
     assert!(env.markers("host1", "app").is_empty());
-    assert_eq!(commands_of(&err, "nix-instantiate"), 1, "one nix-instantiate: {err}");
+    // The settings, then the selected node's paths: no flake command in between.
+    assert_eq!(
+        commands_of(&err, "nix-instantiate"),
+        2,
+        "one nix-instantiate for the settings, one for the node: {err}"
+    );
     assert!(
         !err.contains("running: nix eval") && !err.contains(" eval --json"),
         "no nix eval in file mode: {err}"

@@ -7,12 +7,24 @@ use crate::events::{Phase, State};
 use crate::exec::{ExecError, Runner};
 use crate::nix::{self, NixContext};
 use crate::plan::Deployment;
+use crate::target::quote_attr;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("building the profiles failed:\n{0}")]
     Build(String),
+    #[error(
+        "deploy.nodes.{}.profiles.{}.path is not a derivation (a plain string such as \"/etc\", or a store path \
+         that Nix cannot build): `{closure}`; expected a profile built by lib.<system>.activate.* (or a Nix path)\n{nix}",
+        quote_attr(node), quote_attr(profile)
+    )]
+    NotBuildable {
+        node: String,
+        profile: String,
+        closure: String,
+        nix: String,
+    },
     #[error(
         "profile `{profile}` of node `{node}`: {closure} has no `deploy-rs-activate`; build the profile with \
              rollout's (or deploy-rs's) lib.<system>.activate.* so that it knows how to activate itself"
@@ -67,7 +79,7 @@ pub fn build_local(
         if let Err(e) = runner.checked(&argv, "nix build") {
             rep.phase(Phase::Build, State::Failed, None);
             return Err(match e {
-                ExecError::Failed { .. } => BuildError::Build(e.stderr().trim().to_string()),
+                ExecError::Failed { .. } => failed(deployments, e.stderr().trim()),
                 other => other.into(),
             });
         }
@@ -95,6 +107,20 @@ pub fn build_local(
     }
     rep.phase(Phase::Build, State::Succeeded, None);
     Ok(())
+}
+
+/// Why a build failed: a `path` that is a plain store path Nix cannot produce names its attribute;
+/// anything else is Nix's text.
+fn failed(deployments: &[&Deployment], nix: &str) -> BuildError {
+    match deployments.iter().find(|d| d.drv.is_none() && nix.contains(&d.closure)) {
+        Some(d) => BuildError::NotBuildable {
+            node: d.node.clone(),
+            profile: d.profile.clone(),
+            closure: d.closure.clone(),
+            nix: nix.to_string(),
+        },
+        None => BuildError::Build(nix.to_string()),
+    }
 }
 
 /// The Nix calls that build `wanted` (derivations, or plain store paths to make valid).

@@ -22,7 +22,7 @@ pub enum EvalError {
     Checks { flake: String, nix: String },
     #[error("evaluating the `deploy` output of `{flake}` failed:\n{nix}")]
     Eval { flake: String, nix: String },
-    #[error("evaluating node `{node}` of `{flake}` failed:\n{message}")]
+    #[error("{}", super::stream::failure_text(node, Some(flake), message))]
     Node {
         flake: String,
         node: String,

@@ -276,7 +276,7 @@ fn ready(shared: &Shared, name: &str, deps: &[&Deployment]) -> Result<Vec<Deploy
                         d.drv.clone_from(&e.drv);
                     }
                 }
-                Some(Err(m)) => return Err((Phase::Evaluate, format!("evaluating node `{name}` failed:\n{m}"))),
+                Some(Err(m)) => return Err((Phase::Evaluate, stream::failure_text(name, None, &m))),
                 None => return Err((Phase::Evaluate, "not evaluated: the run is stopping".into())),
             }
         }

@@ -325,6 +325,18 @@ pub fn fill(plan: &mut Plan, results: &HashMap<NodeKey, NodeResult>) -> Result<(
     }
 }
 
+/// How a node's failed evaluation reads: a problem with a `path` names its attribute itself;
+/// Nix's text goes below rollout's line.
+pub fn failure_text(node: &str, flake: Option<&str>, message: &str) -> String {
+    if message.starts_with("deploy.nodes.") {
+        return message.to_string();
+    }
+    match flake {
+        Some(f) => format!("evaluating node `{node}` of `{f}` failed:\n{message}"),
+        None => format!("evaluating node `{node}` failed:\n{message}"),
+    }
+}
+
 /// The first JSON value at the start of `s` (what follows it, such as a colour reset, is ignored).
 fn first_json(s: &str) -> Option<Value> {
     serde_json::Deserializer::from_str(s).into_iter::<Value>().next()?.ok()

@@ -107,8 +107,10 @@ pub fn revisions(prepared: &Prepared, reporter: &Reporter) -> HashMap<String, St
         return out;
     }
     let runner = Runner::new(reporter.clone());
+    let mut asked = std::collections::HashSet::new();
     for d in &prepared.plan.deployments {
-        if out.contains_key(&d.flake) {
+        // Once per flake, also when it has no revision.
+        if !asked.insert(d.flake.as_str()) {
             continue;
         }
         let Ok(c) = runner.capture(&prepared.ctx.flake_metadata(&d.flake)) else {
