@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-mod latency;
 mod eval_cost;
+mod latency;
 
 use clap::Parser;
 use rollout_lab::profiles::{fresh_salt, FlakeBuilder, Profile};
