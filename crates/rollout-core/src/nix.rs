@@ -63,10 +63,14 @@ impl NixContext {
             .args(self.extra_args.iter().cloned())
     }
 
-    /// One evaluation of a flake's `deploy` output through a selecting `--apply` lambda.
+    /// One evaluation of a flake's `deploy` output through an `--apply` lambda. Without the
+    /// evaluation cache: an `--apply` result is never cached anyway, and several evaluators of one
+    /// flake at once race on its SQLite file (Nix 2.8 then reports the `deploy` attribute as
+    /// "unexpectedly missing").
     pub fn eval_flake(&self, flake: &str, apply: &str) -> Argv {
         nix()
-            .args(["eval", "--json", &format!("{flake}#deploy"), "--apply", apply])
+            .args(["eval", "--option", "eval-cache", "false", "--json"])
+            .args([&format!("{flake}#deploy"), "--apply", apply])
             .args(self.extra_args.iter().cloned())
     }
 
@@ -243,6 +247,9 @@ mod tests {
                 "--extra-experimental-features",
                 "nix-command flakes",
                 "eval",
+                "--option",
+                "eval-cache",
+                "false",
                 "--json",
                 "./f#deploy",
                 "--apply",
