@@ -260,8 +260,21 @@ pub fn query(spec: &ProfileSpec, temp_path: &Path) -> i32 {
         Err(e) => crate::error(&format!("{e}; showing no deploy records")),
     }
     report.pending = Root::pending_for(temp_path, &profile);
+    report.in_flight = Some(in_flight(&profile));
     out(format!("{}\n", report.line()).as_bytes());
     0
+}
+
+/// Whether a deploy of `profile` may be under way, from any temp path or deployer: its lock file
+/// names a holder (a holder empties it when it lets go; one killed leaves its name, which only
+/// costs a skipped shortcut) or its pending marker exists. Anything unreadable counts as yes.
+fn in_flight(profile: &Path) -> bool {
+    let holder = crate::lock::lock_path(profile).map(|p| match std::fs::read(&p) {
+        Ok(data) => data.iter().any(|b| !b.is_ascii_whitespace()),
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    });
+    let marker = crate::pending::read(profile).map(|m| m.is_some());
+    holder.unwrap_or(true) || marker.unwrap_or(true)
 }
 
 /// `recover`: undo unconfirmed deploys whose agent is gone — of one profile, or (`None`, the

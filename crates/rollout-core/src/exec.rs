@@ -288,6 +288,28 @@ impl ExecError {
     }
 }
 
+/// Until `done`: once `stop` is set, SIGTERM child `pid` (not yet reaped: the caller reaps it
+/// after `done`), and SIGKILL it if its output has not ended 2 s later.
+fn end_when(stop: &std::sync::atomic::AtomicBool, done: &std::sync::atomic::AtomicBool, pid: u32) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut termed: Option<Instant> = None;
+    let mut killed = false;
+    while !done.load(SeqCst) {
+        let sig = match termed {
+            None if stop.load(SeqCst) => Some(libc::SIGTERM),
+            Some(t) if !killed && t.elapsed() > Duration::from_secs(2) => Some(libc::SIGKILL),
+            _ => None,
+        };
+        if let Some(sig) = sig {
+            // SAFETY: kill(2) on our own child, which is not reaped before `done`.
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+            killed = termed.is_some();
+            termed.get_or_insert_with(Instant::now);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[derive(Debug)]
 pub struct Captured {
     pub status: ExitStatus,
@@ -400,6 +422,19 @@ impl Runner {
         stdin: Option<&str>,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<(ExitStatus, String), ExecError> {
+        self.stream_until(role, argv, stdin, on_line, None)
+    }
+
+    /// [`Runner::stream_as`] that ends the child (SIGTERM, then SIGKILL 2 s later) once `stop`
+    /// is set: work that turned out not to be needed (a copy to a target that has it all).
+    pub fn stream_until(
+        &self,
+        role: Role,
+        argv: &Argv,
+        stdin: Option<&str>,
+        on_line: &(dyn Fn(&str) + Sync),
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(ExitStatus, String), ExecError> {
         self.announce(argv);
         let mut cmd = command(argv);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -412,7 +447,13 @@ impl Runner {
         }
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+        let pid = child.id();
+        let output_done = std::sync::atomic::AtomicBool::new(false);
         let err_tail = std::thread::scope(|s| {
+            if let Some(stop) = stop {
+                // The child is reaped only after this scope, so its pid cannot be reused meanwhile.
+                s.spawn(|| end_when(stop, &output_done, pid));
+            }
             let h = s.spawn(move || {
                 let mut kept = Vec::new();
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -427,7 +468,9 @@ impl Runner {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 on_line(&line);
             }
-            h.join().unwrap_or_default()
+            let tail = h.join().unwrap_or_default();
+            output_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            tail
         });
         let status = reap(&mut child).map_err(|e| ExecError::Spawn {
             argv: argv.to_string(),

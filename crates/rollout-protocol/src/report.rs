@@ -4,7 +4,7 @@
 use crate::command::Origin;
 use crate::status::{State, Status};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Prefix of the line that carries a [`ProfileReport`].
 pub const QUERY_PREFIX: &str = "ROLLOUT-QUERY ";
@@ -53,6 +53,11 @@ pub struct ProfileReport {
     pub records: Vec<Record>,
     /// Deploys of this profile that have not ended (activating, awaiting confirmation).
     pub pending: Vec<Status>,
+    /// Whether any deploy of the profile may be under way, whatever its temp path or deployer:
+    /// the profile's lock file names a holder, or its pending marker exists. `None` from agents
+    /// that do not look (before this field existed): unknown, so nothing may be assumed.
+    #[serde(default)]
+    pub in_flight: Option<bool>,
 }
 
 /// How many records a profile keeps: the history stays small however often it is deployed.
@@ -76,6 +81,24 @@ impl ProfileReport {
     /// The record of the deploy that made generation `n`, the latest one if several did.
     pub fn record_of(&self, n: u64) -> Option<&Record> {
         self.records.iter().rev().find(|r| r.generation == Some(n))
+    }
+
+    /// The generation the profile runs when it already runs `closure` and nothing can change
+    /// that on its own: the deploy that made the generation ended confirmed (or activated, without
+    /// magic rollback) with this very closure, and no deploy of the profile is under way. The
+    /// worker's rule for an unchanged profile (`--skip-unchanged`), which it applies under the
+    /// profile's lock; `in_flight` stands for that lock here, so an unknown `in_flight` is a no.
+    pub fn runs_confirmed(&self, closure: &Path) -> Option<u64> {
+        if self.in_flight != Some(false) || !self.pending.is_empty() {
+            return None;
+        }
+        let current = self.current_generation()?;
+        let record = self.record_of(current.number)?;
+        let same = |p: &Path| p == closure;
+        (same(&current.path)
+            && record.closure.as_deref().is_some_and(same)
+            && matches!(record.state, State::Confirmed | State::Activated))
+        .then_some(current.number)
     }
 
     /// The newest existing generation older than the current one: where a rollback goes.
@@ -132,5 +155,73 @@ mod tests {
             ..Default::default()
         };
         assert!(first.previous_generation().is_none(), "nothing to roll back to");
+    }
+
+    #[test]
+    fn a_profile_runs_a_closure_confirmed_only_when_its_record_says_so_and_nothing_is_under_way() {
+        let closure = Path::new("/nix/store/x-4");
+        let record = |state, closure: &str| Record {
+            id: "d1".into(),
+            time: "t".into(),
+            state,
+            generation: Some(4),
+            previous: Some(2),
+            closure: Some(closure.into()),
+            origin: Origin::default(),
+            seen_from: String::new(),
+            message: String::new(),
+        };
+        let quiet = ProfileReport {
+            current: Some(4),
+            generations: vec![generation(2), generation(4)],
+            records: vec![record(State::Confirmed, "/nix/store/x-4")],
+            in_flight: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(quiet.runs_confirmed(closure), Some(4));
+        assert_eq!(
+            quiet.runs_confirmed(Path::new("/nix/store/x-2")),
+            None,
+            "another closure"
+        );
+        let unknown = ProfileReport {
+            in_flight: None,
+            ..quiet.clone()
+        };
+        assert_eq!(
+            unknown.runs_confirmed(closure),
+            None,
+            "an agent that does not look at the lock"
+        );
+        let busy = ProfileReport {
+            in_flight: Some(true),
+            ..quiet.clone()
+        };
+        assert_eq!(
+            busy.runs_confirmed(closure),
+            None,
+            "a deploy under way may still roll back"
+        );
+        let rolled = ProfileReport {
+            records: vec![record(State::RolledBack, "/nix/store/x-4")],
+            ..quiet.clone()
+        };
+        assert_eq!(rolled.runs_confirmed(closure), None);
+        // Nix reuses generation numbers: a record of an earlier generation 4 with another closure.
+        let reused = ProfileReport {
+            records: vec![record(State::Confirmed, "/nix/store/old-4")],
+            ..quiet.clone()
+        };
+        assert_eq!(reused.runs_confirmed(closure), None);
+        let unrecorded = ProfileReport {
+            records: vec![],
+            ..quiet.clone()
+        };
+        assert_eq!(unrecorded.runs_confirmed(closure), None, "set by hand or by deploy-rs");
+        let pending = ProfileReport {
+            pending: vec![Status::new("d2", None, Some(closure.into()), "")],
+            ..quiet
+        };
+        assert_eq!(pending.runs_confirmed(closure), None);
     }
 }

@@ -178,7 +178,7 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
         .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     assert_eq!(env.markers("host1", "system").len(), 1);
-    let out = env.rollout("#host1", &["--json"]);
+    let out = env.rollout("#host1", &["--json", "--debug-logs"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let events = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -186,6 +186,10 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
             .lines()
             .any(|l| l.contains(r#""event":"outcome""#) && l.contains(r#""outcome":"unchanged""#)),
         "reported unchanged: {events}"
+    );
+    assert!(
+        agent_calls(&events, "activate").is_empty(),
+        "the push phase's query found it unchanged: no agent activation call at all: {events}"
     );
     assert!(
         !events.contains(r#""phase":"confirm""#),
@@ -196,6 +200,50 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
     let out = env.rollout("#host1", &["--reactivate"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.markers("host1", "system").len(), 2, "--reactivate activates");
+}
+
+/// The `--debug-logs` command events of `events` (rollout --json) that run the agent's `verb`.
+fn agent_calls(events: &str, verb: &str) -> Vec<String> {
+    events
+        .lines()
+        .filter(|l| l.contains(r#""event":"command""#) && l.contains("rollout-agent"))
+        .filter(|l| l.contains(&format!(" {verb} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_profile_whose_lock_names_a_holder_is_left_to_the_agent_which_decides_under_the_lock() {
+    let mut env = Env::new(1);
+    env.flake
+        .node("host1", "host1")
+        .profile("system", marker("system").setting("user", json!("root")));
+    assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
+    // What a worker writes while it holds the lock (here without the flock itself, so the agent
+    // gets the lock at once): the query cannot tell that no deploy is under way.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let holder = json!({"id": "other", "pid": 1, "deployer": "someone", "started_at": now, "ends_by": now + 60});
+    let o = env.fleet.exec(
+        "host1",
+        &["sh", "-c", &format!("echo '{holder}' > {SYSTEM}.rollout-lock")],
+    );
+    assert!(o.unwrap().status.success());
+    let out = env.rollout("#host1", &["--json", "--debug-logs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        agent_calls(&events, "activate").len(),
+        1,
+        "a deploy that may be under way is not judged from a query: the agent decides: {events}"
+    );
+    assert!(
+        events.contains(r#""outcome":"unchanged""#),
+        "and finds it unchanged under the lock: {events}"
+    );
+    assert_eq!(env.markers("host1", "system").len(), 1, "no activation ran");
 }
 
 #[test]

@@ -125,6 +125,17 @@ pub fn run_copy(
     argv: &Argv,
     sizes: &HashMap<String, u64>,
 ) -> Result<CopyStats, String> {
+    run_copy_until(runner, rep, argv, sizes, None)
+}
+
+/// [`run_copy`], ended early once `stop` is set (the target turned out to have everything).
+pub fn run_copy_until(
+    runner: &Runner,
+    rep: &Reporter,
+    argv: &Argv,
+    sizes: &HashMap<String, u64>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<CopyStats, String> {
     struct St {
         open: HashMap<u64, String>,
         stats: CopyStats,
@@ -135,7 +146,7 @@ pub fn run_copy(
         stats: CopyStats::default(),
         errors: Vec::new(),
     });
-    let r = runner.stream(argv, None, &|line| {
+    let on_line = |line: &str| {
         let mut s = st.lock().unwrap();
         match parse_line(line) {
             LogLine::CopyStarted { id, path } => {
@@ -155,7 +166,8 @@ pub fn run_copy(
             LogLine::Error(e) => s.errors.push(e),
             LogLine::Other => {}
         }
-    });
+    };
+    let r = runner.stream_until(crate::exec::Role::Work, argv, None, &on_line, stop);
     let s = st.into_inner().unwrap();
     match r {
         Ok((status, _)) if status.success() => Ok(s.stats),

@@ -3,6 +3,7 @@
 //! one fresh login confirms them all.
 
 use super::outcome::{activation_failure, activation_success, ActivationEnd, FailureContext};
+use super::push::Unchanged;
 use super::{agent_call, call_for, groups, Activated, NodeCx, Pending, ProfileResult};
 use crate::deploy::agent::{self, elevation_of, profile_ref, ActivateArgs};
 use crate::deploy::Shared;
@@ -30,7 +31,9 @@ enum Step<'a> {
     Failed(ProfileResult),
 }
 
-pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment]) -> Activations<'a> {
+/// `unchanged`: profiles the push phase found running their closure, confirmed; they end
+/// unchanged without an agent call, as the agent would have ended them.
+pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment], unchanged: &Unchanged) -> Activations<'a> {
     let mut act = Activations {
         pending: Vec::new(),
         done: Vec::new(),
@@ -40,6 +43,14 @@ pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment]) -> Activations<'a>
         if cx.shared.stopping() {
             act.failure = Some("another node of this run failed".to_string());
             break;
+        }
+        if let Some(&n) = unchanged.get(&d.profile) {
+            let prep = cx.rep.for_profile(cx.node, &d.profile);
+            prep.phase(Phase::Activate, State::Started, None);
+            prep.phase(Phase::Activate, State::Succeeded, Some("unchanged".into()));
+            act.done
+                .push(cx.end(&d.profile, Outcome::Unchanged, &unchanged_message(Some(n)), None));
+            continue;
         }
         match activate_one(cx, d, &act.pending) {
             Step::Pending(p) => act.pending.push(p),
@@ -171,13 +182,7 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
         }
         (Some(0), Some("unchanged")) => {
             prep.phase(Phase::Activate, State::Succeeded, Some("unchanged".into()));
-            let msg = format!(
-                "unchanged: already runs this closure{}, confirmed; not re-activated (--reactivate does)",
-                status
-                    .and_then(|s| s.previous_generation)
-                    .map(|n| format!(" (generation {n})"))
-                    .unwrap_or_default()
-            );
+            let msg = unchanged_message(status.and_then(|s| s.previous_generation));
             Step::Done(cx.end(&d.profile, Outcome::Unchanged, &msg, None))
         }
         (Some(0), Some(_)) => {
@@ -208,6 +213,14 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
             Step::Failed(cx.end(&d.profile, outcome, &msg, None))
         }
     }
+}
+
+/// How an unchanged profile is reported, whether the agent or the push phase's query found it.
+fn unchanged_message(generation: Option<u64>) -> String {
+    format!(
+        "unchanged: already runs this closure{}, confirmed; not re-activated (--reactivate does)",
+        generation.map(|n| format!(" (generation {n})")).unwrap_or_default()
+    )
 }
 
 /// Extend the confirmation window of the waiting profiles (a third of the shortest one, at least

@@ -258,9 +258,10 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     };
     let mut done = Vec::new();
     let keys = keys.unwrap_or_default();
+    let mut unchanged = push::Unchanged::new();
     if let Some(why) = err {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
-    } else if let Err(why) = push::push(&cx, deps) {
+    } else if let Err(why) = push::push(&cx, deps).map(|u| unchanged = u) {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
     } else if shared.opts.keys_only {
         let all: Vec<_> = keys.pre.iter().chain(&keys.post).cloned().collect();
@@ -277,7 +278,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let msg = format!("{why}; nothing was activated on this node");
         cx.end_rest(deps, &mut done, Outcome::Failed, &msg);
     } else {
-        let act = activate::activate_all(&cx, deps);
+        let act = activate::activate_all(&cx, deps, &unchanged);
         done = settle(&cx, deps, act, &keys.post);
     }
     NodeRun {
