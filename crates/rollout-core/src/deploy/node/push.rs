@@ -49,8 +49,13 @@ pub fn push(cx: &NodeCx, deps: &[&Deployment]) -> Result<Unchanged, String> {
 /// target reached over SSH, with a closure built here.
 fn probed(cx: &NodeCx, d: &Deployment) -> bool {
     let o = &cx.shared.opts;
-    !(o.reactivate || o.dry_activate || o.boot || o.closures_on_target || o.keys_only || o.local)
-        && !d.settings.remote_build
+    !(o.reactivate
+        || o.dry_activate
+        || o.boot
+        || o.closures_on_target
+        || o.keys_only
+        || o.local
+        || d.settings.remote_build)
 }
 
 /// One `query` per profile of host `hi`, all at once (one round trip together): the profiles
