@@ -235,5 +235,11 @@ fn json_events_describe_every_phase() {
         .lines()
         .map(|l| serde_json::from_str(l).expect(l))
         .collect();
-    assert_eq!(copy_msg(&events), "all paths already present");
+    // Whichever ends first: the copy finding everything there, or the push phase's query finding
+    // the profile unchanged (which ends the copy).
+    let msg = copy_msg(&events);
+    assert!(
+        msg == "all paths already present" || msg == "not needed: every profile already runs its closure",
+        "{msg}"
+    );
 }
