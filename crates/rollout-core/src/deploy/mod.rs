@@ -11,7 +11,7 @@ pub mod stream;
 
 use crate::events::{Outcome, Phase, Reporter};
 use crate::exec::Runner;
-use crate::host::connection::SocketDir;
+use crate::host::connection::{EarlyMasters, SocketDir};
 use crate::nix::NixContext;
 use crate::plan::{Deployment, Plan};
 use crate::secret::Secret;
@@ -115,6 +115,8 @@ pub struct Shared {
     pub passwords: HashMap<String, Secret>,
     pub sockets: SocketDir,
     pub next_socket: AtomicUsize,
+    /// Masters started before their node's turn (see [`node::connect_early`]).
+    pub early: EarlyMasters,
     /// NAR sizes of everything that may be copied (for byte counts), added per node once built.
     pub nar_sizes: Mutex<HashMap<String, u64>>,
     /// The nodes' evaluations, when the plan came without its closures.
@@ -215,13 +217,16 @@ pub fn run(
         passwords,
         sockets: SocketDir::create().map_err(RunError::Sockets)?,
         next_socket: AtomicUsize::new(0),
+        early: EarlyMasters::default(),
         nar_sizes: Mutex::new(nar_sizes),
         pool,
         stop: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
     let nodes = group_by_node(plan);
+    node::connect_early(&shared, &nodes);
     let runs = run_nodes(&shared, &nodes);
+    shared.early.clear();
     if let Some(p) = &shared.pool {
         p.cancel();
         p.wait_all();

@@ -80,38 +80,75 @@ pub struct Master {
     child: Mutex<Option<Proc>>,
 }
 
-impl Master {
-    /// Open the master and wait until it is authenticated.
-    pub fn open(
-        runner: &Runner,
-        rep: &Reporter,
-        ep: &Endpoint,
-        dir: &Path,
-        index: usize,
-    ) -> Result<Master, ConnectError> {
-        let socket = dir.join(format!("m{index}")).display().to_string();
-        rep.phase(
-            Phase::Connect,
-            State::Started,
-            Some(format!("connecting to {}", ep.destination())),
-        );
-        let mut child = runner.spawn(&ssh::master(ep, &socket))?;
-        let started = Instant::now();
+/// Masters started ahead of their nodes, by endpoint, until a node takes its own.
+#[derive(Default)]
+pub struct EarlyMasters {
+    started: Mutex<Vec<Starting>>,
+}
+
+impl EarlyMasters {
+    pub fn add(&self, s: Starting) {
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+
+    /// The master started for `ep`, if one was.
+    pub fn take(&self, ep: &Endpoint) -> Option<Starting> {
+        let mut v = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let i = v.iter().position(|s| &s.endpoint == ep)?;
+        Some(v.swap_remove(i))
+    }
+
+    /// End the masters no node took (their node was not deployed after all).
+    pub fn clear(&self) {
+        let left = std::mem::take(&mut *self.started.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(left);
+    }
+}
+
+/// A master connection that was started and may not be authenticated yet: [`Starting::wait`]
+/// makes it a [`Master`]. Started ahead of its node (while the node's closures are evaluated and
+/// built), a login costs the node no time of its own.
+pub struct Starting {
+    endpoint: Endpoint,
+    socket: String,
+    /// Taken by [`Starting::wait`]; ended on drop when nobody waited for it.
+    child: Option<Proc>,
+    started: Instant,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.signal(libc::SIGTERM);
+            c.end_within(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Starting {
+    /// Wait until the master is authenticated (its control socket exists), it failed, or 60 s
+    /// have passed since it was started.
+    pub fn wait(mut self, rep: &Reporter) -> Result<Master, ConnectError> {
+        let (endpoint, socket, started) = (self.endpoint.clone(), self.socket.clone(), self.started);
+        let Some(mut child) = self.child.take() else {
+            unreachable!("a Starting is waited for once, by value");
+        };
+        let failed = |detail: String| {
+            rep.phase(Phase::Connect, State::Failed, None);
+            Err(ConnectError::Failed {
+                dest: endpoint.destination(),
+                detail,
+            })
+        };
         loop {
             if let Some(status) = child.try_wait() {
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr() {
                     let _ = e.read_to_string(&mut err);
                 }
-                rep.phase(Phase::Connect, State::Failed, None);
-                let detail = if err.trim().is_empty() {
-                    format!("ssh exited with {status}")
-                } else {
-                    err.trim().to_string()
-                };
-                return Err(ConnectError::Failed {
-                    dest: ep.destination(),
-                    detail,
+                return failed(match err.trim() {
+                    "" => format!("ssh exited with {status}"),
+                    e => e.to_string(),
                 });
             }
             // OpenSSH creates the control socket (under a temporary name, then renamed) only
@@ -121,20 +158,52 @@ impl Master {
             }
             if started.elapsed() > Duration::from_secs(60) {
                 child.end_within(Duration::ZERO);
-                rep.phase(Phase::Connect, State::Failed, None);
-                return Err(ConnectError::Failed {
-                    dest: ep.destination(),
-                    detail: "timed out after 60 s".into(),
-                });
+                return failed("timed out after 60 s".into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         rep.phase(Phase::Connect, State::Succeeded, None);
         Ok(Master {
-            endpoint: ep.clone(),
+            endpoint,
             socket,
             child: Mutex::new(Some(child)),
         })
+    }
+}
+
+impl Master {
+    /// Start the master (socket `m<index>` in `dir`) without waiting for it.
+    pub fn start(
+        runner: &Runner,
+        rep: &Reporter,
+        ep: &Endpoint,
+        dir: &Path,
+        index: usize,
+    ) -> Result<Starting, ConnectError> {
+        let socket = dir.join(format!("m{index}")).display().to_string();
+        rep.phase(
+            Phase::Connect,
+            State::Started,
+            Some(format!("connecting to {}", ep.destination())),
+        );
+        let child = runner.spawn(&ssh::master(ep, &socket))?;
+        Ok(Starting {
+            endpoint: ep.clone(),
+            socket,
+            child: Some(child),
+            started: Instant::now(),
+        })
+    }
+
+    /// Open the master and wait until it is authenticated.
+    pub fn open(
+        runner: &Runner,
+        rep: &Reporter,
+        ep: &Endpoint,
+        dir: &Path,
+        index: usize,
+    ) -> Result<Master, ConnectError> {
+        Master::start(runner, rep, ep, dir, index)?.wait(rep)
     }
 
     /// Is the connection still up? (It goes down when the target cut itself off.)

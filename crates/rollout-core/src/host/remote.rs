@@ -1,7 +1,7 @@
 //! A target reached over SSH: one authenticated master connection that every command, copy and
 //! build rides on, and a new login (never multiplexed) for the confirmation.
 
-use super::connection::{ConnectError, Master};
+use super::connection::{ConnectError, Master, Starting};
 use super::Host;
 use crate::cmd::Argv;
 use crate::events::Reporter;
@@ -35,6 +35,16 @@ impl SshHost {
         let master = Master::open(runner, rep, endpoint, sockets, index)?;
         Ok(SshHost {
             endpoint: endpoint.clone(),
+            socket: master.socket.clone(),
+            master: Some(master),
+        })
+    }
+
+    /// The host behind a master started earlier ([`Master::start`]), once it is authenticated.
+    pub fn connected(starting: Starting, rep: &Reporter) -> Result<SshHost, ConnectError> {
+        let master = starting.wait(rep)?;
+        Ok(SshHost {
+            endpoint: master.endpoint.clone(),
             socket: master.socket.clone(),
             master: Some(master),
         })

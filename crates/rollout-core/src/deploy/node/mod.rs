@@ -17,6 +17,7 @@ use super::agent::{AgentStatus, ProfileRef};
 use super::Shared;
 use crate::events::{Outcome, Reporter};
 use crate::exec::Runner;
+use crate::host::connection::Master;
 use crate::host::{Host, LocalHost, SshHost};
 use crate::plan::Deployment;
 use crate::secret::Secret;
@@ -226,13 +227,52 @@ fn connect(
         return (endpoints, hosts, None);
     }
     for ep in &endpoints {
-        let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
-        match SshHost::connect(runner, rep, ep, &shared.sockets.path, idx) {
+        let connected = match shared.early.take(ep) {
+            Some(started) => SshHost::connected(started, rep),
+            None => {
+                let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
+                SshHost::connect(runner, rep, ep, &shared.sockets.path, idx)
+            }
+        };
+        match connected {
             Ok(h) => hosts.push(Arc::new(h)),
             Err(e) => return (endpoints, hosts, Some(e.to_string())),
         }
     }
     (endpoints, hosts, None)
+}
+
+/// Start the master logins of the nodes that deploy first (the first wave, up to `--parallel`)
+/// before their turn: the login then overlaps their evaluation and build instead of adding its
+/// round trips to each node's own. Nodes with keys are left out, since a key that cannot be read
+/// must stop its node before anything is contacted. See docs/agent-protocol.md, "Round trips".
+pub fn connect_early(shared: &Shared, nodes: &[(String, Vec<&Deployment>)]) {
+    if shared.opts.local {
+        return;
+    }
+    let first = match shared.opts.canary {
+        0 => nodes.len(),
+        c => c.min(nodes.len()),
+    };
+    let mut started: Vec<&Endpoint> = Vec::new();
+    for (node, deps) in nodes[..first].iter().take(shared.opts.parallel.max(1)) {
+        if deps.iter().any(|d| !d.settings.keys.is_empty()) {
+            continue;
+        }
+        let rep = shared.runner.reporter.for_node(node);
+        let runner = Runner::new(rep.clone());
+        for d in deps {
+            if started.contains(&&d.endpoint) {
+                continue;
+            }
+            started.push(&d.endpoint);
+            let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
+            // A master that cannot even start is left to the node's own connect, which says why.
+            if let Ok(s) = Master::start(&runner, &rep, &d.endpoint, &shared.sockets.path, idx) {
+                shared.early.add(s);
+            }
+        }
+    }
 }
 
 pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
