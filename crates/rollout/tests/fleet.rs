@@ -184,8 +184,10 @@ fn a_host_with_three_profiles_costs_at_most_two_ssh_authentications() {
     }
 }
 
+/// Also: the master login starts while the node is still evaluated and built (its round trips
+/// overlap local work instead of following it).
 #[test]
-fn the_master_login_starts_while_the_node_is_still_evaluated_and_built() {
+fn json_events_describe_every_phase() {
     let mut env = Env::new(1);
     fleet_flake(&mut env, 1, 0.0, None);
     let out = env.rollout("", &["--json"]);
@@ -201,24 +203,11 @@ fn the_master_login_starts_while_the_node_is_still_evaluated_and_built() {
             .and_then(|e| e["time"].as_f64())
             .unwrap_or_else(|| panic!("no {phase} {state} event in {events:?}"))
     };
-    // The login's round trips overlap local work instead of following it.
     assert!(
         time("connect", "started") < time("build", "succeeded"),
-        "connect started before the build ended: {events:?}"
+        "the master login started before the build ended: {events:?}"
     );
     assert!(time("connect", "succeeded") <= time("copy", "started"));
-}
-
-#[test]
-fn json_events_describe_every_phase() {
-    let mut env = Env::new(1);
-    fleet_flake(&mut env, 1, 0.0, None);
-    let out = env.rollout("", &["--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect(l))
-        .collect();
     let phases: Vec<String> = events
         .iter()
         .filter(|e| e["event"] == "phase" && e["state"] == "succeeded")
