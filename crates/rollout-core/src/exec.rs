@@ -289,18 +289,43 @@ impl ExecError {
 }
 
 /// Until `done`: once `stop` is set, SIGKILL child `pid` (not yet reaped: the caller reaps it
-/// after `done`). Its work is not needed, so nothing half-done matters, and a polite SIGTERM
-/// would let it close its connection first: one more network round trip for nothing.
+/// after `done`) and the children it started. Its work is not needed, so nothing half-done
+/// matters; a polite SIGTERM would let it close its connection first, and a child left alive
+/// (`nix copy`'s ssh) would close it when it sees its input end: network round trips for nothing.
 fn end_when(stop: &std::sync::atomic::AtomicBool, done: &std::sync::atomic::AtomicBool, pid: u32) {
     use std::sync::atomic::Ordering::SeqCst;
     while !done.load(SeqCst) {
         if stop.load(SeqCst) {
-            // SAFETY: kill(2) on our own child, which is not reaped before `done`.
+            // SAFETY: kill(2) on our own child, which is not reaped before `done`. Stopped, it
+            // cannot reap its own children either, so their pids stay theirs until it is killed.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+            for child in children_of(pid) {
+                // SAFETY: a child of our stopped child (see above).
+                unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) };
+            }
+            // SAFETY: as above.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The children of process `pid`, from every thread's `/proc/PID/task/TID/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter(|&c| c > 1)
+        .collect()
 }
 
 #[derive(Debug)]
@@ -500,6 +525,26 @@ impl Runner {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn unneeded_work_is_killed_with_the_children_it_started() {
+        let r = Runner::new(Reporter::silent());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        // The background sleep keeps stdout open: only killing it too ends the output.
+        let argv = Argv::new("sh").args(["-c", "sleep 60 & echo started; wait"]);
+        let started = Instant::now();
+        let (st, _) = r
+            .stream_until(
+                Role::Work,
+                &argv,
+                None,
+                &|_| stop.store(true, std::sync::atomic::Ordering::SeqCst),
+                Some(&stop),
+            )
+            .unwrap();
+        assert!(!st.success(), "killed");
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn missing_program_is_a_clear_error() {
