@@ -44,6 +44,21 @@ fn table() -> std::sync::MutexGuard<'static, Table> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Raise this process's soft limit on open files to its hard limit. A run keeps one SSH master
+/// per host open until it is settled (fleet-wide rollback uses them), each with a pipe here, so a
+/// fleet of a thousand hosts needs more than the usual soft limit of 1024. Best effort: the
+/// limit stays as it was when it cannot be read or set.
+pub fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit on a zeroed struct we own.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 /// Names of environment variables that carry sudo passwords: read once by the CLI, never passed
 /// on to any child (nix, ssh, the password command).
 pub fn is_secret_var(name: &std::ffi::OsStr) -> bool {

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     rollout_core::interrupt::install();
+    rollout_core::exec::raise_open_files_limit();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Plan(p)) => {

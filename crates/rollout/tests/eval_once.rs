@@ -341,16 +341,29 @@ fn deploy_three(fleet: &Fleet, dir: &Path, checks: bool) {
         "no other nix eval; commands:\n{}",
         shown()
     );
-    // One build per node, of the derivation the evaluation produced: nothing is evaluated again.
+    // Builds of the derivations the evaluation produced (nothing is evaluated again): at most one
+    // per node, fewer when nodes are ready together (they share a build), every node's in one.
     let builds: Vec<&Vec<String>> = cmds.iter().filter(|c| is_nix(c, &["build"])).collect();
-    assert_eq!(builds.len(), 3, "one nix build per node; commands:\n{}", shown());
-    for b in &builds {
-        assert!(
-            b.iter().any(|w| w.starts_with("/nix/store/") && w.contains(".drv"))
-                && !b.iter().any(|w| w.contains("#deploy")),
-            "a build of the evaluated derivation, not of a flake attribute: {b:?}"
-        );
-    }
+    assert!(
+        (1..=3).contains(&builds.len()),
+        "a build per node at most; commands:\n{}",
+        shown()
+    );
+    let drvs: Vec<&String> = builds
+        .iter()
+        .flat_map(|b| b.iter().filter(|w| w.starts_with("/nix/store/") && w.contains(".drv")))
+        .collect();
+    assert_eq!(
+        drvs.len(),
+        3,
+        "each node's derivation built once; commands:\n{}",
+        shown()
+    );
+    assert!(
+        !builds.iter().any(|b| b.iter().any(|w| w.contains("#deploy"))),
+        "no build of a flake attribute; commands:\n{}",
+        shown()
+    );
     assert_eq!(
         count(&cmds, &["flake", "metadata"]),
         1,

@@ -236,3 +236,24 @@ fn a_path_that_is_not_a_store_path_fails_its_node_before_any_login_and_plan_refu
     let first = stderr.lines().find(|l| l.starts_with("rollout: error: ")).unwrap_or("");
     assert!(first.contains(want), "{stderr}");
 }
+
+#[test]
+fn a_build_that_fails_fails_only_its_node() {
+    ensure_agent_built();
+    let fleet = Fleet::temp(2).expect("start test fleet");
+    let dir = tempfile::tempdir().unwrap();
+    let s = salt();
+    let broken = format!(
+        r#"builtins.derivation {{ name = "broken-{s}"; system = "{}"; builder = "/bin/sh"; args = [ "-c" "echo the build of b breaks >&2; exit 1" ]; }}"#,
+        common::system()
+    );
+    flake(dir.path(), &fleet, &broken, &s);
+    let (code, events, stderr) = deploy(dir.path(), &[".", "-s", "--json", "--keep-going", "--debug-logs"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(outcome(&events, "a").0, "deployed", "{stderr}");
+    let (b, why) = outcome(&events, "b");
+    assert_eq!(b, "failed", "{stderr}");
+    assert!(why.contains("the build of b breaks"), "{why}");
+    assert!(profile_of(&fleet, "host1").ends_with(&format!("-a-{s}")));
+    assert_eq!(fleet.sshd_auth_count("host2"), 0, "b's host was contacted");
+}

@@ -2,13 +2,16 @@
 //! their evaluation produced (nothing is evaluated again), in one Nix call; optional GC roots; a
 //! check that each closure is activatable.
 
+use super::copy;
 use super::evaluate::Mode;
 use crate::events::{Phase, State};
 use crate::exec::{ExecError, Runner};
 use crate::nix::{self, NixContext};
 use crate::plan::Deployment;
 use crate::target::quote_attr;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -54,16 +57,111 @@ pub fn installable(mode: Mode, d: &Deployment) -> String {
     }
 }
 
-/// Build the given (evaluated) deployments locally in one Nix call, keep GC roots if asked.
+/// Builds that nodes ask for at about the same time, run as one Nix call (a group commit): a node
+/// that asks while no build runs starts one with everything asked so far; a node that asks while
+/// one runs waits, and the next build takes its request with the others that came meanwhile. With
+/// cheap evaluations a fleet's nodes are ready together and share one `nix build` (and one
+/// `nix path-info`); with expensive ones each node is built as soon as it is evaluated.
+#[derive(Default)]
+pub struct Batcher {
+    state: Mutex<BatchState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct BatchState {
+    /// Requests not started: ticket, what to build, the closures it yields.
+    queue: Vec<Request>,
+    running: bool,
+    results: HashMap<u64, Batched>,
+    next: u64,
+}
+
+/// A request's result: the NAR sizes of its batch's closures, or Nix's text of its failed build.
+type Batched = Result<Arc<HashMap<String, u64>>, String>;
+
+impl Batcher {
+    /// Make `wanted` (derivations, or store paths) valid here; the NAR sizes of `closures`.
+    fn realise(
+        &self,
+        runner: &Runner,
+        ctx: &NixContext,
+        mode: Mode,
+        wanted: Vec<String>,
+        closures: Vec<String>,
+    ) -> Batched {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = st.next;
+        st.next += 1;
+        st.queue.push((ticket, wanted, closures));
+        loop {
+            if let Some(r) = st.results.remove(&ticket) {
+                return r;
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.running = true;
+            let batch = std::mem::take(&mut st.queue);
+            drop(st);
+            let results = run_batch(&batch, &|wanted| build_all(runner, ctx, mode, wanted), &|closures| {
+                copy::nar_sizes(runner, closures)
+            });
+            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.running = false;
+            st.results.extend(results);
+            self.done.notify_all();
+        }
+    }
+}
+
+type Request = (u64, Vec<String>, Vec<String>);
+
+/// One build of a whole batch; when it fails and the batch has several requests, each request
+/// again on its own, so that only the failing ones fail.
+fn run_batch(
+    batch: &[Request],
+    build: &dyn Fn(&[String]) -> Result<(), String>,
+    sizes: &dyn Fn(&[String]) -> HashMap<String, u64>,
+) -> Vec<(u64, Batched)> {
+    let all: Vec<String> = batch.iter().flat_map(|(_, w, _)| w.iter().cloned()).collect();
+    match build(&all) {
+        Ok(()) => {
+            let closures: Vec<String> = batch.iter().flat_map(|(_, _, c)| c.iter().cloned()).collect();
+            let sizes = Arc::new(sizes(&closures));
+            batch.iter().map(|(t, _, _)| (*t, Ok(sizes.clone()))).collect()
+        }
+        Err(e) if batch.len() == 1 => vec![(batch[0].0, Err(e))],
+        Err(_) => batch
+            .iter()
+            .flat_map(|one| run_batch(std::slice::from_ref(one), build, sizes))
+            .collect(),
+    }
+}
+
+fn build_all(runner: &Runner, ctx: &NixContext, mode: Mode, wanted: &[String]) -> Result<(), String> {
+    for argv in build_argvs(ctx, mode, wanted) {
+        runner.checked(&argv, "nix build").map_err(|e| match e {
+            ExecError::Failed { .. } => e.stderr().trim().to_string(),
+            other => other.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Build the given (evaluated) deployments locally (through `batcher`, with other nodes' builds
+/// of the moment), keep GC roots if asked; the NAR sizes of what was built.
 pub fn build_local(
     runner: &Runner,
     ctx: &NixContext,
     mode: Mode,
+    batcher: &Batcher,
     deployments: &[&Deployment],
     keep_result: Option<&Path>,
-) -> Result<(), BuildError> {
+) -> Result<Arc<HashMap<String, u64>>, BuildError> {
     if deployments.is_empty() {
-        return Ok(());
+        return Ok(Arc::default());
     }
     let rep = &runner.reporter;
     rep.phase(
@@ -75,15 +173,14 @@ pub fn build_local(
         .iter()
         .map(|d| d.drv.clone().unwrap_or_else(|| d.closure.clone()))
         .collect();
-    for argv in build_argvs(ctx, mode, &wanted) {
-        if let Err(e) = runner.checked(&argv, "nix build") {
+    let closures = deployments.iter().map(|d| d.closure.clone()).collect();
+    let sizes = match batcher.realise(runner, ctx, mode, wanted, closures) {
+        Ok(s) => s,
+        Err(nix) => {
             rep.phase(Phase::Build, State::Failed, None);
-            return Err(match e {
-                ExecError::Failed { .. } => failed(deployments, e.stderr().trim()),
-                other => other.into(),
-            });
+            return Err(failed(deployments, &nix));
         }
-    }
+    };
     for d in deployments {
         if !Path::new(&d.closure).join("deploy-rs-activate").exists() {
             rep.phase(Phase::Build, State::Failed, None);
@@ -106,7 +203,7 @@ pub fn build_local(
         }
     }
     rep.phase(Phase::Build, State::Succeeded, None);
-    Ok(())
+    Ok(sizes)
 }
 
 /// Why a build failed: a `path` that is a plain store path Nix cannot produce names its attribute;
@@ -160,6 +257,32 @@ pub fn gc_root(dir: &Path, node: &str, profile: &str) -> Result<std::path::PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_shared_build_fails_only_the_requests_that_fail_alone() {
+        let req = |t: u64, p: &str| (t, vec![p.to_string()], vec![format!("{p}-out")]);
+        let batch = [req(0, "a"), req(1, "bad"), req(2, "c")];
+        let calls = Mutex::new(Vec::new());
+        let build = |w: &[String]| {
+            calls.lock().unwrap().push(w.to_vec());
+            if w.iter().any(|p| p == "bad") {
+                Err("bad breaks".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let sizes = |c: &[String]| c.iter().map(|p| (p.clone(), 1)).collect();
+        let r: HashMap<u64, Batched> = run_batch(&batch, &build, &sizes).into_iter().collect();
+        assert!(r[&0].is_ok() && r[&2].is_ok());
+        assert_eq!(r[&1].as_ref().unwrap_err(), "bad breaks");
+        // All together first, then each on its own.
+        assert_eq!(calls.lock().unwrap().len(), 4);
+        // A batch that builds is one call, and every request gets the sizes of the batch.
+        let ok = [req(0, "a"), req(1, "c")];
+        let r = run_batch(&ok, &build, &sizes);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].1.as_ref().unwrap().len(), 2);
+    }
 
     #[test]
     fn gc_roots_stay_inside_the_result_path() {

@@ -121,6 +121,8 @@ pub struct Shared {
     pub nar_sizes: Mutex<HashMap<String, u64>>,
     /// The nodes' evaluations, when the plan came without its closures.
     pub pool: Option<EvalPool>,
+    /// The nodes' local builds, batched.
+    pub builds: build::Batcher,
     /// Set when a node failed and the run is to stop (not with --keep-going).
     stop: AtomicBool,
     seq: AtomicU64,
@@ -220,6 +222,7 @@ pub fn run(
         early: EarlyMasters::default(),
         nar_sizes: Mutex::new(nar_sizes),
         pool,
+        builds: build::Batcher::default(),
         stop: AtomicBool::new(false),
         seq: AtomicU64::new(0),
     };
@@ -292,17 +295,17 @@ fn ready(shared: &Shared, name: &str, deps: &[&Deployment]) -> Result<Vec<Deploy
     let local: Vec<&Deployment> = owned.iter().filter(|d| !d.settings.remote_build).collect();
     let rep = shared.runner.reporter.for_node(name);
     let runner = Runner::new(rep);
-    build::build_local(
+    let sizes = build::build_local(
         &runner,
         &shared.ctx,
         shared.mode,
+        &shared.builds,
         &local,
         shared.opts.keep_result.as_deref(),
     )
     .map_err(|e| (Phase::Build, e.to_string()))?;
-    let paths: Vec<String> = local.iter().map(|d| d.closure.clone()).collect();
-    let sizes = copy::nar_sizes(&runner, &paths);
-    shared.nar_sizes.lock().unwrap_or_else(|e| e.into_inner()).extend(sizes);
+    let mut known = shared.nar_sizes.lock().unwrap_or_else(|e| e.into_inner());
+    known.extend(sizes.iter().map(|(p, n)| (p.clone(), *n)));
     Ok(owned)
 }
 

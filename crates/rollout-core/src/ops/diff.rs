@@ -160,7 +160,15 @@ pub struct DiffRow {
 pub fn diff_rows(prepared: &Prepared, inspection: &Inspection, runner: &Runner) -> Result<Vec<DiffRow>, Error> {
     let plan = &prepared.plan;
     let local: Vec<_> = plan.deployments.iter().filter(|d| !d.settings.remote_build).collect();
-    build::build_local(runner, &prepared.ctx, prepared.mode, &local, None).map_err(|e| Error::Run(e.into()))?;
+    build::build_local(
+        runner,
+        &prepared.ctx,
+        prepared.mode,
+        &build::Batcher::default(),
+        &local,
+        None,
+    )
+    .map_err(|e| Error::Run(e.into()))?;
     let here = LocalHost::new();
     let mut rows = Vec::new();
     for (d, v) in plan.deployments.iter().zip(&inspection.views) {
