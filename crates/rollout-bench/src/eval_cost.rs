@@ -114,15 +114,18 @@ fn one_deploy(args: &Args, rollout: &Path, dir: &Path, mode: &'static str, extra
     })
 }
 
-/// The same nodes' paths, evaluated by one `nix eval` (no deploy): wall and peak RSS.
+/// The same nodes' paths, evaluated by one `nix eval` (no deploy): wall and its own peak RSS
+/// (`wait4` on it).
 fn one_process_eval(dir: &Path) -> anyhow::Result<(f64, f64)> {
     let start = Instant::now();
-    let out = Command::new("/usr/bin/env")
+    let child = Command::new("nix")
         .args([
-            "nix",
             "--extra-experimental-features",
             "nix-command flakes",
             "eval",
+            "--option",
+            "eval-cache",
+            "false",
             "--json",
             ".#deploy",
             "--apply",
@@ -131,19 +134,20 @@ fn one_process_eval(dir: &Path) -> anyhow::Result<(f64, f64)> {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    // Reaped here with wait4 (for its rusage), never by the std Child.
+    std::mem::forget(child);
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; pid is our own unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
     let wall = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        anyhow::bail!("nix eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    if r != pid as libc::pid_t || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        anyhow::bail!("nix eval of the eval-cost flake failed (status {status})");
     }
-    // SAFETY: getrusage fills the zeroed struct we own; RUSAGE_CHILDREN's max covers this child.
-    let rss = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
-        u.ru_maxrss as f64 / 1024.0
-    };
-    Ok((wall, rss))
+    Ok((wall, ru.ru_maxrss as f64 / 1024.0))
 }
 
 /// The eval-cost benchmark; prints its table and returns the runs as JSON.

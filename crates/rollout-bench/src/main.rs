@@ -240,6 +240,8 @@ struct RunResult {
     rss_self_kib: u64,
     /// `ru_maxrss` from `wait4`: max over rollout and every descendant it reaped (nix, ssh), KiB.
     rss_tree_kib: u64,
+    /// Most open file descriptors of the rollout process (/proc/PID/fd, sampled every 100 ms).
+    fds_max: u64,
     /// CPU seconds (user+sys) of rollout and the descendants it reaped: the deployer side.
     deployer_cpu_s: f64,
     /// Busy CPU seconds of the whole machine during the run (/proc/stat): deployer + simulated hosts.
@@ -269,6 +271,7 @@ struct SizeSummary {
     auths_per_host_max: usize,
     rss_self_kib_max: u64,
     rss_tree_kib_max: u64,
+    fds_max: u64,
     median_deployer_cpu_s: Option<f64>,
     median_machine_cpu_s: Option<f64>,
     median_machine_cpu_util: Option<f64>,
@@ -341,6 +344,7 @@ struct Outcome {
     stderr: String,
     rss_self_kib: u64,
     rss_tree_kib: u64,
+    fds_max: u64,
     deployer_cpu_s: f64,
     machine_cpu_s: f64,
     timed_out: bool,
@@ -395,15 +399,23 @@ fn invoke(args: &Args, rollout: &Path, flake: &Path, extra: &[&str]) -> anyhow::
 
     let done = Arc::new(AtomicBool::new(false));
     let hwm = Arc::new(AtomicU64::new(0));
+    let fds = Arc::new(AtomicU64::new(0));
     let timed_out = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (done, hwm, timed_out) = (done.clone(), hwm.clone(), timed_out.clone());
+        let (done, hwm, fds, timed_out) = (done.clone(), hwm.clone(), fds.clone(), timed_out.clone());
         let deadline = start + Duration::from_secs(args.run_timeout);
         std::thread::spawn(move || {
+            let mut i = 0u64;
             while !done.load(Ordering::SeqCst) {
                 if let Some(k) = vm_hwm_kib(pid) {
                     hwm.fetch_max(k, Ordering::SeqCst);
                 }
+                if i.is_multiple_of(20) {
+                    if let Ok(d) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                        fds.fetch_max(d.count() as u64, Ordering::SeqCst);
+                    }
+                }
+                i += 1;
                 if Instant::now() > deadline && !timed_out.swap(true, Ordering::SeqCst) {
                     // SAFETY: pid is our own unreaped child (a zombie at worst), so it cannot be reused.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -457,6 +469,7 @@ fn invoke(args: &Args, rollout: &Path, flake: &Path, extra: &[&str]) -> anyhow::
         stderr: read(err_f),
         rss_self_kib: hwm.load(Ordering::SeqCst),
         rss_tree_kib: ru.ru_maxrss.max(0) as u64,
+        fds_max: fds.load(Ordering::SeqCst),
         deployer_cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
         machine_cpu_s: busy1 - busy0,
         timed_out: timed_out.load(Ordering::SeqCst),
@@ -622,6 +635,7 @@ fn analyse(hosts_n: usize, kind: &'static str, index: usize, o: &Outcome, auths:
         auths_per_host_max: auths.iter().cloned().max().unwrap_or(0),
         rss_self_kib: o.rss_self_kib,
         rss_tree_kib: o.rss_tree_kib,
+        fds_max: o.fds_max,
         deployer_cpu_s: o.deployer_cpu_s,
         machine_cpu_s: o.machine_cpu_s,
         machine_cpu_util: o.machine_cpu_s / (o.wall_s * cpus() as f64),
@@ -695,6 +709,7 @@ fn summarize(n: usize, runs: &[RunResult], base: Option<f64>, peer: &[&PeerRun])
         auths_per_host_max: runs.iter().map(|r| r.auths_per_host_max).max().unwrap_or(0),
         rss_self_kib_max: runs.iter().map(|r| r.rss_self_kib).max().unwrap_or(0),
         rss_tree_kib_max: runs.iter().map(|r| r.rss_tree_kib).max().unwrap_or(0),
+        fds_max: runs.iter().map(|r| r.fds_max).max().unwrap_or(0),
         median_deployer_cpu_s: med(&|r| Some(r.deployer_cpu_s)),
         median_machine_cpu_s: med(&|r| Some(r.machine_cpu_s)),
         median_machine_cpu_util: med(&|r| Some(r.machine_cpu_util)),
@@ -780,17 +795,18 @@ fn print_table(sizes: &[SizeSummary], noop: Option<&SizeSummary>, peer: Option<&
     println!();
     println!("rollout fleet benchmark: resources");
     println!(
-        "| {:>8} | {:>10} | {:>8} | {:>8} | {:>12} | {:>11} | {:>8} |",
-        "hosts", "auths/host", "RSS self", "RSS tree", "deployer CPU", "machine CPU", "CPU busy"
+        "| {:>8} | {:>10} | {:>8} | {:>8} | {:>6} | {:>12} | {:>11} | {:>8} |",
+        "hosts", "auths/host", "RSS self", "RSS tree", "fds", "deployer CPU", "machine CPU", "CPU busy"
     );
-    println!("|{}|", [10, 12, 10, 10, 14, 13, 10].map(|w| "-".repeat(w)).join("|"));
+    println!("|{}|", [10, 12, 10, 10, 8, 14, 13, 10].map(|w| "-".repeat(w)).join("|"));
     for (label, s) in &rows {
         println!(
-            "| {:>8} | {:>10} | {:>8} | {:>8} | {:>12} | {:>11} | {:>8} |",
+            "| {:>8} | {:>10} | {:>8} | {:>8} | {:>6} | {:>12} | {:>11} | {:>8} |",
             label,
             format!("{:.1} / {}", s.auths_per_host_mean, s.auths_per_host_max),
             format!("{} MiB", mib(s.rss_self_kib_max)),
             format!("{} MiB", mib(s.rss_tree_kib_max)),
+            s.fds_max,
             format!("{} s", f2(s.median_deployer_cpu_s)),
             format!("{} s", f2(s.median_machine_cpu_s)),
             s.median_machine_cpu_util

@@ -257,7 +257,7 @@ fn take_next<'a, 'b>(shared: &Shared, queue: &Mutex<VecDeque<&'b NodeDeps<'a>>>)
                     .iter()
                     .position(|(name, deps)| {
                         deps.iter()
-                            .all(|d| !d.closure.is_empty() || pool.result(&d.flake, name).is_some())
+                            .all(|d| !d.closure.is_empty() || pool.is_done(&d.flake, name))
                     })
                     .or_else(|| pool.idle().then_some(0)),
             };

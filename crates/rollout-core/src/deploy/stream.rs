@@ -178,6 +178,12 @@ impl EvalPool {
         b.done.get(&(flake.to_string(), node.to_string())).cloned()
     }
 
+    /// Whether a node's evaluation has ended (without copying its result).
+    pub fn is_done(&self, flake: &str, node: &str) -> bool {
+        let b = self.inner.board.lock().unwrap_or_else(|e| e.into_inner());
+        b.done.contains_key(&(flake.to_string(), node.to_string()))
+    }
+
     /// Whether nothing more will be evaluated (all done, or cancelled and idle).
     pub fn idle(&self) -> bool {
         self.inner.board.lock().unwrap_or_else(|e| e.into_inner()).workers == 0
