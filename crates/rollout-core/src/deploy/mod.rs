@@ -227,7 +227,6 @@ pub fn run(
         seq: AtomicU64::new(0),
     };
     let nodes = group_by_node(plan);
-    node::connect_early(&shared, &nodes);
     let runs = run_nodes(&shared, &nodes);
     shared.early.clear();
     if let Some(p) = &shared.pool {
@@ -292,6 +291,8 @@ fn ready(shared: &Shared, name: &str, deps: &[&Deployment]) -> Result<Vec<Deploy
     if shared.opts.closures_on_target || shared.opts.keys_only {
         return Ok(owned);
     }
+    // Evaluated: its login can run while it builds.
+    node::connect_early(shared, name, deps);
     let local: Vec<&Deployment> = owned.iter().filter(|d| !d.settings.remote_build).collect();
     let rep = shared.runner.reporter.for_node(name);
     let runner = Runner::new(rep);
@@ -316,7 +317,10 @@ fn deploy_node(shared: &Shared, name: &str, deps: &[&Deployment]) -> NodeRun {
             let refs: Vec<&Deployment> = owned.iter().collect();
             node::run_node(shared, name, &refs)
         }
-        Err((_, msg)) => failed_before_start(shared, name, deps, &msg),
+        Err((_, msg)) => {
+            node::forget_early(shared, deps);
+            failed_before_start(shared, name, deps, &msg)
+        }
     }
 }
 

@@ -242,36 +242,35 @@ fn connect(
     (endpoints, hosts, None)
 }
 
-/// Start the master logins of the nodes that deploy first (the first wave, up to `--parallel`)
-/// before their turn: the login then overlaps their evaluation and build instead of adding its
-/// round trips to each node's own. Nodes with keys are left out, since a key that cannot be read
-/// must stop its node before anything is contacted. See docs/agent-protocol.md, "Round trips".
-pub fn connect_early(shared: &Shared, nodes: &[(String, Vec<&Deployment>)]) {
-    if shared.opts.local {
+/// Start the master login of a node whose evaluation succeeded, before its build: the login
+/// then overlaps the build instead of adding its round trips after it. Not for nodes with keys
+/// (a key that cannot be read must stop its node before anything is contacted), nor before the
+/// evaluation (a node that fails to evaluate is never contacted). See docs/agent-protocol.md,
+/// "Round trips".
+pub fn connect_early(shared: &Shared, node: &str, deps: &[&Deployment]) {
+    if shared.opts.local || deps.iter().any(|d| !d.settings.keys.is_empty()) {
         return;
     }
-    let first = match shared.opts.canary {
-        0 => nodes.len(),
-        c => c.min(nodes.len()),
-    };
+    let rep = shared.runner.reporter.for_node(node);
+    let runner = Runner::new(rep.clone());
     let mut started: Vec<&Endpoint> = Vec::new();
-    for (node, deps) in nodes[..first].iter().take(shared.opts.parallel.max(1)) {
-        if deps.iter().any(|d| !d.settings.keys.is_empty()) {
+    for d in deps {
+        if started.contains(&&d.endpoint) {
             continue;
         }
-        let rep = shared.runner.reporter.for_node(node);
-        let runner = Runner::new(rep.clone());
-        for d in deps {
-            if started.contains(&&d.endpoint) {
-                continue;
-            }
-            started.push(&d.endpoint);
-            let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
-            // A master that cannot even start is left to the node's own connect, which says why.
-            if let Ok(s) = Master::start(&runner, &rep, &d.endpoint, &shared.sockets.path, idx) {
-                shared.early.add(s);
-            }
+        started.push(&d.endpoint);
+        let idx = shared.next_socket.fetch_add(1, Ordering::SeqCst);
+        // A master that cannot even start is left to the node's own connect, which says why.
+        if let Ok(s) = Master::start(&runner, &rep, &d.endpoint, &shared.sockets.path, idx) {
+            shared.early.add(s);
         }
+    }
+}
+
+/// End the masters started for a node that will not be deployed after all (its build failed).
+pub fn forget_early(shared: &Shared, deps: &[&Deployment]) {
+    for d in deps {
+        drop(shared.early.take(&d.endpoint));
     }
 }
 
