@@ -53,9 +53,9 @@ fn eval(selection: &Selection) -> Result<serde_json::Value, String> {
     eval_expr(&format!("({}) ({FLEET})", apply_lambda(selection)))
 }
 
-/// `nix eval --json --expr EXPR`.
-fn eval_expr(expr: &str) -> Result<serde_json::Value, String> {
-    let out = Command::new("nix")
+/// `nix eval --json --expr EXPR`, as it ended.
+fn nix_eval(expr: &str) -> std::process::Output {
+    Command::new("nix")
         .args([
             "--extra-experimental-features",
             "nix-command flakes",
@@ -65,7 +65,12 @@ fn eval_expr(expr: &str) -> Result<serde_json::Value, String> {
             expr,
         ])
         .output()
-        .expect("run nix");
+        .expect("run nix")
+}
+
+/// `nix eval --json --expr EXPR`: its JSON, or its stderr.
+fn eval_expr(expr: &str) -> Result<serde_json::Value, String> {
+    let out = nix_eval(expr);
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
@@ -94,17 +99,7 @@ fn node_paths(node: &str, profiles: &[&str]) -> NodePaths {
 /// `nix eval` of the per-node lambda on FLEET: what it announced, or Nix's error.
 fn eval_paths(nodes: &[NodePaths]) -> Result<Vec<serde_json::Value>, String> {
     let expr = format!("({}) ({FLEET})", paths_lambda(TAG, nodes));
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--expr",
-            &expr,
-        ])
-        .output()
-        .expect("run nix");
+    let out = nix_eval(&expr);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         return Err(stderr);
@@ -329,17 +324,7 @@ fn per_node_evaluation_announces_nodes_in_order_and_stops_at_the_first_error() {
         node_paths("web", &["broken"]),
     ];
     let expr = format!("({}) ({FLEET})", paths_lambda(TAG, &nodes));
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--expr",
-            &expr,
-        ])
-        .output()
-        .expect("run nix");
+    let out = nix_eval(&expr);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     let got = announced(&stderr);
@@ -351,17 +336,7 @@ fn per_node_evaluation_announces_nodes_in_order_and_stops_at_the_first_error() {
     let drv = r#"builtins.derivation { name = "x"; system = "x"; builder = "/bin/sh"; }"#;
     let fleet = format!("{{ nodes.d.profiles.s.path = {drv}; }}");
     let expr = format!("({}) ({fleet})", paths_lambda(TAG, &[node_paths("d", &["s"])]));
-    let out = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "eval",
-            "--json",
-            "--expr",
-            &expr,
-        ])
-        .output()
-        .expect("run nix");
+    let out = nix_eval(&expr);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let got = announced(&stderr);
     let d = got[0]["paths"]["s"]["drv"].as_str().unwrap_or_default().to_string();
