@@ -162,6 +162,9 @@ impl Starting {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Its stderr is read only when it fails to start: close our end now rather than hold one
+        // descriptor per host until the run ends (ssh ignores SIGPIPE; a late message is lost).
+        drop(child.stderr());
         rep.phase(Phase::Connect, State::Succeeded, None);
         Ok(Master {
             endpoint,
