@@ -70,17 +70,28 @@ struct EvalRun {
     rss_tree_mib: f64,
 }
 
+/// The nodes' events of `phase` in `state`; the run's own when no node has any (a rollout from
+/// before per-node evaluation reports one run-wide `evaluate`).
 fn phase_times(events: &[Value], phase: &str, state: &str) -> Vec<(String, f64)> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "phase" && e["phase"] == phase && e["state"] == state && e["node"].is_string())
-        .map(|e| {
-            (
-                e["node"].as_str().unwrap_or("").to_string(),
-                e["time"].as_f64().unwrap_or(0.0),
-            )
-        })
-        .collect()
+    let of = |node_level: bool| -> Vec<(String, f64)> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "phase" && e["phase"] == phase && e["state"] == state)
+            .filter(|e| e["node"].is_string() == node_level)
+            .map(|e| {
+                (
+                    e["node"].as_str().unwrap_or("").to_string(),
+                    e["time"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect()
+    };
+    let nodes = of(true);
+    if nodes.is_empty() {
+        of(false)
+    } else {
+        nodes
+    }
 }
 
 fn one_deploy(args: &Args, rollout: &Path, dir: &Path, mode: &'static str, extra: &[&str]) -> anyhow::Result<EvalRun> {
@@ -167,9 +178,16 @@ pub fn run(args: &Args, rollout: &Path) -> anyhow::Result<Value> {
         if i == 0 {
             eprintln!("eval-cost: one `nix eval` of {n} nodes: {wall:.2} s, peak RSS {rss:.0} MiB");
         }
-        for (mode, extra) in [("one evaluator", &["--eval-jobs", "1"][..]), ("parallel", &[][..])] {
+        let mut modes: Vec<(&'static str, &Path, &[&str])> = vec![
+            ("one evaluator", rollout, &["--eval-jobs", "1"][..]),
+            ("parallel", rollout, &[][..]),
+        ];
+        if let Some(b) = &args.eval_baseline {
+            modes.push(("baseline", b.as_path(), &[][..]));
+        }
+        for (mode, binary, extra) in modes {
             write_flake(dir.path(), &fleet, n, &fresh_salt(&format!("r{i}")), size, rounds)?;
-            let r = one_deploy(args, rollout, dir.path(), mode, extra)?;
+            let r = one_deploy(args, binary, dir.path(), mode, extra)?;
             eprintln!(
                 "eval-cost: run {i} {mode}: {:.2} s (evaluation {:.2} s, first copy at {:.2} s)",
                 r.wall_s, r.eval_span_s, r.first_copy_s
@@ -190,7 +208,11 @@ pub fn run(args: &Args, rollout: &Path) -> anyhow::Result<Value> {
         "{:<16} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9}",
         "mode", "wall", "eval span", "node eval", "first copy", "last eval", "peak RSS"
     );
-    for mode in ["one evaluator", "parallel"] {
+    let mut shown = vec!["one evaluator", "parallel"];
+    if args.eval_baseline.is_some() {
+        shown.push("baseline");
+    }
+    for mode in shown {
         println!(
             "{:<16} {:>7.2}s {:>9.2}s {:>9.2}s {:>10.2}s {:>9.2}s {:>6.0} MiB",
             mode,
@@ -214,6 +236,14 @@ pub fn run(args: &Args, rollout: &Path) -> anyhow::Result<Value> {
         if ratio <= 0.6 { "PASS" } else { "FAIL" }
     );
     println!("parallel evaluation span / one nix eval: {eval_ratio:.2}x");
+    if let Some(b) = &args.eval_baseline {
+        let base = med("baseline", |r| r.wall_s);
+        println!(
+            "parallel / baseline ({}) (deploy wall): {:.2}x",
+            b.display(),
+            med("parallel", |r| r.wall_s) / base
+        );
+    }
     println!("RSS: wait4 ru_maxrss of rollout = the largest of rollout and the processes it reaped (its evaluators).");
     Ok(json!({
         "nodes": n, "size": size, "rounds": rounds, "started": t0,

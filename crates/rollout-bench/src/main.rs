@@ -90,6 +90,10 @@ struct Args {
     /// Eval-cost: folds over the list per node
     #[arg(long, default_value_t = 30)]
     eval_rounds: u64,
+    /// Eval-cost: another rollout binary (e.g. a build from before streaming evaluation) deployed the
+    /// same way with its defaults, in the same runs
+    #[arg(long, value_name = "PATH")]
+    eval_baseline: Option<PathBuf>,
 }
 
 /// One run of the peer command given with `--compare`.
