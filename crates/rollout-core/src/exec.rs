@@ -343,6 +343,77 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A child started by [`Runner::hold`]. Dropped without [`Held::release`], its stdin is closed
+/// (it sees end of input) and it is reaped, killed if it has not ended within 5 s.
+pub struct Held {
+    argv: String,
+    stdin: Option<std::process::ChildStdin>,
+    child: Option<Child>,
+    lines: mpsc::Receiver<(bool, String)>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Held {
+    /// Write `input` and close stdin, then pass each line of stdout and stderr to `on_line` until
+    /// the child ends. Returns its exit status and the last lines of its stderr.
+    pub fn release(mut self, input: &str, on_line: &dyn Fn(&str)) -> Result<(ExitStatus, String), ExecError> {
+        if let Some(mut w) = self.stdin.take() {
+            // A closed pipe only means the child did not read it; the exit status tells more.
+            let _ = w.write_all(input.as_bytes());
+        }
+        let mut kept: Vec<String> = Vec::new();
+        // Ends once both readers have ended (every sender is dropped).
+        for r in std::mem::take(&mut self.readers) {
+            while !r.is_finished() {
+                match self.lines.recv_timeout(Duration::from_millis(20)) {
+                    Ok(l) => handle_line(l, on_line, &mut kept),
+                    Err(_) => continue,
+                }
+            }
+        }
+        while let Ok(l) = self.lines.try_recv() {
+            handle_line(l, on_line, &mut kept);
+        }
+        let mut child = self.child.take().expect("a held child is released once");
+        let status = reap(&mut child).map_err(|e| ExecError::Spawn {
+            argv: self.argv.clone(),
+            source: e,
+        })?;
+        Ok((status, kept.join("\n")))
+    }
+}
+
+fn handle_line((is_err, line): (bool, String), on_line: &dyn Fn(&str), kept: &mut Vec<String>) {
+    on_line(&line);
+    if is_err {
+        kept.push(line);
+        if kept.len() > 40 {
+            kept.remove(0);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(try_reap(&mut child), Ok(None)) {
+                if Instant::now() > deadline {
+                    // SAFETY: kill(2) on our own child, not reaped yet.
+                    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+                    let _ = reap(&mut child);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Captured {
     pub status: ExitStatus,
@@ -512,6 +583,35 @@ impl Runner {
         Ok((status, err_tail))
     }
 
+    /// Start a child whose input is held back: it runs with stdin open and nothing written until
+    /// [`Held::release`] (a remote command opened early, waiting for its go).
+    pub fn hold(&self, argv: &Argv) -> Result<Held, ExecError> {
+        self.announce(argv);
+        let mut cmd = command(argv);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn_tracked(cmd, Role::Work).map_err(|e| Self::spawn_error(argv, e))?;
+        let (tx, lines) = mpsc::channel();
+        let mut readers = Vec::new();
+        let out = child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>);
+        let err = child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>);
+        for (is_err, pipe) in [(false, out), (true, err)] {
+            let Some(pipe) = pipe else { continue };
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send((is_err, line));
+                }
+            }));
+        }
+        Ok(Held {
+            argv: argv.to_string(),
+            stdin: child.stdin.take(),
+            child: Some(child),
+            lines,
+            readers,
+        })
+    }
+
     /// Start a long-lived child (an SSH master); the caller owns it and ends it by pid.
     pub fn spawn(&self, argv: &Argv) -> Result<Proc, ExecError> {
         self.announce(argv);
@@ -540,6 +640,27 @@ impl Runner {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn a_held_command_runs_only_once_released() {
+        let r = Runner::new(Reporter::silent());
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let script = format!("read -r _ && touch {} && echo ran", mark.display());
+        let argv = Argv::new("sh").args(["-c", script.as_str()]);
+        drop(r.hold(&argv).unwrap());
+        assert!(!mark.exists(), "dropped unreleased: it never ran");
+        let held = r.hold(&argv).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!mark.exists(), "held: not run yet");
+        let seen = Mutex::new(Vec::new());
+        let (st, _) = held
+            .release("go\n", &|l| seen.lock().unwrap().push(l.to_string()))
+            .unwrap();
+        assert!(st.success());
+        assert!(mark.exists());
+        assert_eq!(seen.into_inner().unwrap(), vec!["ran"]);
+    }
 
     #[test]
     fn unneeded_work_is_killed_with_the_children_it_started() {

@@ -178,6 +178,7 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
         .profile("system", marker("system").setting("user", json!("root")));
     assert_eq!(env.rollout("#host1", &[]).status.code(), Some(0));
     assert_eq!(env.markers("host1", "system").len(), 1);
+    let deploys_before = agent_deploys(&env);
     let out = env.rollout("#host1", &["--json", "--debug-logs"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let events = String::from_utf8_lossy(&out.stdout);
@@ -187,9 +188,10 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
             .any(|l| l.contains(r#""event":"outcome""#) && l.contains(r#""outcome":"unchanged""#)),
         "reported unchanged: {events}"
     );
-    assert!(
-        agent_calls(&events, "activate").is_empty(),
-        "the push phase's query found it unchanged: no agent activation call at all: {events}"
+    assert_eq!(
+        agent_deploys(&env),
+        deploys_before,
+        "the push phase's query found it unchanged: the agent never ran an activation (no deploy dir)"
     );
     assert!(
         !events.contains(r#""phase":"confirm""#),
@@ -200,6 +202,12 @@ fn an_unchanged_redeploy_runs_no_activation_and_reactivate_forces_one() {
     let out = env.rollout("#host1", &["--reactivate"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.markers("host1", "system").len(), 2, "--reactivate activates");
+}
+
+/// The deploy directories the agent (as root, temp path /tmp) made on host1: one per activation it ran.
+fn agent_deploys(env: &Env) -> usize {
+    let o = env.fleet.exec("host1", &["ls", "-A", "/tmp/rollout-0"]).unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
 }
 
 /// The `--debug-logs` command events of `events` (rollout --json) that run the agent's `verb`.

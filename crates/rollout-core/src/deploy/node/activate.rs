@@ -3,13 +3,14 @@
 //! one fresh login confirms them all.
 
 use super::outcome::{activation_failure, activation_success, ActivationEnd, FailureContext};
-use super::push::Unchanged;
-use super::{agent_call, call_for, groups, Activated, NodeCx, Pending, ProfileResult};
+use super::push::Pushed;
+use super::{agent_call, agent_reply, call_for, groups, Activated, AgentReply, NodeCx, Pending, ProfileResult};
 use crate::deploy::agent::{self, elevation_of, profile_ref, ActivateArgs};
 use crate::deploy::Shared;
 use crate::events::{Outcome, Phase, Reporter, State};
-use crate::exec::Runner;
+use crate::exec::{Held, Runner};
 use crate::plan::Deployment;
+use crate::ssh;
 use rollout_protocol::command::Origin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,9 +32,11 @@ enum Step<'a> {
     Failed(ProfileResult),
 }
 
-/// `unchanged`: profiles the push phase found running their closure, confirmed; they end
-/// unchanged without an agent call, as the agent would have ended them.
-pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment], unchanged: &Unchanged) -> Activations<'a> {
+/// What the push phase left: the profiles it found running their closure, confirmed (they end
+/// unchanged without an agent call, as the agent would have ended them), and the first profile's
+/// activate call, opened while it copied ([`HeldActivation`]).
+pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment], pushed: Pushed) -> Activations<'a> {
+    let Pushed { unchanged, mut held } = pushed;
     let mut act = Activations {
         pending: Vec::new(),
         done: Vec::new(),
@@ -52,7 +55,8 @@ pub fn activate_all<'a>(cx: &NodeCx, deps: &[&'a Deployment], unchanged: &Unchan
                 .push(cx.end(&d.profile, Outcome::Unchanged, &unchanged_message(Some(n)), None));
             continue;
         }
-        match activate_one(cx, d, &act.pending) {
+        let mine = held.take_if(|h| h.profile == d.profile);
+        match activate_one(cx, d, &act.pending, mine) {
             Step::Pending(p) => act.pending.push(p),
             Step::Done(r) => act.done.push(r),
             Step::Failed(r) => {
@@ -123,7 +127,7 @@ fn record_text(s: &str) -> String {
     out
 }
 
-fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step<'a> {
+fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending], held: Option<HeldActivation>) -> Step<'a> {
     let elevation = match elevation_of(d) {
         Ok(e) => e,
         Err(e) => return Step::Failed(cx.end(&d.profile, Outcome::Failed, &e, None)),
@@ -136,7 +140,7 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
     let hi = cx.host_of(d);
     let host = &cx.hosts[hi];
     let agent_bin = agent_for(cx.shared, d);
-    let args = activate_args(cx, d);
+    let args = held.as_ref().map_or_else(|| activate_args(cx, d), |h| h.args.clone());
     let prep = cx.rep.for_profile(cx.node, &d.profile);
     prep.phase(Phase::Activate, State::Started, None);
     // Keep earlier profiles of this node waiting while this one activates.
@@ -145,15 +149,21 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
         if !pending.is_empty() {
             s.spawn(|| heartbeat(&cx.rep, pending, &stop));
         }
-        let r = agent_call(
-            &cx.runner,
-            &prep,
-            &**host,
-            elevation.as_ref(),
-            password.as_deref(),
-            &agent_bin,
-            &agent::activate_args(&args),
-        );
+        let call = || {
+            agent_call(
+                &cx.runner,
+                &prep,
+                &**host,
+                elevation.as_ref(),
+                password.as_deref(),
+                &agent_bin,
+                &agent::activate_args(&args),
+            )
+        };
+        let r = match held {
+            Some(h) => h.release(&prep, call),
+            None => call(),
+        };
         stop.store(true, Ordering::SeqCst);
         r
     });
@@ -212,6 +222,63 @@ fn activate_one<'a>(cx: &NodeCx, d: &'a Deployment, pending: &[Pending]) -> Step
             let (outcome, msg) = activation_failure(&end, &ctx);
             Step::Failed(cx.end(&d.profile, outcome, &msg, None))
         }
+    }
+}
+
+/// The first profile's activate call, opened during the push phase: its channel is set up while
+/// the closures are copied (one round trip), and its command waits for one line on stdin before
+/// it runs, so nothing reaches the target before the copy has succeeded. Dropped unreleased (the
+/// copy failed, the profile was found unchanged, the node stops), its command sees the end of
+/// its input and never runs. See docs/agent-protocol.md, "Round trips".
+pub struct HeldActivation {
+    profile: String,
+    args: ActivateArgs,
+    held: Held,
+}
+
+/// What the held command runs first on the target: wait for one line, then become the agent.
+const HOLD: &str = "read -r _ && exec \"$@\"";
+
+impl HeldActivation {
+    /// The profile it activates.
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+
+    /// Open `d`'s activate call now, held. None where it does not apply: this machine (no round
+    /// trip to save), upload-keys (no activation), a sudo that reads a password on stdin.
+    pub fn open(cx: &NodeCx, d: &Deployment) -> Option<HeldActivation> {
+        let o = &cx.shared.opts;
+        if o.local || o.keys_only {
+            return None;
+        }
+        let elevation = elevation_of(d).ok()?;
+        if elevation.as_ref().is_some_and(|e| e.password_on_stdin) {
+            return None;
+        }
+        let args = activate_args(cx, d);
+        let mut words: Vec<String> = vec!["sh".into(), "-c".into(), HOLD.into(), "rollout-held".into()];
+        words.extend(ssh::agent_command(
+            elevation.as_ref(),
+            &agent_for(cx.shared, d),
+            &agent::activate_args(&args),
+        ));
+        let held = cx.runner.hold(&cx.hosts[cx.host_of(d)].run(&words)).ok()?;
+        Some(HeldActivation {
+            profile: d.profile.clone(),
+            args,
+            held,
+        })
+    }
+
+    /// Let the command run and read its reply. When ssh itself failed (exit 255 with no status
+    /// line: the channel was refused, say), the agent never started: `call` makes the call anew.
+    fn release(self, rep: &Reporter, call: impl FnOnce() -> AgentReply) -> AgentReply {
+        let reply = agent_reply(rep, |on_line| self.held.release("go\n", on_line));
+        if reply.code == Some(255) && reply.statuses.is_empty() {
+            return call();
+        }
+        reply
     }
 }
 

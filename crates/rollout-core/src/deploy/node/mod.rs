@@ -161,8 +161,17 @@ fn agent_call(
 ) -> AgentReply {
     let argv = host.run(&ssh::agent_command(elevation, agent_bin, args));
     let stdin = Elevation::password_line(elevation, password).map(Secret::new);
+    agent_reply(rep, |on_line| runner.stream(&argv, stdin.as_deref(), on_line))
+}
+
+/// The reply of an agent command that `run` runs, handing it a line handler: status lines are
+/// kept, other lines go to `rep` as logs.
+fn agent_reply(
+    rep: &Reporter,
+    run: impl FnOnce(&(dyn Fn(&str) + Sync)) -> Result<(std::process::ExitStatus, String), crate::exec::ExecError>,
+) -> AgentReply {
     let statuses = Mutex::new(Vec::new());
-    let r = runner.stream(&argv, stdin.as_deref(), &|line| match AgentStatus::parse_line(line) {
+    let r = run(&|line| match AgentStatus::parse_line(line) {
         Some(s) => statuses.lock().unwrap_or_else(|e| e.into_inner()).push(s),
         None => rep.log(line),
     });
@@ -297,10 +306,10 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
     };
     let mut done = Vec::new();
     let keys = keys.unwrap_or_default();
-    let mut unchanged = push::Unchanged::new();
+    let mut pushed = push::Pushed::default();
     if let Some(why) = err {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
-    } else if let Err(why) = push::push(&cx, deps).map(|u| unchanged = u) {
+    } else if let Err(why) = push::push(&cx, deps).map(|p| pushed = p) {
         cx.end_rest(deps, &mut done, Outcome::Failed, &why);
     } else if shared.opts.keys_only {
         let all: Vec<_> = keys.pre.iter().chain(&keys.post).cloned().collect();
@@ -317,7 +326,7 @@ pub fn run_node(shared: &Shared, node: &str, deps: &[&Deployment]) -> NodeRun {
         let msg = format!("{why}; nothing was activated on this node");
         cx.end_rest(deps, &mut done, Outcome::Failed, &msg);
     } else {
-        let act = activate::activate_all(&cx, deps, &unchanged);
+        let act = activate::activate_all(&cx, deps, pushed);
         done = settle(&cx, deps, act, &keys.post);
     }
     NodeRun {

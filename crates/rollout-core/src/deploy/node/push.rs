@@ -3,7 +3,7 @@
 //! runs, one `query` per profile asks what the target already runs: a host whose every profile
 //! runs its closure, confirmed, needs neither the copy (it is ended) nor an activation.
 
-use super::activate::agent_for;
+use super::activate::{agent_for, HeldActivation};
 use super::NodeCx;
 use crate::deploy::agent::{self, elevation_of, profile_ref};
 use crate::deploy::evaluate::Mode;
@@ -21,8 +21,19 @@ use std::sync::Mutex;
 /// Profiles (by name) that already run their closure, confirmed, with the generation they run.
 pub type Unchanged = HashMap<String, u64>;
 
-pub fn push(cx: &NodeCx, deps: &[&Deployment]) -> Result<Unchanged, String> {
+/// What the push phase leaves for the activations.
+#[derive(Default)]
+pub struct Pushed {
+    pub unchanged: Unchanged,
+    /// The first profile's activate call, opened while the closures were copied.
+    pub held: Option<HeldActivation>,
+}
+
+pub fn push(cx: &NodeCx, deps: &[&Deployment]) -> Result<Pushed, String> {
     let mut unchanged = Unchanged::new();
+    // Opened first, so that its channel is set up while the copy runs; dropped (never run) when
+    // anything below fails.
+    let mut held = deps.first().and_then(|d| HeldActivation::open(cx, d));
     for (hi, host) in cx.hosts.iter().enumerate() {
         let mine: Vec<&Deployment> = deps.iter().copied().filter(|d| cx.host_of(d) == hi).collect();
         let everything_there = AtomicBool::new(false);
@@ -41,7 +52,9 @@ pub fn push(cx: &NodeCx, deps: &[&Deployment]) -> Result<Unchanged, String> {
         unchanged.extend(found);
         build_there(cx, hi, &mine).map_err(|e| format!("building on {} failed: {e}", host.name()))?;
     }
-    Ok(unchanged)
+    // A first profile found unchanged is not activated: its held call never runs.
+    held.take_if(|h| unchanged.contains_key(h.profile()));
+    Ok(Pushed { unchanged, held })
 }
 
 /// May the profile be found unchanged by a query? The same cases in which the agent would skip
@@ -62,6 +75,11 @@ fn probed(cx: &NodeCx, d: &Deployment) -> bool {
 /// that run their closure, confirmed, with nothing under way ([`ProfileReport::runs_confirmed`]).
 /// A query that fails (no agent on the target yet, sudo refused) finds nothing.
 fn probe(cx: &NodeCx, hi: usize, mine: &[&Deployment]) -> Unchanged {
+    // One channel per query, beside the copy's and the held activation's: stay well within
+    // sshd's MaxSessions (10 by default); a host with more profiles is left to the agent.
+    if mine.len() > 6 {
+        return Unchanged::new();
+    }
     let quiet = Runner::new(Reporter::silent());
     let found = Mutex::new(Unchanged::new());
     std::thread::scope(|s| {
