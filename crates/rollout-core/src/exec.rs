@@ -303,27 +303,20 @@ impl ExecError {
     }
 }
 
-/// Until `done`: once `stop` is set, SIGKILL child `pid` (not yet reaped: the caller reaps it
-/// after `done`) and the children it started. Its work is not needed, so nothing half-done
-/// matters; a polite SIGTERM would let it close its connection first, and a child left alive
-/// (`nix copy`'s ssh) would close it when it sees its input end: network round trips for nothing.
-fn end_when(stop: &std::sync::atomic::AtomicBool, done: &std::sync::atomic::AtomicBool, pid: u32) {
-    use std::sync::atomic::Ordering::SeqCst;
-    while !done.load(SeqCst) {
-        if stop.load(SeqCst) {
-            // SAFETY: kill(2) on our own child, which is not reaped before `done`. Stopped, it
-            // cannot reap its own children either, so their pids stay theirs until it is killed.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
-            for child in children_of(pid) {
-                // SAFETY: a child of our stopped child (see above).
-                unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) };
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+/// SIGKILL child `pid` (not yet reaped) and the children it started. Its work is not needed,
+/// so nothing half-done matters; a polite SIGTERM would let it close its connection first, and a
+/// child left alive (`nix copy`'s ssh) would close it when it sees its input end: network round
+/// trips for nothing.
+fn kill_with_children(pid: u32) {
+    // SAFETY: kill(2) on our own child, not reaped before the caller reaps it. Stopped, it cannot
+    // reap its own children either, so their pids stay theirs until it is killed.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    for child in children_of(pid) {
+        // SAFETY: a child of our stopped child (see above).
+        unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) };
     }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
 }
 
 /// The children of process `pid`, from every thread's `/proc/PID/task/TID/children`.
@@ -403,9 +396,8 @@ impl Drop for Held {
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
             let _ = reap(&mut child);
         }
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
+        // Not joined: a reader may wait for descriptors an ssh master holds a round trip longer.
+        self.readers.clear();
     }
 }
 
@@ -521,19 +513,6 @@ impl Runner {
         stdin: Option<&str>,
         on_line: &(dyn Fn(&str) + Sync),
     ) -> Result<(ExitStatus, String), ExecError> {
-        self.stream_until(role, argv, stdin, on_line, None)
-    }
-
-    /// [`Runner::stream_as`] that kills the child once `stop` is set: work that turned out not to
-    /// be needed (a copy to a target that has it all).
-    pub fn stream_until(
-        &self,
-        role: Role,
-        argv: &Argv,
-        stdin: Option<&str>,
-        on_line: &(dyn Fn(&str) + Sync),
-        stop: Option<&std::sync::atomic::AtomicBool>,
-    ) -> Result<(ExitStatus, String), ExecError> {
         self.announce(argv);
         let mut cmd = command(argv);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -546,13 +525,7 @@ impl Runner {
         }
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let pid = child.id();
-        let output_done = std::sync::atomic::AtomicBool::new(false);
         let err_tail = std::thread::scope(|s| {
-            if let Some(stop) = stop {
-                // The child is reaped only after this scope, so its pid cannot be reused meanwhile.
-                s.spawn(|| end_when(stop, &output_done, pid));
-            }
             let h = s.spawn(move || {
                 let mut kept = Vec::new();
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -567,9 +540,7 @@ impl Runner {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 on_line(&line);
             }
-            let tail = h.join().unwrap_or_default();
-            output_done.store(true, std::sync::atomic::Ordering::SeqCst);
-            tail
+            h.join().unwrap_or_default()
         });
         let status = reap(&mut child).map_err(|e| ExecError::Spawn {
             argv: argv.to_string(),
@@ -578,13 +549,62 @@ impl Runner {
         Ok((status, err_tail))
     }
 
-    /// Start a child whose input is held back: it runs with stdin open and nothing written until
-    /// [`Held::release`] (a remote command opened early, waiting for its go).
-    pub fn hold(&self, argv: &Argv) -> Result<Held, ExecError> {
+    /// [`Runner::stream_as`] that kills the child and the children it started once `stop` is set:
+    /// work that turned out not to be needed (a copy to a target that has it all). It does not
+    /// wait for their output to end then: an `ssh` multiplexed over a master handed its
+    /// descriptors to the master, which closes them only a network round trip later.
+    pub fn stream_until(
+        &self,
+        role: Role,
+        argv: &Argv,
+        stdin: Option<&str>,
+        on_line: &(dyn Fn(&str) + Sync),
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(ExitStatus, String), ExecError> {
+        let Some(stop) = stop else {
+            return self.stream_as(role, argv, stdin, on_line);
+        };
+        let (mut child, lines, readers) = self.spawn_reading(role, argv)?;
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            let _ = w.write_all(data.as_bytes());
+        }
+        drop(child.stdin.take());
+        let mut kept = Vec::new();
+        loop {
+            match lines.recv_timeout(Duration::from_millis(5)) {
+                Ok(l) => handle_line(l, on_line, &mut kept),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                kill_with_children(child.id());
+                break;
+            }
+        }
+        while let Ok(l) = lines.try_recv() {
+            handle_line(l, on_line, &mut kept);
+        }
+        // Readers still blocked on descriptors someone else holds end by themselves later.
+        drop(readers);
+        let status = reap(&mut child).map_err(|e| ExecError::Spawn {
+            argv: argv.to_string(),
+            source: e,
+        })?;
+        Ok((status, kept.join("\n")))
+    }
+
+    /// Spawn with stdin, stdout and stderr piped; two detached threads send every line of stdout
+    /// (`false`) and stderr (`true`) to the returned channel, which disconnects when both end.
+    #[allow(clippy::type_complexity)]
+    fn spawn_reading(
+        &self,
+        role: Role,
+        argv: &Argv,
+    ) -> Result<(Child, mpsc::Receiver<(bool, String)>, Vec<std::thread::JoinHandle<()>>), ExecError> {
         self.announce(argv);
         let mut cmd = command(argv);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = spawn_tracked(cmd, Role::Work).map_err(|e| Self::spawn_error(argv, e))?;
+        let mut child = spawn_tracked(cmd, role).map_err(|e| Self::spawn_error(argv, e))?;
         let (tx, lines) = mpsc::channel();
         let mut readers = Vec::new();
         let out = child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>);
@@ -598,6 +618,13 @@ impl Runner {
                 }
             }));
         }
+        Ok((child, lines, readers))
+    }
+
+    /// Start a child whose input is held back: it runs with stdin open and nothing written until
+    /// [`Held::release`] (a remote command opened early, waiting for its go).
+    pub fn hold(&self, argv: &Argv) -> Result<Held, ExecError> {
+        let (mut child, lines, readers) = self.spawn_reading(Role::Work, argv)?;
         Ok(Held {
             argv: argv.to_string(),
             stdin: child.stdin.take(),
