@@ -363,7 +363,12 @@ fn parse_node(n: &NodePaths, v: &Value) -> NodeResult {
         let e = &v["paths"][p];
         match check_closure(&e["path"]) {
             Ok(closure) => {
-                let drv = e["drv"].as_str().filter(|d| d.ends_with(".drv")).map(str::to_string);
+                // Passed to `nix build` as a word: only a store path ending in .drv (the same check
+                // as the closure), never whatever a flake put in `drvPath`.
+                let drv = e["drv"]
+                    .as_str()
+                    .filter(|d| d.ends_with(".drv"))
+                    .and_then(|d| check_closure(&Value::String(d.to_string())).ok());
                 out.insert(p.clone(), Evaluated { closure, drv });
             }
             Err(m) => problems.push(format!("{attr}: {m}")),
@@ -433,6 +438,13 @@ mod tests {
         assert_eq!(r["app"].drv, None);
         let bad = serde_json::json!({"node": "web", "paths": {
             "system": {"path": "result"}, "app": {"path": {"$type": "lambda"}}}});
+        // A `drvPath` that is not a store derivation is not used (the closure is built as a path).
+        let odd = serde_json::json!({"node": "web", "paths": {
+            "system": {"path": "/nix/store/abc-sys", "drv": "--option x y.drv"},
+            "app": {"path": "/nix/store/abc-app", "drv": "/etc/x.drv"}}});
+        let r = parse_node(&n, &odd).unwrap();
+        assert_eq!(r["system"].drv, None);
+        assert_eq!(r["app"].drv, None);
         let e = parse_node(&n, &bad).unwrap_err();
         assert!(
             e.contains("deploy.nodes.web.profiles.system.path: expected an absolute store path"),
