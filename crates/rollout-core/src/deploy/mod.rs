@@ -276,16 +276,14 @@ fn ready(shared: &Shared, name: &str, deps: &[&Deployment]) -> Result<Vec<Deploy
     let mut owned: Vec<Deployment> = deps.iter().map(|d| (*d).clone()).collect();
     if let Some(pool) = &shared.pool {
         for d in owned.iter_mut().filter(|d| d.closure.is_empty()) {
-            match pool.result(&d.flake, name) {
-                Some(Ok(paths)) => {
-                    if let Some(e) = paths.get(&d.profile) {
-                        d.closure.clone_from(&e.closure);
-                        d.drv.clone_from(&e.drv);
-                    }
-                }
-                Some(Err(m)) => return Err((Phase::Evaluate, stream::failure_text(name, None, &m))),
-                None => return Err((Phase::Evaluate, "not evaluated: the run is stopping".into())),
-            }
+            let result = pool.result(&d.flake, name);
+            stream::apply(d, result.as_ref()).map_err(|why| {
+                let text = match why {
+                    Some(m) => stream::failure_text(name, None, &m),
+                    None => "not evaluated: the run is stopping".into(),
+                };
+                (Phase::Evaluate, text)
+            })?;
         }
     }
     if shared.opts.closures_on_target || shared.opts.keys_only {

@@ -15,7 +15,7 @@ use crate::evalexpr::{self, NodePaths};
 use crate::events::{Phase, State};
 use crate::exec::{self, ExecError, Role, Runner};
 use crate::nix::NixContext;
-use crate::plan::Plan;
+use crate::plan::{Deployment, Plan};
 use crate::target::quote_attr;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -300,27 +300,30 @@ impl Inner {
     }
 }
 
+/// Put a node's evaluated closure into one of its deployments; why not when the node's evaluation
+/// failed (Nix's text), or `None` when it was not evaluated.
+pub fn apply(d: &mut Deployment, result: Option<&NodeResult>) -> Result<(), Option<String>> {
+    match result {
+        Some(Ok(paths)) => {
+            if let Some(e) = paths.get(&d.profile) {
+                d.closure.clone_from(&e.closure);
+                d.drv.clone_from(&e.drv);
+            }
+            Ok(())
+        }
+        Some(Err(m)) => Err(Some(m.clone())),
+        None => Err(None),
+    }
+}
+
 /// Put every evaluated node's closures into `plan`; the nodes that failed, with why.
 pub fn fill(plan: &mut Plan, results: &HashMap<NodeKey, NodeResult>) -> Result<(), Vec<(NodeKey, String)>> {
     let mut failed: Vec<(NodeKey, String)> = Vec::new();
     for d in plan.deployments.iter_mut().filter(|d| d.closure.is_empty()) {
         let key = (d.flake.clone(), d.node.clone());
-        match results.get(&key) {
-            Some(Ok(paths)) => {
-                if let Some(e) = paths.get(&d.profile) {
-                    d.closure.clone_from(&e.closure);
-                    d.drv.clone_from(&e.drv);
-                }
-            }
-            Some(Err(m)) => {
-                if !failed.iter().any(|(k, _)| k == &key) {
-                    failed.push((key, m.clone()));
-                }
-            }
-            None => {
-                if !failed.iter().any(|(k, _)| k == &key) {
-                    failed.push((key, "not evaluated".into()));
-                }
+        if let Err(why) = apply(d, results.get(&key)) {
+            if !failed.iter().any(|(k, _)| k == &key) {
+                failed.push((key, why.unwrap_or_else(|| "not evaluated".into())));
             }
         }
     }
